@@ -1,0 +1,197 @@
+// Package event defines pktpipe's typed output records and the Writer
+// interface that encoders implement.
+//
+// Each event type writes its own fields through a Writer, once; the JSON
+// and msgpack encoders (sinks/encode) are both Writers. There is no
+// reflection and no intermediate map, so the schema lives in exactly one
+// place per type (its Encode method) and docs/schema.md describes it.
+// Field names follow Suricata EVE wherever EVE has the concept.
+package event
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// Type is the event_type of a record.
+type Type string
+
+const (
+	TypeFlow         Type = "flow"
+	TypeTLS          Type = "tls"
+	TypeRTT          Type = "rtt"
+	TypeDNS          Type = "dns"
+	TypeICMPFeedback Type = "icmp_feedback"
+	TypeQUIC         Type = "quic"
+)
+
+// Event is one output record.
+type Event interface {
+	// Head returns the fields every event shares.
+	Head() *Header
+	// Type is the record's event_type.
+	Type() Type
+	// EncodeBody writes the type-specific fields (after the header's) into
+	// the already-open top-level object.
+	EncodeBody(w Writer)
+}
+
+// Writer receives a record's structure. Encoders implement it; an event
+// describes itself by calling it. Keys are written with Key before each
+// value inside an object.
+type Writer interface {
+	BeginObject()
+	EndObject()
+	BeginArray()
+	EndArray()
+	Key(k string)
+	String(s string)
+	Uint(v uint64)
+	Int(v int64)
+	Float(v float64)
+	Bool(v bool)
+	Null()
+	// Time writes a timestamp in nanoseconds since the epoch the way EVE
+	// does: "2006-01-02T15:04:05.000000+0000" (UTC, microseconds).
+	Time(ns int64)
+	// IP writes an address as text ("10.0.0.1", "fd00::1").
+	IP(a netip.Addr)
+}
+
+// Header holds the fields every event carries. Src is the flow's client
+// (the side that opened it) for flow-bound events.
+type Header struct {
+	Timestamp   int64 // nanoseconds since the epoch
+	FlowID      uint64
+	SrcIP       netip.Addr
+	DestIP      netip.Addr
+	SrcPort     uint16
+	DestPort    uint16
+	Proto       uint8
+	CommunityID string
+	VLAN        [2]uint16 // 0 = absent
+	IfIndex     int32     // capture interface; -1 = unknown
+	// PcapCnt is the 1-based index of the packet that produced the event
+	// in its source, as Suricata's pcap_cnt (0 = not applicable).
+	PcapCnt uint64
+}
+
+// Head lets a type that embeds Header satisfy part of Event.
+func (h *Header) Head() *Header { return h }
+
+// ProtoName returns the name EVE gives a protocol number ("TCP", "UDP",
+// "ICMP", "IPv6-ICMP", "SCTP"), or its decimal number.
+func ProtoName(p uint8) string {
+	switch p {
+	case 1:
+		return "ICMP"
+	case 6:
+		return "TCP"
+	case 17:
+		return "UDP"
+	case 58:
+		return "IPv6-ICMP"
+	case 132:
+		return "SCTP"
+	case 47:
+		return "GRE"
+	}
+	return protoNums[p]
+}
+
+var protoNums = func() (t [256]string) {
+	for i := range t {
+		t[i] = itoa(i)
+	}
+	return
+}()
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [3]byte
+	n := len(b)
+	for i > 0 {
+		n--
+		b[n] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(b[n:])
+}
+
+// Encode writes a whole event as one top-level object: the common header
+// in EVE's order, then the type's own fields.
+func Encode(w Writer, e Event) {
+	h := e.Head()
+	w.BeginObject()
+	w.Key("timestamp")
+	w.Time(h.Timestamp)
+	if h.FlowID != 0 {
+		w.Key("flow_id")
+		w.Uint(h.FlowID)
+	}
+	if h.PcapCnt != 0 {
+		w.Key("pcap_cnt")
+		w.Uint(h.PcapCnt)
+	}
+	if h.IfIndex >= 0 {
+		w.Key("in_iface")
+		w.Int(int64(h.IfIndex))
+	}
+	if h.VLAN[0] != 0 {
+		w.Key("vlan")
+		w.BeginArray()
+		w.Uint(uint64(h.VLAN[0]))
+		if h.VLAN[1] != 0 {
+			w.Uint(uint64(h.VLAN[1]))
+		}
+		w.EndArray()
+	}
+	w.Key("event_type")
+	w.String(string(e.Type()))
+	if h.SrcIP.IsValid() {
+		w.Key("src_ip")
+		w.IP(h.SrcIP)
+		if hasPorts(h.Proto) {
+			w.Key("src_port")
+			w.Uint(uint64(h.SrcPort))
+		}
+		w.Key("dest_ip")
+		w.IP(h.DestIP)
+		if hasPorts(h.Proto) {
+			w.Key("dest_port")
+			w.Uint(uint64(h.DestPort))
+		}
+		w.Key("proto")
+		w.String(ProtoName(h.Proto))
+	}
+	if h.CommunityID != "" {
+		w.Key("community_id")
+		w.String(h.CommunityID)
+	}
+	e.EncodeBody(w)
+	w.EndObject()
+}
+
+func hasPorts(p uint8) bool { return p == 6 || p == 17 || p == 132 }
+
+// Batch is a pooled group of events on their way to the sink.
+type Batch struct {
+	Events []Event
+}
+
+// MaxBatchEvents is how many events a batch holds before it is sent on.
+const MaxBatchEvents = 256
+
+var batchPool = sync.Pool{New: func() any { return &Batch{Events: make([]Event, 0, MaxBatchEvents)} }}
+
+// GetBatch returns an empty batch from the pool.
+func GetBatch() *Batch { return batchPool.Get().(*Batch) }
+
+// Release empties the batch and returns it to the pool.
+func (b *Batch) Release() {
+	clear(b.Events)
+	b.Events = b.Events[:0]
+	batchPool.Put(b)
+}

@@ -1,0 +1,116 @@
+package event
+
+import "net/netip"
+
+// Flow is the record of one bidirectional flow, written when it ends.
+// Src is the client (the side that sent the first packet, or the SYN).
+type Flow struct {
+	Header
+	PktsToServer, PktsToClient   uint64
+	BytesToServer, BytesToClient uint64
+	Start, End                   int64  // first and last packet, ns
+	State                        string // EVE flow.state: "new", "established", "closed"
+	Reason                       string // "fin", "rst", "timeout", "shutdown", "evicted"
+	// TCP flags seen: all, to server, to client (only for TCP flows).
+	TCPFlags, TCPFlagsTS, TCPFlagsTC uint8
+	// Fragments counts IP fragments seen on the flow (non-first fragments
+	// cannot be tied to a flow by ports and are counted by the decoder).
+	Fragments uint64
+	// Tunnel and its outer endpoints, when the flow was found encapsulated.
+	Tunnel             string
+	OuterSrc, OuterDst netip.Addr
+
+	// Extra lets later stages add their summary to the flow record (RTT,
+	// TCP connection state, ICMP feedback...) without this type knowing
+	// them. Each is written as its own key at the top level.
+	Extra []Extension
+}
+
+// Extension is a named sub-object appended to a flow record by a stage.
+type Extension interface {
+	// Key is the top-level key, e.g. "rtt".
+	Key() string
+	// Encode writes the value (an object, array or scalar).
+	Encode(w Writer)
+}
+
+func (*Flow) Type() Type { return TypeFlow }
+
+func (f *Flow) EncodeBody(w Writer) {
+	w.Key("flow")
+	w.BeginObject()
+	w.Key("pkts_toserver")
+	w.Uint(f.PktsToServer)
+	w.Key("pkts_toclient")
+	w.Uint(f.PktsToClient)
+	w.Key("bytes_toserver")
+	w.Uint(f.BytesToServer)
+	w.Key("bytes_toclient")
+	w.Uint(f.BytesToClient)
+	w.Key("start")
+	w.Time(f.Start)
+	w.Key("end")
+	w.Time(f.End)
+	w.Key("age")
+	w.Int((f.End - f.Start) / 1e9)
+	w.Key("state")
+	w.String(f.State)
+	w.Key("reason")
+	w.String(f.Reason)
+	if f.Fragments != 0 {
+		w.Key("fragments")
+		w.Uint(f.Fragments)
+	}
+	w.EndObject()
+	if f.Proto == 6 {
+		w.Key("tcp")
+		w.BeginObject()
+		w.Key("tcp_flags")
+		w.String(hexByte(f.TCPFlags))
+		w.Key("tcp_flags_ts")
+		w.String(hexByte(f.TCPFlagsTS))
+		w.Key("tcp_flags_tc")
+		w.String(hexByte(f.TCPFlagsTC))
+		for _, fl := range tcpFlagNames {
+			if f.TCPFlags&fl.bit != 0 {
+				w.Key(fl.name)
+				w.Bool(true)
+			}
+		}
+		w.EndObject()
+	}
+	if f.Tunnel != "" {
+		w.Key("tunnel")
+		w.BeginObject()
+		w.Key("type")
+		w.String(f.Tunnel)
+		w.Key("src_ip")
+		w.IP(f.OuterSrc)
+		w.Key("dest_ip")
+		w.IP(f.OuterDst)
+		w.EndObject()
+	}
+	for _, x := range f.Extra {
+		w.Key(x.Key())
+		x.Encode(w)
+	}
+}
+
+var tcpFlagNames = [...]struct {
+	bit  uint8
+	name string
+}{
+	{0x01, "fin"}, {0x02, "syn"}, {0x04, "rst"}, {0x08, "psh"},
+	{0x10, "ack"}, {0x20, "urg"}, {0x40, "ecn"}, {0x80, "cwr"},
+}
+
+// hexByte formats b as two lowercase hex digits, as EVE's tcp_flags.
+func hexByte(b uint8) string { return hexTable[b] }
+
+var hexTable = func() (t [256]string) {
+	const digits = "0123456789abcdef"
+	for i := range t {
+		t[i] = string([]byte{digits[i>>4], digits[i&15]})
+	}
+	return
+}()

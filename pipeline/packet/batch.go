@@ -1,0 +1,105 @@
+package packet
+
+import "sync"
+
+// Default batch dimensions: 256 packets or 512 KiB of bytes, whichever
+// fills first. One channel hop then costs about 1/256 of a send per packet.
+const (
+	DefaultBatchPackets = 256
+	DefaultBatchBytes   = 512 << 10
+)
+
+// Batch is a bounded group of packets that share one byte arena. It comes
+// from a Pool and goes back to it with Release.
+type Batch struct {
+	Packets []Packet
+	buf     []byte
+	pool    *Pool
+
+	// Now is the latest packet timestamp the sender has seen up to and
+	// including this batch (nanoseconds). Workers use it as their clock so
+	// that idle expiry follows packet time, not wall-clock time.
+	Now int64
+}
+
+// Len is the number of packets in the batch.
+func (b *Batch) Len() int { return len(b.Packets) }
+
+// Full reports whether the batch cannot take one more packet of n bytes.
+func (b *Batch) Full(n int) bool {
+	return len(b.Packets) == cap(b.Packets) || len(b.buf)+n > cap(b.buf)
+}
+
+// Append copies data into the arena and returns the new packet, whose
+// metadata the caller fills in. The caller checks Full first; if data is
+// larger than the whole arena, Append panics (a source must cap its
+// snaplen below the batch's byte size).
+func (b *Batch) Append(data []byte) *Packet {
+	if b.Full(len(data)) {
+		panic("packet: Append on a full batch")
+	}
+	off := len(b.buf)
+	b.buf = append(b.buf, data...)
+	b.Packets = b.Packets[:len(b.Packets)+1]
+	p := &b.Packets[len(b.Packets)-1]
+	*p = Packet{Data: b.buf[off:len(b.buf):len(b.buf)], IfIndex: -1}
+	return p
+}
+
+// AppendPacket copies p (bytes and metadata) into the batch.
+func (b *Batch) AppendPacket(p *Packet) *Packet {
+	q := b.Append(p.Data)
+	data := q.Data
+	*q = *p
+	q.Data = data
+	return q
+}
+
+// Reset empties the batch for reuse.
+func (b *Batch) Reset() {
+	clear(b.Packets) // drop Data slices so stale arenas are not kept alive
+	b.Packets = b.Packets[:0]
+	b.buf = b.buf[:0]
+	b.Now = 0
+}
+
+// Release returns the batch to its pool. The batch must not be used after.
+func (b *Batch) Release() {
+	if b.pool == nil {
+		return
+	}
+	b.Reset()
+	b.pool.p.Put(b)
+}
+
+// MaxPacketBytes is the largest packet a batch of this pool can hold.
+func (p *Pool) MaxPacketBytes() int { return p.bytes }
+
+// Pool recycles batches of one size.
+type Pool struct {
+	p       sync.Pool
+	packets int
+	bytes   int
+}
+
+// NewPool makes a pool of batches of up to packets packets and bytes bytes.
+func NewPool(packets, bytes int) *Pool {
+	if packets <= 0 {
+		packets = DefaultBatchPackets
+	}
+	if bytes <= 0 {
+		bytes = DefaultBatchBytes
+	}
+	pl := &Pool{packets: packets, bytes: bytes}
+	pl.p.New = func() any {
+		return &Batch{
+			Packets: make([]Packet, 0, pl.packets),
+			buf:     make([]byte, 0, pl.bytes),
+			pool:    pl,
+		}
+	}
+	return pl
+}
+
+// Get returns an empty batch.
+func (p *Pool) Get() *Batch { return p.p.Get().(*Batch) }

@@ -1,0 +1,144 @@
+package packet
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// FlowKey is a directed 5-tuple plus the VLAN id (flows in different VLANs
+// are different flows, as in Suricata's default vlan.use-for-tracking).
+// ICMP flows use the echo identifier as SrcPort/DstPort for echo
+// request/reply and 0 otherwise; see KeyOf.
+type FlowKey struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Proto            uint8
+	VLAN             uint16
+}
+
+// Reverse returns the key of the opposite direction.
+func (k FlowKey) Reverse() FlowKey {
+	return FlowKey{Src: k.Dst, Dst: k.Src, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto, VLAN: k.VLAN}
+}
+
+// Canonical returns the key with its endpoints in a fixed order (the lower
+// address/port first) and whether that swapped them. A→B and B→A give the
+// same canonical key.
+func (k FlowKey) Canonical() (FlowKey, bool) {
+	c := k.Src.Compare(k.Dst)
+	if c < 0 || (c == 0 && k.SrcPort <= k.DstPort) {
+		return k, false
+	}
+	return k.Reverse(), true
+}
+
+// Hash is a symmetric 64-bit hash of the key: Hash(k) == Hash(k.Reverse()).
+// It is deterministic across runs and machines, so it can name flows
+// (flow_id) as well as shard them.
+func (k FlowKey) Hash() uint64 {
+	a16 := k.Src.As16()
+	b16 := k.Dst.As16()
+	a0, a1 := binary.LittleEndian.Uint64(a16[:8]), binary.LittleEndian.Uint64(a16[8:])
+	b0, b1 := binary.LittleEndian.Uint64(b16[:8]), binary.LittleEndian.Uint64(b16[8:])
+	pa, pb := uint64(k.SrcPort), uint64(k.DstPort)
+	// Order the two endpoints so the hash does not depend on direction.
+	if a0 > b0 || (a0 == b0 && (a1 > b1 || (a1 == b1 && pa > pb))) {
+		a0, a1, b0, b1, pa, pb = b0, b1, a0, a1, pb, pa
+	}
+	h := uint64(k.Proto)<<32 | uint64(k.VLAN)<<8 | 0x9e
+	h = mix(h, a0)
+	h = mix(h, a1)
+	h = mix(h, b0)
+	h = mix(h, b1)
+	h = mix(h, pa<<16|pb)
+	return fmix(h)
+}
+
+// mix folds v into h (one round of a multiply-xorshift, as in wyhash/murmur).
+func mix(h, v uint64) uint64 {
+	h ^= v * 0x9fb21c651e98df25
+	h = (h << 31) | (h >> 33)
+	return h * 0xc2b2ae3d27d4eb4f
+}
+
+// fmix is murmur3's 64-bit finaliser.
+func fmix(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// KeyOf returns the directed flow key of a decoded packet, and false when the
+// packet has no IP layer or failed to decode far enough to have one.
+// ICMP echo request/reply use the echo id as both ports so that a ping
+// session is one flow; other ICMP messages use (type, code) 0/0, except
+// errors, which belong to the flow they quote (see QuoteKey).
+func KeyOf(m *Meta) (FlowKey, bool) {
+	if m.IPVersion == 0 {
+		return FlowKey{}, false
+	}
+	k := FlowKey{Src: m.Src, Dst: m.Dst, Proto: m.Proto, VLAN: m.VLAN[0]}
+	switch m.Proto {
+	case ProtoTCP, ProtoUDP, ProtoSCTP:
+		k.SrcPort, k.DstPort = m.SrcPort, m.DstPort
+	case ProtoICMP, ProtoICMPv6:
+		if IsEcho(m.Proto, m.ICMPType) {
+			k.SrcPort, k.DstPort = m.ICMPID, m.ICMPID
+		}
+	}
+	return k, true
+}
+
+// QuoteKey returns the directed key of the packet an ICMP error quotes (as
+// its sender sent it), and false if the packet is not an error with a quote
+// holding at least the quoted addresses.
+func QuoteKey(m *Meta) (FlowKey, bool) {
+	q := &m.Quote
+	if !q.Present || q.IPVersion == 0 {
+		return FlowKey{}, false
+	}
+	k := FlowKey{Src: q.Src, Dst: q.Dst, Proto: q.Proto, VLAN: m.VLAN[0]}
+	switch {
+	case q.HasPorts:
+		k.SrcPort, k.DstPort = q.SrcPort, q.DstPort
+	case q.HasEcho:
+		k.SrcPort, k.DstPort = q.ICMPID, q.ICMPID
+	}
+	return k, true
+}
+
+// IsEcho reports whether an ICMP (proto 1) or ICMPv6 (proto 58) type is an
+// echo request or reply.
+func IsEcho(proto, typ uint8) bool {
+	if proto == ProtoICMP {
+		return typ == 8 || typ == 0
+	}
+	return typ == 128 || typ == 129
+}
+
+// IsICMPError reports whether an ICMP/ICMPv6 type is an error message that
+// quotes the packet which caused it.
+func IsICMPError(proto, typ uint8) bool {
+	if proto == ProtoICMP {
+		switch typ {
+		case 3, 4, 5, 11, 12: // unreachable, source quench, redirect, time exceeded, parameter problem
+			return true
+		}
+		return false
+	}
+	return proto == ProtoICMPv6 && typ < 128 && typ >= 1 && typ <= 4
+}
+
+// ShardKey is the key a packet is sharded by: the quoted flow for an ICMP
+// error (so the error reaches the worker that owns that flow), else its own.
+func ShardKey(m *Meta) (FlowKey, bool) {
+	if m.Quote.Present {
+		if k, ok := QuoteKey(m); ok {
+			return k, true
+		}
+	}
+	return KeyOf(m)
+}

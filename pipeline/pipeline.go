@@ -1,0 +1,455 @@
+// Package pipeline is pktpipe's engine: it connects capture sources to
+// per-flow workers and the workers to one sink, with bounded channels,
+// batches instead of per-packet sends, and an ordered, lossless stop.
+//
+//	source ─batches─▶ dispatcher (decode, shard) ─batches─▶ worker i (Processor) ─events─▶ sink
+//
+// Each source gets its own dispatcher goroutine, which decodes packets and
+// hands each one to the worker chosen by its flow's symmetric hash (an ICMP
+// error goes by the hash of the flow it quotes), so per-flow state has one
+// owner and needs no lock. All channels are bounded and every send blocks:
+// a slow sink slows the workers, which slow the dispatchers, which slow the
+// source. Nothing is dropped by the engine itself.
+//
+// Stopping: when every source has returned (end of input, error, or the
+// context was cancelled), the dispatchers drain and close the worker
+// queues; each worker drains its queue and flushes its state (open flows
+// become records); then the sink drains, flushes and closes. Run returns
+// only after the sink has closed.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+)
+
+// Source reads packets into batches taken from pool and sends them on out.
+// Run returns nil at the end of input or when ctx is cancelled, and an error
+// when the input is bad; either way it has sent everything it read before
+// returning (a truncated file's good records are delivered, then the error
+// is returned). Run must not close out.
+type Source interface {
+	Name() string
+	Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error
+}
+
+// Decoder fills a packet's Meta from its bytes. Each dispatcher gets its own
+// (a decoder may keep scratch state), so Decode needs no lock.
+type Decoder interface {
+	Decode(p *packet.Packet)
+}
+
+// Filter decides, before decoding, whether a packet goes on (a tcpdump-style
+// expression run in user space). Each dispatcher gets its own.
+type Filter interface {
+	Match(p *packet.Packet) bool
+}
+
+// Processor runs inside one worker and owns that worker's per-flow state.
+// It sees every packet of the flows that hash to its worker, in the order
+// their source produced them.
+type Processor interface {
+	// Process handles one batch. b.Now is the latest packet time seen by
+	// the dispatcher that sent it; processors expire state by packet time
+	// only, so that offline runs are reproducible.
+	Process(b *packet.Batch, out *Emitter)
+	// Flush ends all remaining state at shutdown. now is the latest packet
+	// time any dispatcher saw.
+	Flush(now int64, out *Emitter)
+}
+
+// Sink consumes encoded-at-the-end events. The engine calls it from one
+// goroutine only.
+type Sink interface {
+	// Write takes a batch of events. The slice is reused after Write
+	// returns; a sink that keeps events must copy or encode them first.
+	Write(events []event.Event) error
+	// Flush pushes buffered output to its destination (called at least
+	// once per Config.FlushInterval while events flow).
+	Flush() error
+	// Close flushes, syncs and releases the sink.
+	Close() error
+}
+
+// Config sizes the engine. Zero values take the defaults.
+type Config struct {
+	Workers       int           // default: runtime.NumCPU()
+	BatchPackets  int           // packets per batch, default 256
+	BatchBytes    int           // bytes per batch arena, default 512 KiB
+	QueueBatches  int           // batches each channel holds, default 8
+	FlushInterval time.Duration // sink flush period, default 1s
+	Stats         *stats.Registry
+	Log           *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.BatchPackets <= 0 {
+		c.BatchPackets = packet.DefaultBatchPackets
+	}
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = packet.DefaultBatchBytes
+	}
+	if c.QueueBatches <= 0 {
+		c.QueueBatches = 8
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = time.Second
+	}
+	if c.Stats == nil {
+		c.Stats = stats.NewRegistry()
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Parts are what a pipeline is made of.
+type Parts struct {
+	Sources      []Source
+	NewDecoder   func() Decoder
+	NewFilter    func() Filter // optional
+	NewProcessor func(worker int) Processor
+	Sink         Sink
+}
+
+// Result summarises a finished run.
+type Result struct {
+	Packets uint64         // packets read by all sources
+	Events  uint64         // events the sink accepted
+	Losses  []stats.Sample // loss counters that are not zero
+}
+
+// Engine is one configured pipeline. Use New, then Run once.
+type Engine struct {
+	cfg   Config
+	parts Parts
+	pool  *packet.Pool
+
+	sourceOut []chan *packet.Batch
+	workerIn  []chan *packet.Batch
+	events    chan *event.Batch
+
+	// counters
+	dispatched   *stats.Counter
+	sinkEvents   *stats.Counter
+	sinkFailed   *stats.Counter
+	eventsByType sync.Map // event.Type -> *stats.Counter
+}
+
+// New checks the parts and builds an engine.
+func New(cfg Config, parts Parts) (*Engine, error) {
+	cfg.defaults()
+	if len(parts.Sources) == 0 {
+		return nil, errors.New("pipeline: no source")
+	}
+	if parts.NewDecoder == nil || parts.NewProcessor == nil || parts.Sink == nil {
+		return nil, errors.New("pipeline: decoder, processor and sink are required")
+	}
+	e := &Engine{cfg: cfg, parts: parts, pool: packet.NewPool(cfg.BatchPackets, cfg.BatchBytes)}
+	for range parts.Sources {
+		e.sourceOut = append(e.sourceOut, make(chan *packet.Batch, cfg.QueueBatches))
+	}
+	for range cfg.Workers {
+		e.workerIn = append(e.workerIn, make(chan *packet.Batch, cfg.QueueBatches))
+	}
+	e.events = make(chan *event.Batch, cfg.QueueBatches*cfg.Workers)
+	r := cfg.Stats
+	e.dispatched = r.Counter("pktpipe_dispatch_packets_total", "Packets handed to a worker.")
+	e.sinkEvents = r.Counter("pktpipe_sink_events_total", "Events the sink accepted.")
+	e.sinkFailed = r.LossCounter("pktpipe_sink_failed_events_total", "Events the sink failed to write.")
+	return e, nil
+}
+
+// Pool is the batch pool sources draw from (useful to tests and benchmarks).
+func (e *Engine) Pool() *packet.Pool { return e.pool }
+
+// QueueFill returns, for each channel, how many batches it holds now and
+// its capacity: sources' queues, then workers', then the event queue.
+func (e *Engine) QueueFill() (names []string, used, capacity []int) {
+	for i, c := range e.sourceOut {
+		names = append(names, fmt.Sprintf("source%d", i))
+		used, capacity = append(used, len(c)), append(capacity, cap(c))
+	}
+	for i, c := range e.workerIn {
+		names = append(names, fmt.Sprintf("worker%d", i))
+		used, capacity = append(used, len(c)), append(capacity, cap(c))
+	}
+	names = append(names, "events")
+	used, capacity = append(used, len(e.events)), append(capacity, cap(e.events))
+	return
+}
+
+// Run runs the pipeline until every source is done and everything read has
+// been processed and written. Cancelling ctx stops the sources; the rest
+// still drains. The error joins every source and sink error.
+func (e *Engine) Run(ctx context.Context) (Result, error) {
+	var (
+		srcErrs  = make([]error, len(e.parts.Sources))
+		nows     = make([]int64, len(e.parts.Sources))
+		readPkts = make([]uint64, len(e.parts.Sources))
+		srcWG    sync.WaitGroup
+		dispWG   sync.WaitGroup
+		workWG   sync.WaitGroup
+	)
+	// Sink first, so it is ready before anything flows.
+	sinkDone := make(chan error, 1)
+	go func() { sinkDone <- e.runSink() }()
+
+	// Workers.
+	var finalNow int64
+	for i, in := range e.workerIn {
+		proc := e.parts.NewProcessor(i)
+		workWG.Add(1)
+		go func() {
+			defer workWG.Done()
+			e.runWorker(i, proc, in, &finalNow)
+		}()
+	}
+	// Dispatchers, one per source.
+	for i, src := range e.parts.Sources {
+		dispWG.Add(1)
+		go func() {
+			defer dispWG.Done()
+			nows[i], readPkts[i] = e.runDispatcher(src.Name(), e.sourceOut[i])
+		}()
+	}
+	// Sources.
+	for i, src := range e.parts.Sources {
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			defer close(e.sourceOut[i])
+			if err := src.Run(ctx, e.pool, e.sourceOut[i]); err != nil && !errors.Is(err, context.Canceled) {
+				srcErrs[i] = fmt.Errorf("source %s: %w", src.Name(), err)
+				e.cfg.Stats.LossCounter("pktpipe_source_errors_total", "Sources that ended with an error.", "source", src.Name()).Inc()
+			}
+		}()
+	}
+	srcWG.Wait()
+	dispWG.Wait()
+	// Every dispatcher is done: the final clock is the latest packet time
+	// any of them saw. Workers read it after their queue closes.
+	for _, n := range nows {
+		finalNow = max(finalNow, n)
+	}
+	for _, in := range e.workerIn {
+		close(in)
+	}
+	workWG.Wait()
+	close(e.events)
+	sinkErr := <-sinkDone
+
+	var res Result
+	for _, n := range readPkts {
+		res.Packets += n
+	}
+	res.Events = e.sinkEvents.Load()
+	res.Losses = e.cfg.Stats.Losses()
+	return res, errors.Join(append(srcErrs, sinkErr)...)
+}
+
+// runDispatcher decodes, filters and shards one source's batches. It returns
+// the latest packet timestamp it saw and how many packets it read.
+func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64, read uint64) {
+	r := e.cfg.Stats
+	var (
+		dec       = e.parts.NewDecoder()
+		filter    Filter
+		nWorkers  = uint64(len(e.workerIn))
+		cur       = make([]*packet.Batch, len(e.workerIn))
+		malformed [packet.MalformedCount]uint64
+		malCtr    [packet.MalformedCount]*stats.Counter
+		pkts      = r.Counter("pktpipe_source_packets_total", "Packets read by a source.", "source", name)
+		bytes     = r.Counter("pktpipe_source_bytes_total", "Captured bytes read by a source.", "source", name)
+		filtered  = r.Counter("pktpipe_filter_rejected_total", "Packets the filter expression rejected.", "source", name)
+		noFlow    = r.Counter("pktpipe_dispatch_skipped_total", "Packets that belong to no flow (no IP layer).", "reason", "no_ip")
+		frags     = r.Counter("pktpipe_dispatch_skipped_total", "Packets that belong to no flow (no IP layer).", "reason", "non_first_fragment")
+		badPkt    = r.Counter("pktpipe_dispatch_skipped_total", "Packets that belong to no flow (no IP layer).", "reason", "malformed")
+	)
+	if e.parts.NewFilter != nil {
+		filter = e.parts.NewFilter()
+	}
+	for i := packet.Malformed(1); i < packet.MalformedCount; i++ {
+		malCtr[i] = r.Counter("pktpipe_decode_malformed_total", "Packets the decoder could not fully decode, by reason.", "reason", i.String())
+	}
+	for b := range in {
+		var nBytes, nFiltered, nNoFlow, nFrag, nBad, nSent uint64
+		for i := range b.Packets {
+			p := &b.Packets[i]
+			now = max(now, p.Timestamp)
+			nBytes += uint64(len(p.Data))
+			if filter != nil && !filter.Match(p) {
+				nFiltered++
+				continue
+			}
+			dec.Decode(p)
+			m := &p.Meta
+			if m.Err != packet.MalformedNone {
+				malformed[m.Err]++
+				nBad++
+				continue
+			}
+			if m.Frag.Is && !m.Frag.First {
+				nFrag++
+				continue
+			}
+			k, ok := packet.ShardKey(m)
+			if !ok {
+				nNoFlow++
+				continue
+			}
+			w := k.Hash() % nWorkers
+			wb := cur[w]
+			if wb != nil && wb.Full(len(p.Data)) {
+				wb.Now = now
+				e.workerIn[w] <- wb
+				wb = nil
+			}
+			if wb == nil {
+				wb = e.pool.Get()
+				cur[w] = wb
+			}
+			wb.AppendPacket(p)
+			nSent++
+		}
+		read += uint64(len(b.Packets))
+		pkts.Add(uint64(len(b.Packets)))
+		b.Release()
+		// Hand on what this batch produced, so a quiet live source does not
+		// leave packets waiting in a half-full worker batch.
+		for w, wb := range cur {
+			if wb != nil {
+				wb.Now = now
+				e.workerIn[w] <- wb
+				cur[w] = nil
+			}
+		}
+		bytes.Add(nBytes)
+		filtered.Add(nFiltered)
+		noFlow.Add(nNoFlow)
+		frags.Add(nFrag)
+		badPkt.Add(nBad)
+		e.dispatched.Add(nSent)
+		for i, n := range malformed {
+			if n != 0 {
+				malCtr[i].Add(n)
+				malformed[i] = 0
+			}
+		}
+	}
+	return now, read
+}
+
+func (e *Engine) runWorker(i int, proc Processor, in <-chan *packet.Batch, finalNow *int64) {
+	em := &Emitter{out: e.events, engine: e}
+	pkts := e.cfg.Stats.Counter("pktpipe_worker_packets_total", "Packets processed by a worker.", "worker", fmt.Sprint(i))
+	for b := range in {
+		proc.Process(b, em)
+		em.Flush()
+		pkts.Add(uint64(len(b.Packets)))
+		b.Release()
+	}
+	proc.Flush(*finalNow, em)
+	em.Flush()
+}
+
+func (e *Engine) runSink() error {
+	sink := e.parts.Sink
+	tick := time.NewTicker(e.cfg.FlushInterval)
+	defer tick.Stop()
+	var firstErr error
+	fail := func(err error, lost int) {
+		e.sinkFailed.Add(uint64(lost))
+		if firstErr == nil {
+			firstErr = err
+			e.cfg.Log.Error("sink failed; events from here on are counted as lost", "err", err)
+		}
+	}
+	for {
+		select {
+		case b, ok := <-e.events:
+			if !ok {
+				if firstErr == nil {
+					if err := sink.Close(); err != nil {
+						fail(fmt.Errorf("sink close: %w", err), 0)
+					}
+				} else {
+					_ = sink.Close()
+				}
+				return firstErr
+			}
+			for _, ev := range b.Events {
+				e.typeCounter(ev.Type()).Inc()
+			}
+			if firstErr != nil {
+				// The sink is broken: keep draining so the stages can
+				// finish, and count what could not be written.
+				fail(nil, len(b.Events))
+			} else if err := sink.Write(b.Events); err != nil {
+				fail(fmt.Errorf("sink write: %w", err), len(b.Events))
+			} else {
+				e.sinkEvents.Add(uint64(len(b.Events)))
+			}
+			b.Release()
+		case <-tick.C:
+			if firstErr == nil {
+				if err := sink.Flush(); err != nil {
+					fail(fmt.Errorf("sink flush: %w", err), 0)
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) typeCounter(t event.Type) *stats.Counter {
+	if c, ok := e.eventsByType.Load(t); ok {
+		return c.(*stats.Counter)
+	}
+	c := e.cfg.Stats.Counter("pktpipe_events_total", "Events emitted, by event_type.", "type", string(t))
+	e.eventsByType.Store(t, c)
+	return c
+}
+
+// Emitter collects a worker's events into batches for the sink.
+type Emitter struct {
+	out    chan<- *event.Batch
+	cur    *event.Batch
+	engine *Engine
+}
+
+// NewEmitter returns an emitter that sends to out. Tests and benchmarks
+// use it to drive a Processor without an engine.
+func NewEmitter(out chan<- *event.Batch) *Emitter { return &Emitter{out: out} }
+
+// Emit queues one event; a full batch is sent on (blocking if the sink is
+// behind).
+func (em *Emitter) Emit(ev event.Event) {
+	if em.cur == nil {
+		em.cur = event.GetBatch()
+	}
+	em.cur.Events = append(em.cur.Events, ev)
+	if len(em.cur.Events) == event.MaxBatchEvents {
+		em.Flush()
+	}
+}
+
+// Flush sends the events queued so far.
+func (em *Emitter) Flush() {
+	if em.cur == nil || len(em.cur.Events) == 0 {
+		return
+	}
+	em.out <- em.cur
+	em.cur = nil
+}
