@@ -1,0 +1,67 @@
+// Package testenv gives tests one rule for what they need from the machine:
+// outside CI a missing requirement skips the test; under PKTPIPE_CI=1 it
+// fails it, so CI can never pass by skipping.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// InCI reports whether PKTPIPE_CI=1 is set (.ci/run sets it).
+func InCI() bool { return os.Getenv("PKTPIPE_CI") == "1" }
+
+// Need skips the test (or fails it in CI) when ok is false.
+func Need(t testing.TB, ok bool, what string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if InCI() {
+		t.Fatalf("requirement missing in CI: %s", what)
+	}
+	t.Skipf("requirement missing: %s", what)
+}
+
+// NeedRoot requires uid 0 (network namespaces, AF_PACKET, eBPF).
+func NeedRoot(t testing.TB) { t.Helper(); Need(t, os.Geteuid() == 0, "root") }
+
+// NeedCommand requires an executable on PATH and returns its path.
+func NeedCommand(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	Need(t, err == nil, "command "+name)
+	return p
+}
+
+// RepoRoot returns the directory holding go.mod, found upwards from the
+// test's working directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// Conformance returns the path of ../shared/conformance/<sub> beside the
+// repository (where CI puts shared/), skipping or failing if it is absent.
+func Conformance(t testing.TB, sub ...string) string {
+	t.Helper()
+	p := filepath.Join(append([]string{RepoRoot(t), "..", "shared", "conformance"}, sub...)...)
+	_, err := os.Stat(p)
+	Need(t, err == nil, "conformance data at "+p)
+	return p
+}
