@@ -67,6 +67,7 @@ type Meta struct {
 	IPLen     uint16 // total length from the IP header (IPv6: 40 + payload length)
 	L3Off     uint16 // offset of the IP header in Data
 	Frag      Fragment
+	DF        bool // IPv4 don't-fragment flag (always false for IPv6)
 
 	// Transport layer.
 	Proto   uint8 // IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...)
