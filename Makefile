@@ -1,0 +1,49 @@
+# pktpipe — see README.md. Two commands on a fresh machine:
+#   make run    builds pktpipe and runs it on the bundled sample capture
+#   make test   runs the test suite
+GO       ?= go
+BIN      := bin/pktpipe
+PKGS     := ./...
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BENCH_PACKETS ?= 2000000
+
+.PHONY: all build run test test-race bench fuzz generate vet clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pktpipe
+
+run: build
+	$(BIN) -r testdata/sample.pcap --workers 2
+
+vet:
+	$(GO) vet $(PKGS)
+
+# The engine and the per-flow stages run under the race detector; the rest
+# (parsers, sources, sinks) runs plain to keep the suite short on 2 cores.
+test: vet
+	$(GO) test -race -count=1 ./pipeline/... ./stages/flow/...
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+bench: build
+	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS)
+
+# Short fuzz runs of every fuzz target (FUZZTIME each); CI does not run these.
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# Re-creates the committed bpf2go output (needs clang); a normal build does not.
+generate:
+	$(GO) generate ./bpf/...
+
+clean:
+	rm -rf bin
+
+-include test/kafka/kafka.mk
