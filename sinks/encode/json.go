@@ -1,0 +1,185 @@
+package encode
+
+import (
+	"math"
+	"net/netip"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/pktpipe/pktpipe/pipeline/event"
+)
+
+// JSON writes events as compact JSON objects (RFC 8259). Use Append, or
+// drive it as an event.Writer between Reset and Bytes.
+type JSON struct {
+	buf      []byte
+	depth    int
+	notFirst [maxDepth + 1]bool // a value was already written at this depth
+	afterKey bool               // the next value follows a key: no comma
+}
+
+// NewJSON returns a JSON encoder.
+func NewJSON() *JSON { return &JSON{} }
+
+// Format returns "json".
+func (*JSON) Format() string { return FormatJSON }
+
+// Append appends ev as one JSON object (no trailing newline) to dst.
+func (e *JSON) Append(dst []byte, ev event.Event) []byte {
+	e.Reset(dst)
+	event.Encode(e, ev)
+	return e.Bytes()
+}
+
+// Reset starts a new document appended to dst.
+func (e *JSON) Reset(dst []byte) {
+	e.buf, e.depth, e.afterKey = dst, 0, false
+	e.notFirst[0] = false
+}
+
+// Bytes returns the output so far and drops the encoder's reference to it.
+func (e *JSON) Bytes() []byte {
+	b := e.buf
+	e.buf = nil
+	return b
+}
+
+// sep writes the comma before a value when one is needed.
+func (e *JSON) sep() {
+	if e.afterKey {
+		e.afterKey = false
+		return
+	}
+	if e.notFirst[e.depth] {
+		e.buf = append(e.buf, ',')
+	}
+	e.notFirst[e.depth] = true
+}
+
+func (e *JSON) open(c byte) {
+	e.sep()
+	if e.depth == maxDepth {
+		panic("encode: JSON nesting deeper than 32")
+	}
+	e.depth++
+	e.notFirst[e.depth] = false
+	e.buf = append(e.buf, c)
+}
+
+func (e *JSON) close(c byte) {
+	if e.depth == 0 {
+		panic("encode: unbalanced End")
+	}
+	e.depth--
+	e.buf = append(e.buf, c)
+}
+
+func (e *JSON) BeginObject() { e.open('{') }
+func (e *JSON) EndObject()   { e.close('}') }
+func (e *JSON) BeginArray()  { e.open('[') }
+func (e *JSON) EndArray()    { e.close(']') }
+
+func (e *JSON) Key(k string) {
+	e.sep()
+	e.buf = appendJSONString(e.buf, k)
+	e.buf = append(e.buf, ':')
+	e.afterKey = true
+}
+
+func (e *JSON) String(s string) { e.sep(); e.buf = appendJSONString(e.buf, s) }
+func (e *JSON) Uint(v uint64)   { e.sep(); e.buf = strconv.AppendUint(e.buf, v, 10) }
+func (e *JSON) Int(v int64)     { e.sep(); e.buf = strconv.AppendInt(e.buf, v, 10) }
+func (e *JSON) Null()           { e.sep(); e.buf = append(e.buf, "null"...) }
+
+func (e *JSON) Bool(v bool) {
+	e.sep()
+	e.buf = strconv.AppendBool(e.buf, v)
+}
+
+// Float writes the shortest representation that round-trips; JSON has no
+// NaN or infinity, so those become null.
+func (e *JSON) Float(v float64) {
+	e.sep()
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		e.buf = append(e.buf, "null"...)
+		return
+	}
+	e.buf = strconv.AppendFloat(e.buf, v, 'g', -1, 64)
+}
+
+func (e *JSON) Time(ns int64) {
+	e.sep()
+	e.buf = append(e.buf, '"')
+	e.buf = appendEVETime(e.buf, ns)
+	e.buf = append(e.buf, '"')
+}
+
+// IP writes a valid address as a string and the zero Addr as null.
+func (e *JSON) IP(a netip.Addr) {
+	e.sep()
+	if !a.IsValid() {
+		e.buf = append(e.buf, "null"...)
+		return
+	}
+	e.buf = append(e.buf, '"')
+	e.buf = a.AppendTo(e.buf)
+	e.buf = append(e.buf, '"')
+}
+
+// jsonSafe marks the ASCII bytes that go into a JSON string unescaped.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return
+}()
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a quoted JSON string: '"' and '\\' and
+// control characters are escaped, invalid UTF-8 bytes become \ufffd, and
+// runs of plain bytes are copied in one go.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if jsonSafe[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
