@@ -1,0 +1,37 @@
+// Package pcapfile is pktpipe's capture-file source: it reads classic pcap
+// and pcapng files, plain or gzip/zstd compressed, into pooled batches.
+//
+// The reader is written by hand instead of using gopacket's pcapgo reader
+// because a source here must (1) name the byte offset of every format error
+// so that a damaged capture can be located and cut, (2) copy each record
+// exactly once, from the read buffer into the batch arena, with no
+// allocation per packet, and (3) keep per-interface state (link type,
+// if_tsresol including power-of-two resolutions, if_tsoffset) across
+// several pcapng sections. pcapgo is used in the tests as an independent
+// oracle and to write inputs.
+//
+// Design:
+//
+//   - Each file is opened in turn; its first bytes decide the compression
+//     (gzip 1f 8b, zstd 28 b5 2f fd), never its name. "-" is Config.Stdin.
+//   - A 1 MiB bufio.Reader sits over the decompressed stream. A record is
+//     Peek'ed whole (header and data), validated, handed out as a slice of
+//     the read buffer, and Discard'ed on the next call, so the only copy is
+//     Batch.Append. Offsets count decompressed bytes consumed.
+//   - Records are bounded: a classic record's caplen may not exceed
+//     max(snaplen, 256 KiB) (Wireshark's standard maximum; some writers
+//     exceed a small snaplen); a pcapng packet block must fit the read
+//     buffer; other pcapng blocks may be up to 16 MiB and are skipped by
+//     their length. Anything larger is reported as corrupt rather than
+//     trusted, so garbage cannot make the reader allocate or wait for
+//     gigabytes.
+//   - Packets longer than the pool's MaxPacketBytes are cut to it and
+//     counted (a loss counter), never passed to Append (which would panic).
+//   - On a format error the batch in hand is sent first, then the error is
+//     returned; on context cancellation the batch in hand is sent and Run
+//     returns nil. Cancellation is seen between batches and during replay
+//     sleeps; a read blocked on stdin is not interrupted.
+//   - Replay pacing (Config.ReplaySpeed) computes each packet's due time
+//     from its capture timestamp relative to the first packet; a batch is
+//     sent before sleeping so that due packets are never held back.
+package pcapfile
