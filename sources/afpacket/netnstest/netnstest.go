@@ -1,0 +1,241 @@
+// Package netnstest builds the throw-away network namespaces that the live
+// capture sources' tests run in: two namespaces joined by a veth pair, with
+// 10.77.0.0/24 and fd00:77::/64 addresses, removed in t.Cleanup even when
+// the test fails. Tests send traffic only between the two ends.
+//
+// It lives beside sources/afpacket because the afpacket and ebpf tests both
+// need it; it has no use outside tests.
+package netnstest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pktpipe/pktpipe/internal/testenv"
+)
+
+// Pair is two namespaces, NS[0] and NS[1], joined by veth Dev[0] <-> Dev[1].
+type Pair struct {
+	NS      [2]string
+	Dev     [2]string
+	IfIndex [2]int
+	V4      [2]netip.Addr
+	V6      [2]netip.Addr
+}
+
+// New creates a pair, or skips the test (fails it under PKTPIPE_CI=1) when
+// it is not root or `ip` is missing.
+func New(t testing.TB) *Pair {
+	t.Helper()
+	testenv.NeedRoot(t)
+	testenv.NeedCommand(t, "ip")
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	id := hex.EncodeToString(rnd[:])
+	p := &Pair{
+		NS:  [2]string{"pp-test-" + id + "a", "pp-test-" + id + "b"},
+		Dev: [2]string{"ppa" + id, "ppb" + id},
+		V4:  [2]netip.Addr{netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")},
+		V6:  [2]netip.Addr{netip.MustParseAddr("fd00:77::1"), netip.MustParseAddr("fd00:77::2")},
+	}
+	for _, ns := range p.NS {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	run(t, "ip", "link", "add", p.Dev[0], "netns", p.NS[0], "type", "veth", "peer", "name", p.Dev[1], "netns", p.NS[1])
+	for i := range p.NS {
+		// No router solicitations or MLD chatter beyond what the kernel
+		// must send; tests still count only the packets they caused.
+		for _, s := range []string{"net.ipv6.conf.all.router_solicitations=0", "net.ipv6.conf.default.router_solicitations=0"} {
+			p.Run(t, i, "sysctl", "-qw", s)
+		}
+		p.Run(t, i, "ip", "link", "set", "lo", "up")
+		p.Run(t, i, "ip", "addr", "add", p.V4[i].String()+"/24", "dev", p.Dev[i])
+		p.Run(t, i, "ip", "addr", "add", p.V6[i].String()+"/64", "dev", p.Dev[i], "nodad")
+		p.Run(t, i, "ip", "link", "set", p.Dev[i], "up")
+	}
+	for i := range p.Dev {
+		err := p.Do(i, func() error {
+			ifi, err := ifIndexIoctl(p.Dev[i])
+			p.IfIndex[i] = ifi
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// Path is the namespace's bind-mount path, usable with setns(2).
+func (p *Pair) Path(i int) string { return "/var/run/netns/" + p.NS[i] }
+
+// Run runs a command inside namespace i and fails the test if it fails.
+func (p *Pair) Run(t testing.TB, i int, args ...string) string {
+	t.Helper()
+	return run(t, append([]string{"ip", "netns", "exec", p.NS[i]}, args...)...)
+}
+
+// Command returns an unstarted command that runs inside namespace i.
+func (p *Pair) Command(i int, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", p.NS[i]}, args...)...)
+}
+
+// Do runs fn on a locked OS thread switched into namespace i. Sockets fn
+// opens stay in that namespace after Do returns.
+func (p *Pair) Do(i int, fn func() error) error { return InNetns(p.Path(i), fn) }
+
+// InNetns runs fn on a locked OS thread switched into the namespace at path.
+func InNetns(path string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open(path)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("setns %s: %w", path, err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: the runtime discards it when the
+		// goroutine exits instead of reusing a thread in the wrong netns.
+		return fmt.Errorf("setns back: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+func run(t testing.TB, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
+
+func ifIndexIoctl(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, fmt.Errorf("SIOCGIFINDEX %s: %w", name, err)
+	}
+	return int(ifr.Uint32()), nil
+}
+
+// Info is what a test needs to know about an Ethernet frame.
+type Info struct {
+	IPVersion        int
+	Src, Dst         netip.Addr
+	Proto            uint8
+	SrcPort, DstPort uint16
+	ICMPType         uint8
+	TCPFlags         uint8
+	Payload          int // transport payload bytes present
+}
+
+// Parse reads an untagged Ethernet frame carrying IPv4 or IPv6 (no
+// extension headers). ok is false for anything else.
+func Parse(b []byte) (in Info, ok bool) {
+	if len(b) < 14 {
+		return in, false
+	}
+	et := binary.BigEndian.Uint16(b[12:])
+	b = b[14:]
+	var l4 []byte
+	switch et {
+	case 0x0800:
+		if len(b) < 20 {
+			return in, false
+		}
+		ihl := int(b[0]&0xf) * 4
+		tot := int(binary.BigEndian.Uint16(b[2:]))
+		if len(b) < ihl || tot < ihl {
+			return in, false
+		}
+		in.IPVersion, in.Proto = 4, b[9]
+		in.Src = netip.AddrFrom4([4]byte(b[12:16]))
+		in.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		l4 = b[ihl:min(tot, len(b))]
+	case 0x86dd:
+		if len(b) < 40 {
+			return in, false
+		}
+		in.IPVersion, in.Proto = 6, b[6]
+		in.Src = netip.AddrFrom16([16]byte(b[8:24]))
+		in.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		l4 = b[40:min(40+int(binary.BigEndian.Uint16(b[4:])), len(b))]
+	default:
+		return in, false
+	}
+	switch in.Proto {
+	case 6:
+		if len(l4) < 20 {
+			return in, true
+		}
+		in.SrcPort, in.DstPort = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
+		in.TCPFlags = l4[13]
+		in.Payload = len(l4) - int(l4[12]>>4)*4
+	case 17:
+		if len(l4) < 8 {
+			return in, true
+		}
+		in.SrcPort, in.DstPort = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
+		in.Payload = len(l4) - 8
+	case 1, 58:
+		if len(l4) > 0 {
+			in.ICMPType = l4[0]
+		}
+	}
+	return in, true
+}
+
+// IsEcho reports an ICMP or ICMPv6 echo request or reply.
+func (in Info) IsEcho() bool {
+	return (in.Proto == 1 && (in.ICMPType == 8 || in.ICMPType == 0)) ||
+		(in.Proto == 58 && (in.ICMPType == 128 || in.ICMPType == 129))
+}
+
+// IsEchoRequest reports an ICMP or ICMPv6 echo request.
+func (in Info) IsEchoRequest() bool {
+	return (in.Proto == 1 && in.ICMPType == 8) || (in.Proto == 58 && in.ICMPType == 128)
+}
+
+// FlowID is a direction-independent name for a packet's 5-tuple.
+func (in Info) FlowID() string {
+	a := netip.AddrPortFrom(in.Src, in.SrcPort).String()
+	b := netip.AddrPortFrom(in.Dst, in.DstPort).String()
+	if a > b {
+		a, b = b, a
+	}
+	return fmt.Sprintf("%d %s %s", in.Proto, a, b)
+}
