@@ -1,0 +1,178 @@
+package event
+
+// TLS is the record of one TLS handshake seen on a TCP flow (stages/tlsfp).
+// Src is the client. Field names follow Suricata EVE's tls object; the
+// fields EVE lacks are documented where they are written.
+type TLS struct {
+	Header
+
+	Version     string   // negotiated, Suricata style ("TLS 1.2", "TLSv1", "TLS 1.3 draft-23")
+	SNI         string   // server_name from the ClientHello
+	ClientALPNs []string // offered, in order
+	ServerALPNs []string // chosen (TLS ≤ 1.2: in the ServerHello)
+
+	JA3, JA3Hash   string
+	JA3S, JA3SHash string
+	JA4            string // JA4 (FoxIO, BSD-3)
+	JA4R           string // JA4_r: raw, sorted
+	JA4O           string // JA4_o: original order, hashed
+	JA4RO          string // JA4_ro: raw, original order
+
+	// client_handshake: as offered (GREASE removed from ciphers and
+	// extensions; signature algorithms as sent).
+	Client *TLSHandshake
+	// server_handshake: Ciphers holds the one chosen cipher.
+	Server *TLSHandshake
+
+	Cipher string // chosen cipher suite's IANA name (Go's name for it), "0xC0AB" if unknown
+
+	// Leaf certificate (TLS ≤ 1.2, where it travels in clear).
+	Subject, IssuerDN   string // "C=US, O=Google Inc, CN=..."
+	Serial              string // DER bytes as uppercase colon-separated hex
+	Fingerprint         string // SHA-1 of the DER, lowercase colon-separated hex
+	NotBefore, NotAfter string // "2016-02-23T09:26:45" (UTC)
+	SubjectAltName      []string
+
+	// HelloRTTms is the time from the packet that completed the
+	// ClientHello to the one that completed the ServerHello, in
+	// milliseconds (tls.hello_rtt_ms; set only when both were seen).
+	HelloRTTms  float64
+	HasHelloRTT bool
+	HelloRetry  bool      // the first ServerHello was a HelloRetryRequest (tls.hello_retry)
+	Retry       *TLSRetry // the second ClientHello after a HelloRetryRequest (tls.retry)
+	Truncated   bool      // the handshake outgrew the reassembly buffer (tls.truncated)
+}
+
+// TLSHandshake is EVE's client_handshake/server_handshake object.
+type TLSHandshake struct {
+	Version string
+	Ciphers []uint16
+	Exts    []uint16
+	SigAlgs []uint16
+}
+
+// TLSRetry holds the fingerprints of the ClientHello sent after a
+// HelloRetryRequest.
+type TLSRetry struct {
+	JA3, JA3Hash           string
+	JA4, JA4R, JA4O, JA4RO string
+}
+
+func (*TLS) Type() Type { return TypeTLS }
+
+func (t *TLS) EncodeBody(w Writer) {
+	w.Key("tls")
+	w.BeginObject()
+	str := func(k, v string) {
+		if v != "" {
+			w.Key(k)
+			w.String(v)
+		}
+	}
+	strs := func(k string, vs []string) {
+		if len(vs) > 0 {
+			w.Key(k)
+			w.BeginArray()
+			for _, v := range vs {
+				w.String(v)
+			}
+			w.EndArray()
+		}
+	}
+	str("subject", t.Subject)
+	str("issuerdn", t.IssuerDN)
+	strs("subjectaltname", t.SubjectAltName)
+	str("serial", t.Serial)
+	str("fingerprint", t.Fingerprint)
+	str("sni", t.SNI)
+	str("version", t.Version)
+	str("notbefore", t.NotBefore)
+	str("notafter", t.NotAfter)
+	if t.JA3Hash != "" {
+		w.Key("ja3")
+		w.BeginObject()
+		str("hash", t.JA3Hash)
+		str("string", t.JA3)
+		w.EndObject()
+	}
+	if t.JA3SHash != "" {
+		w.Key("ja3s")
+		w.BeginObject()
+		str("hash", t.JA3SHash)
+		str("string", t.JA3S)
+		w.EndObject()
+	}
+	str("ja4", t.JA4)
+	str("ja4_r", t.JA4R)
+	str("ja4_o", t.JA4O)
+	str("ja4_ro", t.JA4RO)
+	strs("client_alpns", t.ClientALPNs)
+	strs("server_alpns", t.ServerALPNs)
+	if t.Client != nil {
+		w.Key("client_handshake")
+		t.Client.encode(w, false)
+	}
+	if t.Server != nil {
+		w.Key("server_handshake")
+		t.Server.encode(w, true)
+	}
+	str("cipher", t.Cipher)
+	if t.HasHelloRTT {
+		w.Key("hello_rtt_ms")
+		w.Float(t.HelloRTTms)
+	}
+	if t.HelloRetry {
+		w.Key("hello_retry")
+		w.Bool(true)
+	}
+	if r := t.Retry; r != nil {
+		w.Key("retry")
+		w.BeginObject()
+		if r.JA3Hash != "" {
+			w.Key("ja3")
+			w.BeginObject()
+			str("hash", r.JA3Hash)
+			str("string", r.JA3)
+			w.EndObject()
+		}
+		str("ja4", r.JA4)
+		str("ja4_r", r.JA4R)
+		str("ja4_o", r.JA4O)
+		str("ja4_ro", r.JA4RO)
+		w.EndObject()
+	}
+	if t.Truncated {
+		w.Key("truncated")
+		w.Bool(true)
+	}
+	w.EndObject()
+}
+
+func (h *TLSHandshake) encode(w Writer, server bool) {
+	u16s := func(k string, vs []uint16) {
+		if len(vs) > 0 {
+			w.Key(k)
+			w.BeginArray()
+			for _, v := range vs {
+				w.Uint(uint64(v))
+			}
+			w.EndArray()
+		}
+	}
+	w.BeginObject()
+	if h.Version != "" {
+		w.Key("version")
+		w.String(h.Version)
+	}
+	if server {
+		if len(h.Ciphers) > 0 {
+			w.Key("cipher")
+			w.Uint(uint64(h.Ciphers[0]))
+		}
+	} else {
+		u16s("ciphers", h.Ciphers)
+	}
+	u16s("exts", h.Exts)
+	u16s("sig_algs", h.SigAlgs)
+	w.EndObject()
+}

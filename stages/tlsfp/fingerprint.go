@@ -1,0 +1,315 @@
+package tlsfp
+
+import (
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Scratch holds the buffers fingerprinting reuses, so that computing one
+// costs only the allocations of its result strings. One per worker; not
+// safe for concurrent use. The zero value is ready.
+type Scratch struct {
+	b   []byte
+	u16 []uint16
+	ch  ClientHello
+	sh  ServerHello
+}
+
+// ClientFingerprints are the fingerprints of one ClientHello.
+type ClientFingerprints struct {
+	JA3, JA3Hash string // JA3 string and its MD5 (hex)
+	JA4          string // sorted, hashed
+	JA4R         string // sorted, raw
+	JA4O         string // original order, hashed
+	JA4RO        string // original order, raw
+}
+
+// ServerFingerprints are the fingerprints of one ServerHello.
+type ServerFingerprints struct {
+	JA3S, JA3SHash string
+}
+
+// Client computes the fingerprints of h.
+func (s *Scratch) Client(h *ClientHello) ClientFingerprints {
+	var f ClientFingerprints
+	s.b = appendJA3(s.b[:0], h)
+	f.JA3 = string(s.b)
+	f.JA3Hash = md5Hex(s.b)
+	f.JA4, f.JA4R = s.ja4(h, false)
+	f.JA4O, f.JA4RO = s.ja4(h, true)
+	return f
+}
+
+// Server computes the fingerprints of h.
+func (s *Scratch) Server(h *ServerHello) ServerFingerprints {
+	s.b = appendJA3S(s.b[:0], h)
+	return ServerFingerprints{JA3S: string(s.b), JA3SHash: md5Hex(s.b)}
+}
+
+func md5Hex(b []byte) string {
+	sum := md5.Sum(b)
+	var out [32]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
+}
+
+// appendJA3 builds "version,ciphers,extensions,groups,pointformats" with
+// dash-separated decimal values and GREASE removed (salesforce JA3; tshark
+// tls.handshake.ja3_full).
+func appendJA3(b []byte, h *ClientHello) []byte {
+	b = strconv.AppendUint(b, uint64(h.Version), 10)
+	b = append(b, ',')
+	b = appendDecList(b, h.Ciphers)
+	b = append(b, ',')
+	first := true
+	for _, e := range h.Extensions {
+		if isGREASE(e.Type) {
+			continue
+		}
+		if !first {
+			b = append(b, '-')
+		}
+		first = false
+		b = strconv.AppendUint(b, uint64(e.Type), 10)
+	}
+	b = append(b, ',')
+	b = appendDecList(b, h.Groups)
+	b = append(b, ',')
+	for i, p := range h.PointFormats {
+		if i > 0 {
+			b = append(b, '-')
+		}
+		b = strconv.AppendUint(b, uint64(p), 10)
+	}
+	return b
+}
+
+// appendJA3S builds "version,cipher,extensions".
+func appendJA3S(b []byte, h *ServerHello) []byte {
+	b = strconv.AppendUint(b, uint64(h.Version), 10)
+	b = append(b, ',')
+	b = strconv.AppendUint(b, uint64(h.Cipher), 10)
+	b = append(b, ',')
+	first := true
+	for _, e := range h.Extensions {
+		if isGREASE(e.Type) {
+			continue
+		}
+		if !first {
+			b = append(b, '-')
+		}
+		first = false
+		b = strconv.AppendUint(b, uint64(e.Type), 10)
+	}
+	return b
+}
+
+func appendDecList(b []byte, vs []uint16) []byte {
+	first := true
+	for _, v := range vs {
+		if isGREASE(v) {
+			continue
+		}
+		if !first {
+			b = append(b, '-')
+		}
+		first = false
+		b = strconv.AppendUint(b, uint64(v), 10)
+	}
+	return b
+}
+
+// ja4 returns the hashed and raw JA4 of h, sorted (JA4, JA4_r) or in
+// original order (JA4_o, JA4_ro), as FoxIO's reference tools print them.
+func (s *Scratch) ja4(h *ClientHello, original bool) (hashed, raw string) {
+	b := s.b[:0]
+	b = appendJA4a(b, h)
+	aLen := len(b)
+
+	// Ciphers, GREASE removed.
+	b = append(b, '_')
+	cStart := len(b)
+	u := s.u16[:0]
+	for _, c := range h.Ciphers {
+		if !isGREASE(c) {
+			u = append(u, c)
+		}
+	}
+	if !original {
+		slices.Sort(u)
+	}
+	b = appendHexList(b, u)
+	cEnd := len(b)
+
+	// Extensions (sorted form: without SNI and ALPN), then the signature
+	// algorithms in wire order after an underscore if there are any.
+	b = append(b, '_')
+	eStart := len(b)
+	u = u[:0]
+	for _, e := range h.Extensions {
+		if isGREASE(e.Type) {
+			continue
+		}
+		if !original && (e.Type == extServerName || e.Type == extALPN) {
+			continue
+		}
+		u = append(u, e.Type)
+	}
+	if !original {
+		slices.Sort(u)
+	}
+	b = appendHexList(b, u)
+	nExt := len(u)
+	u = u[:0]
+	for _, a := range h.SigAlgs {
+		if !isGREASE(a) {
+			u = append(u, a)
+		}
+	}
+	if len(u) > 0 {
+		b = append(b, '_')
+		b = appendHexList(b, u)
+	}
+	eEnd := len(b)
+	s.u16 = u
+	raw = string(b)
+
+	// Hashed form: a_hash(ciphers)_hash(exts[_sigalgs]). The spec gives
+	// twelve zeros for an empty list.
+	b = b[:eEnd]
+	var cHash, eHash [12]byte
+	hash12(&cHash, b[cStart:cEnd])
+	if nExt == 0 {
+		eHash = [12]byte([]byte("000000000000"))
+	} else {
+		hash12(&eHash, b[eStart:eEnd])
+	}
+	b = append(b[:eEnd], b[:aLen]...)
+	b = append(b, '_')
+	b = append(b, cHash[:]...)
+	b = append(b, '_')
+	b = append(b, eHash[:]...)
+	hashed = string(b[eEnd:])
+	s.b = b
+	return hashed, raw
+}
+
+func hash12(dst *[12]byte, in []byte) {
+	if len(in) == 0 {
+		*dst = [12]byte([]byte("000000000000"))
+		return
+	}
+	sum := sha256.Sum256(in)
+	hex.Encode(dst[:], sum[:6])
+}
+
+func appendHexList(b []byte, vs []uint16) []byte {
+	const digits = "0123456789abcdef"
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, digits[v>>12], digits[v>>8&15], digits[v>>4&15], digits[v&15])
+	}
+	return b
+}
+
+// appendJA4a appends JA4's first part: transport, version, SNI flag,
+// cipher and extension counts, ALPN first and last characters.
+func appendJA4a(b []byte, h *ClientHello) []byte {
+	// FoxIO's reference tool marks QUIC by the quic_transport_parameters
+	// extension rather than by the transport.
+	if hasExt(h.Extensions, extQUICTransport) {
+		b = append(b, 'q')
+	} else {
+		b = append(b, 't')
+	}
+	v := h.Version
+	if hasExt(h.Extensions, extSupportedVersions) {
+		v = 0
+		for _, sv := range h.SupportedVersions {
+			if !isGREASE(sv) && sv > v {
+				v = sv
+			}
+		}
+	}
+	b = append(b, ja4Version(v)...)
+	if hasExt(h.Extensions, extServerName) {
+		b = append(b, 'd')
+	} else {
+		b = append(b, 'i')
+	}
+	nc, ne := 0, 0
+	for _, c := range h.Ciphers {
+		if !isGREASE(c) {
+			nc++
+		}
+	}
+	for _, e := range h.Extensions {
+		if !isGREASE(e.Type) {
+			ne++
+		}
+	}
+	b = append2d(b, nc)
+	b = append2d(b, ne)
+	first, last := alpnChars(h.FirstALPN())
+	return append(b, first, last)
+}
+
+func append2d(b []byte, n int) []byte {
+	n = min(n, 99)
+	return append(b, byte('0'+n/10), byte('0'+n%10))
+}
+
+func ja4Version(v uint16) string {
+	switch v {
+	case 0x0304:
+		return "13"
+	case 0x0303:
+		return "12"
+	case 0x0302:
+		return "11"
+	case 0x0301:
+		return "10"
+	case 0x0300:
+		return "s3"
+	case 0x0002:
+		return "s2"
+	case 0xfeff:
+		return "d1"
+	case 0xfefd:
+		return "d2"
+	case 0xfefc:
+		return "d3"
+	}
+	return "00"
+}
+
+// alpnChars returns the first and last characters of the first ALPN value
+// the way FoxIO's reference outputs have them: "00" when there is none,
+// '0' for the last of a one-character value, and '9' for a non-ASCII
+// character (tls-non-ascii-alpn.pcapng gives "99"; the newer spec text's
+// hex rule is not what the reference outputs do).
+func alpnChars(p []byte) (byte, byte) {
+	if len(p) == 0 {
+		return '0', '0'
+	}
+	r, n := utf8.DecodeRune(p)
+	first := asciiOr9(r)
+	if n == len(p) {
+		return first, '0'
+	}
+	r, _ = utf8.DecodeLastRune(p)
+	return first, asciiOr9(r)
+}
+
+func asciiOr9(r rune) byte {
+	if r < utf8.RuneSelf && r != utf8.RuneError {
+		return byte(r)
+	}
+	return '9'
+}

@@ -1,0 +1,207 @@
+package tlsfp
+
+// MaxBuffer caps the bytes buffered per direction. A handshake that needs
+// more (a very long certificate chain) is cut there; the leaf certificate
+// is still read if it fits.
+const MaxBuffer = 16 << 10
+
+// maxPending caps the out-of-order segments held per direction.
+const maxPending = 8
+
+// maxRecord is the largest TLS record body allowed (2^14 + 2048).
+const maxRecord = 1<<14 + 2048
+
+type pendingSeg struct {
+	seq  uint32
+	data []byte // owned copy
+}
+
+// half reassembles one direction: in-order bytes from the first payload
+// byte on, cut into TLS records whose handshake bodies are joined into
+// handshake messages.
+//
+// buf holds, in order: handshake bytes already taken out of records
+// ([hsStart:hsLen]) and raw stream bytes not yet cut into records
+// ([recOff:]), with hsLen <= recOff. Record headers are squeezed out in
+// place, so one buffer serves both layers.
+type half struct {
+	started  bool
+	next     uint32 // sequence number of the next in-order byte
+	accepted int    // stream bytes taken into buf so far (the cap)
+	buf      []byte
+	hsStart  int
+	hsLen    int
+	recOff   int
+	records  int // records cut so far
+	partial  int // handshake bytes last offered as a partial message
+	pending  []pendingSeg
+	overflow bool // the cap was reached
+}
+
+// segment takes one TCP segment. It reports whether new in-order bytes
+// arrived.
+func (h *half) segment(seq uint32, syn bool, payload []byte) bool {
+	if syn {
+		if !h.started {
+			h.started, h.next = true, seq+1
+		}
+		seq++ // SYN data (TCP Fast Open) starts after the SYN
+	}
+	if len(payload) == 0 {
+		return false
+	}
+	if !h.started {
+		h.started, h.next = true, seq
+	}
+	off := int32(seq - h.next)
+	if off > 0 {
+		h.hold(seq, payload, off)
+		return false
+	}
+	if int(-off) >= len(payload) {
+		return false // retransmission of bytes already taken
+	}
+	h.take(payload[-off:])
+	// Pending segments that now touch the in-order edge.
+	for again := true; again; {
+		again = false
+		for i := 0; i < len(h.pending); i++ {
+			p := h.pending[i]
+			d := int32(p.seq - h.next)
+			if d > 0 {
+				continue
+			}
+			if int(-d) < len(p.data) {
+				h.take(p.data[-d:])
+			}
+			h.pending = append(h.pending[:i], h.pending[i+1:]...)
+			i--
+			again = true
+		}
+	}
+	if len(h.pending) == 0 {
+		h.pending = nil
+	}
+	return true
+}
+
+// take appends in-order bytes, up to the cap.
+func (h *half) take(p []byte) {
+	h.next += uint32(len(p))
+	room := MaxBuffer - h.accepted
+	if len(p) > room {
+		p = p[:room]
+		h.overflow = true
+	}
+	if len(p) == 0 {
+		return
+	}
+	if h.buf == nil {
+		h.buf = make([]byte, 0, max(len(p), 2048))
+	}
+	h.buf = append(h.buf, p...)
+	h.accepted += len(p)
+}
+
+// hold keeps a copy of an out-of-order segment, if it could still fit
+// under the cap and there is room in the list.
+func (h *half) hold(seq uint32, p []byte, off int32) {
+	if int(off) >= MaxBuffer-h.accepted || len(h.pending) >= maxPending {
+		return
+	}
+	for i := range h.pending {
+		if h.pending[i].seq == seq {
+			if len(p) > len(h.pending[i].data) {
+				h.pending[i].data = append(h.pending[i].data[:0], p...)
+			}
+			return
+		}
+	}
+	h.pending = append(h.pending, pendingSeg{seq, append([]byte(nil), p...)})
+}
+
+// release frees the buffers; the half takes nothing more until reopened.
+func (h *half) release() {
+	h.buf, h.pending = nil, nil
+	h.hsStart, h.hsLen, h.recOff, h.partial = 0, 0, 0, 0
+}
+
+// resumeSeq is the sequence number of the first byte not yet cut into a
+// record, and whether the handshake layer is empty (so that reading can
+// resume there at a record boundary).
+func (h *half) resumeSeq() (uint32, bool) {
+	return h.next - uint32(len(h.buf)-h.recOff), h.hsLen == h.hsStart
+}
+
+// reopen restarts reassembly at seq with empty buffers.
+func (h *half) reopen(seq uint32) {
+	h.release()
+	h.started, h.next, h.accepted, h.overflow = true, seq, 0, false
+}
+
+type event uint8
+
+const (
+	evNeedMore event = iota
+	evMessage        // a whole handshake message: typ, body
+	evPartial        // the start of a handshake message grew: typ, body so far
+	evRecord         // a non-handshake record: typ is its content type
+	evNotTLS         // the first record is not a TLS handshake record
+	evBad            // malformed record or message
+)
+
+// nextEvent returns the next thing found in the buffered bytes. Bodies
+// alias the buffer and are valid until the next call.
+func (h *half) nextEvent() (ev event, typ uint8, body []byte) {
+	for {
+		if n := h.hsLen - h.hsStart; n >= 4 {
+			b := h.buf[h.hsStart:h.hsLen]
+			l := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+			if n >= 4+l {
+				h.hsStart += 4 + l
+				h.partial = 0
+				return evMessage, b[0], b[4 : 4+l]
+			}
+			if n > h.partial && n > 4 {
+				h.partial = n
+				return evPartial, b[0], b[4:]
+			}
+		}
+		r := h.buf[h.recOff:]
+		if len(r) < 5 {
+			break
+		}
+		ctype, l := r[0], int(r[3])<<8|int(r[4])
+		if h.records == 0 && (ctype != 22 || r[1] != 3 || r[2] > 4) {
+			return evNotTLS, 0, nil
+		}
+		if ctype < 20 || ctype > 24 || r[1] != 3 || l > maxRecord {
+			return evBad, 0, nil
+		}
+		if len(r) < 5+l {
+			break
+		}
+		h.records++
+		if ctype != 22 {
+			h.recOff += 5 + l
+			return evRecord, ctype, nil
+		}
+		copy(h.buf[h.hsLen:], r[5:5+l])
+		h.hsLen += l
+		h.recOff += 5 + l
+	}
+	h.compact()
+	return evNeedMore, 0, nil
+}
+
+// compact moves unread bytes to the front of buf.
+func (h *half) compact() {
+	if h.hsStart == 0 && h.hsLen == h.recOff {
+		return
+	}
+	n := copy(h.buf, h.buf[h.hsStart:h.hsLen])
+	m := copy(h.buf[n:], h.buf[h.recOff:])
+	h.partial -= 0
+	h.buf = h.buf[:n+m]
+	h.hsStart, h.hsLen, h.recOff = 0, n, n
+}
