@@ -1,0 +1,283 @@
+// Package flow is pktpipe's per-worker flow table and the pipeline.Processor
+// that hosts per-flow analyzers (TLS fingerprints, RTT, ICMP feedback, TCP
+// state...).
+//
+// # Table
+//
+// Each worker owns one Processor, so the table needs no lock. Flows live in
+// a slab of Flow entries that grows in fixed chunks up to Config.MaxFlows
+// and is never shrunk: ended entries go on a free list and new flows reuse
+// them, so the steady state allocates nothing per packet and the memory is
+// bounded by the cap. Chunks never move, so a *Flow stays valid for the
+// whole life of its flow. Lookup is a chained hash on the symmetric
+// packet.FlowKey.Hash of the canonical key: a bucket array of int32 heads
+// (sized to the cap, allocated once) and an intrusive next index in each
+// entry. Nothing in the table is a Go map, so there is no rehash pause.
+//
+// Every entry is also on one intrusive, doubly linked LRU list (int32
+// indices) per timeout class: new (one direction seen), established TCP,
+// UDP, ICMP, other protocols, and closing (both FINs or an RST seen). A
+// packet moves its flow to the front of its class's list. Within one class
+// every flow has the same timeout, so each list is ordered by deadline as
+// well as by last-seen time, and expiry only ever looks at list tails.
+//
+// # Ending a flow
+//
+// A flow ends with one of these reasons (EVE flow.reason):
+//   - fin / rst: both sides sent a FIN, or one sent an RST. The flow then
+//     lingers (Timeouts.Linger, 2 s of packet time by default) so trailing
+//     ACKs and retransmitted FINs are still counted; a new SYN during the
+//     linger is a new connection (port reuse) and ends the old flow at once.
+//     A closed flow keeps its fin/rst reason however it is finally removed.
+//   - timeout: idle for longer than its class's timeout.
+//   - shutdown: still open at Flush.
+//   - evicted: the table was full and this was the least recently seen
+//     flow (and no flow had already expired). Counted in
+//     pktpipe_flow_evicted_total; the flow is still emitted.
+//
+// Default timeouts (Timeouts): new 30 s (Suricata's default.new), TCP
+// established 600 s (Suricata's tcp.established: idle SSH or database
+// connections often stay quiet for minutes), UDP 60 s and ICMP 30 s (shorter
+// than Suricata's 300 s, close to Zeek's 1 min; UDP "sessions" are mostly
+// DNS/NTP-like exchanges), other protocols 60 s, linger 2 s.
+//
+// Expiry follows packet time only, and a flow's record depends only on its
+// own packets and the final clock, never on batch boundaries or on how
+// many workers share the traffic (for a source whose timestamps do not go
+// backwards): a flow expires when now - last > timeout, whether now is the
+// time of its own next packet (the old flow ends, a new one starts with
+// that packet), the batch clock of the sweep that runs after each batch
+// (bounded work: at most Config.SweepLimit flows per class per batch, from
+// the list tails), the time of a packet that needs a slot in a full table,
+// or the final clock at Flush. In every case the record is the same: end =
+// the flow's last packet. Only eviction depends on other flows.
+//
+// # Roles
+//
+// The client (EVE src) is the sender of the flow's first packet, except that
+// a TCP SYN-ACK seen first was sent by the server, a TCP flow picked up
+// midstream (first packet without SYN) takes the side with the lower port
+// as the server, and an ICMP echo reply seen first was sent by the server.
+//
+// # ICMP errors
+//
+// ICMP/ICMPv6 errors (unreachable, time exceeded, ...) never make a flow of
+// their own. The engine routes an error to the worker owning the flow it
+// quotes (packet.ShardKey); the Processor looks that flow up by the quoted
+// key (either direction) and hands the packet to every analyzer's ICMPError
+// with that flow, or nil if none matched. The error is not counted in the
+// flow's packets or bytes. pktpipe_flow_icmp_errors_total{result} counts
+// matched and unmatched errors. Echo request/reply are flows keyed by the
+// echo id; other ICMP messages (ND, RS/RA, ...) are flows with ports 0.
+//
+// # Identifiers
+//
+// flow_id is FlowKey.Hash (symmetric, stable across runs) mixed with the
+// first packet's timestamp and masked to 53 bits, so JSON readers that use
+// doubles keep it exact. The Community ID (on by default) is computed once,
+// when the flow is created: from the canonical key for TCP/UDP/SCTP and
+// other protocols, and from the first packet's type and code for ICMP (so
+// a ping session gets the ID of its request/reply pair).
+//
+// # Analyzers
+//
+// An Analyzer is registered with NewProcessor; its position in the list is
+// its slot, where it may keep per-flow state (Flow.State, Flow.SetState;
+// storing a pointer in the interface slot does not allocate). Analyzers
+// implementing SlotUser are told their slot at construction. For each
+// packet of a flow, after the table has counted it, Packet is called in
+// registration order; ICMPError for ICMP errors; End exactly once when the
+// flow ends, before its record is emitted: it may add an event.Extension
+// to rec.Extra, emit events of its own, and must drop its per-flow state
+// (the slot is cleared after End returns). Analyzers run on the worker's
+// goroutine and may keep their own scratch state without locks.
+package flow
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+)
+
+// Dir is a packet's direction within its flow.
+type Dir uint8
+
+const (
+	ToServer Dir = 0 // client → server
+	ToClient Dir = 1 // server → client
+)
+
+func (d Dir) String() string {
+	if d == ToServer {
+		return "toserver"
+	}
+	return "toclient"
+}
+
+// Analyzer is a per-flow plug-in run by the Processor. See the package doc.
+type Analyzer interface {
+	// Packet is called for every packet of f after the table has counted
+	// it; dir says whether the packet went client→server or the reverse.
+	Packet(f *Flow, p *packet.Packet, dir Dir, em *pipeline.Emitter)
+	// ICMPError is called for an ICMP/ICMPv6 error that quotes a packet of
+	// f, or with f == nil when no live flow matched the quote.
+	ICMPError(f *Flow, p *packet.Packet, em *pipeline.Emitter)
+	// End is called once when f ends, before rec is emitted. It may append
+	// to rec.Extra and emit events (they precede rec), and must release
+	// its per-flow state.
+	End(f *Flow, rec *event.Flow, em *pipeline.Emitter)
+}
+
+// SlotUser is implemented by analyzers that want to know their state slot.
+type SlotUser interface {
+	SetSlot(slot int)
+}
+
+// Timeouts are idle timeouts by class, in packet time. Zero values take
+// the defaults (see the package doc).
+type Timeouts struct {
+	New    time.Duration // one direction seen so far, any protocol
+	TCP    time.Duration // TCP, both directions seen
+	UDP    time.Duration
+	ICMP   time.Duration // ICMP and ICMPv6
+	Other  time.Duration // SCTP, GRE, ESP, ...
+	Linger time.Duration // after both FINs or an RST
+}
+
+// DefaultTimeouts are the timeouts used for zero fields of Timeouts.
+var DefaultTimeouts = Timeouts{
+	New:    30 * time.Second,
+	TCP:    600 * time.Second,
+	UDP:    60 * time.Second,
+	ICMP:   30 * time.Second,
+	Other:  60 * time.Second,
+	Linger: 2 * time.Second,
+}
+
+// Flow is one live bidirectional flow. It is owned by the worker's
+// Processor: analyzers may read it and use their state slot while it is
+// passed to them, and must not keep the pointer after End.
+type Flow struct {
+	key                packet.FlowKey // canonical
+	hash               uint64         // key.Hash()
+	id                 uint64         // flow_id
+	cid                string
+	outerSrc, outerDst netip.Addr
+	first, last        int64
+	pkts, bytes        [2]uint64 // by Dir
+	frags              uint64
+	state              []any // one slot per analyzer
+
+	prev, next int32 // LRU list of its class
+	hnext      int32 // hash chain
+	ifIndex    int32
+	vlan       [2]uint16
+	flags      [2]uint8 // TCP flags by Dir
+	clientSrc  bool     // the client is key.Src
+	class      uint8
+	seen       uint8 // bit per Dir
+	fins       uint8 // FIN seen, bit per Dir
+	closed     uint8 // 0, reasonFin or reasonRst
+	live       bool
+	tunnel     packet.Tunnel
+	icmpType   uint8 // of the first packet (ICMP flows)
+	icmpCode   uint8
+}
+
+// Key is the flow's canonical key (lower address/port first).
+func (f *Flow) Key() packet.FlowKey { return f.key }
+
+// Proto is the IP protocol number.
+func (f *Flow) Proto() uint8 { return f.key.Proto }
+
+// Client returns the client's address and port (echo id for ICMP echo).
+func (f *Flow) Client() (netip.Addr, uint16) {
+	if f.clientSrc {
+		return f.key.Src, f.key.SrcPort
+	}
+	return f.key.Dst, f.key.DstPort
+}
+
+// Server returns the server's address and port.
+func (f *Flow) Server() (netip.Addr, uint16) {
+	if f.clientSrc {
+		return f.key.Dst, f.key.DstPort
+	}
+	return f.key.Src, f.key.SrcPort
+}
+
+// DirOf returns the direction of a directed key of this flow (for example
+// the key an ICMP error quotes), and false if k is not this flow's.
+func (f *Flow) DirOf(k packet.FlowKey) (Dir, bool) {
+	c, swapped := k.Canonical()
+	if c != f.key {
+		return 0, false
+	}
+	// The key's sender is key.Src unless Canonical swapped it.
+	if swapped != f.clientSrc {
+		return ToServer, true
+	}
+	return ToClient, true
+}
+
+// ID is the flow_id.
+func (f *Flow) ID() uint64 { return f.id }
+
+// CommunityID is the flow's Community ID ("" when disabled).
+func (f *Flow) CommunityID() string { return f.cid }
+
+// First and Last are the timestamps (ns) of the flow's first and latest
+// packets.
+func (f *Flow) First() int64 { return f.first }
+func (f *Flow) Last() int64  { return f.last }
+
+// Packets, Bytes and TCPFlags are the counters of one direction so far,
+// including the packet being handled.
+func (f *Flow) Packets(d Dir) uint64 { return f.pkts[d&1] }
+func (f *Flow) Bytes(d Dir) uint64   { return f.bytes[d&1] }
+func (f *Flow) TCPFlags(d Dir) uint8 { return f.flags[d&1] }
+
+// Established reports whether both directions have been seen.
+func (f *Flow) Established() bool { return f.seen == 3 }
+
+// Closed reports whether both FINs or an RST have been seen.
+func (f *Flow) Closed() bool { return f.closed != 0 }
+
+// VLAN and IfIndex are those of the flow's first packet.
+func (f *Flow) VLAN() [2]uint16 { return f.vlan }
+func (f *Flow) IfIndex() int32  { return f.ifIndex }
+
+// FirstICMP returns the ICMP type and code of the flow's first packet
+// (meaningful for ICMP/ICMPv6 flows only).
+func (f *Flow) FirstICMP() (typ, code uint8) { return f.icmpType, f.icmpCode }
+
+// State returns the analyzer state in slot i (nil if none or out of range).
+func (f *Flow) State(i int) any {
+	if uint(i) >= uint(len(f.state)) {
+		return nil
+	}
+	return f.state[i]
+}
+
+// SetState stores analyzer state in slot i (ignored if out of range).
+func (f *Flow) SetState(i int, v any) {
+	if uint(i) < uint(len(f.state)) {
+		f.state[i] = v
+	}
+}
+
+// FillHeader fills h as the flow record's header is filled (flow_id,
+// client as src, ports, proto, community_id, VLAN, interface), with
+// timestamp ts, for events an analyzer emits about this flow.
+func (f *Flow) FillHeader(h *event.Header, ts int64) {
+	ca, cp := f.Client()
+	sa, sp := f.Server()
+	*h = event.Header{
+		Timestamp: ts, FlowID: f.id,
+		SrcIP: ca, DestIP: sa, SrcPort: cp, DestPort: sp,
+		Proto: f.key.Proto, CommunityID: f.cid, VLAN: f.vlan, IfIndex: f.ifIndex,
+	}
+}

@@ -1,0 +1,589 @@
+package flow
+
+import (
+	"math/bits"
+	"runtime"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/communityid"
+)
+
+// DefaultProcessFlows is the flow cap of a whole process; a worker's
+// default cap is this divided by Config.Workers.
+const DefaultProcessFlows = 1 << 20
+
+// Config sizes one worker's table. Zero values take the defaults.
+type Config struct {
+	// MaxFlows caps this worker's table. Default DefaultProcessFlows /
+	// Workers.
+	MaxFlows int
+	// Workers is the number of workers (only used for the default cap;
+	// default runtime.NumCPU()).
+	Workers int
+	// Worker is this worker's index (labels nothing yet; kept for logs).
+	Worker   int
+	Timeouts Timeouts
+	// CommunityIDSeed is the Community ID seed; NoCommunityID turns the
+	// Community ID off.
+	CommunityIDSeed uint16
+	NoCommunityID   bool
+	// SweepLimit bounds the flows the after-batch sweep ends per class
+	// (default 1024); the rest wait for the next batch.
+	SweepLimit int
+	Stats      *stats.Registry
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.MaxFlows <= 0 {
+		c.MaxFlows = max(1, DefaultProcessFlows/c.Workers)
+	}
+	// Indices are int32.
+	c.MaxFlows = min(c.MaxFlows, 1<<30)
+	d := DefaultTimeouts
+	t := &c.Timeouts
+	for _, p := range []struct {
+		v   *int64
+		def int64
+	}{
+		{(*int64)(&t.New), int64(d.New)}, {(*int64)(&t.TCP), int64(d.TCP)},
+		{(*int64)(&t.UDP), int64(d.UDP)}, {(*int64)(&t.ICMP), int64(d.ICMP)},
+		{(*int64)(&t.Other), int64(d.Other)}, {(*int64)(&t.Linger), int64(d.Linger)},
+	} {
+		if *p.v <= 0 {
+			*p.v = p.def
+		}
+	}
+	if c.SweepLimit <= 0 {
+		c.SweepLimit = 1024
+	}
+	if c.Stats == nil {
+		c.Stats = stats.NewRegistry()
+	}
+}
+
+// Timeout classes: one LRU list each.
+const (
+	clsNew = iota
+	clsTCP
+	clsUDP
+	clsICMP
+	clsOther
+	clsClosing
+	nClasses
+)
+
+// End reasons.
+const (
+	reasonNone = iota
+	reasonFin
+	reasonRst
+	reasonTimeout
+	reasonShutdown
+	reasonEvicted
+	nReasons
+)
+
+var reasonNames = [nReasons]string{"", "fin", "rst", "timeout", "shutdown", "evicted"}
+
+const (
+	chunkShift = 12
+	chunkSize  = 1 << chunkShift
+	chunkMask  = chunkSize - 1
+	nilIdx     = -1
+)
+
+// Processor is one worker's flow table; it implements pipeline.Processor.
+type Processor struct {
+	cfg       Config
+	analyzers []Analyzer
+	cid       *communityid.Hasher
+	timeout   [nClasses]int64
+
+	chunks  [][]Flow
+	n       int32 // entries ever used (high-water mark)
+	free    int32 // free list head, linked by next
+	size    int   // live flows
+	buckets []int32
+	mask    uint64
+	head    [nClasses]int32
+	tail    [nClasses]int32
+
+	// Counts since the last publish (counters are added once per batch).
+	created, evicted, matched, unmatched, skipped uint64
+	ended                                         [nReasons]uint64
+	published                                     int // size last added to the gauge
+
+	cCreated, cEvicted, cMatched, cUnmatched, cSkipped *stats.Counter
+	cEnded                                             [nReasons]*stats.Counter
+	gSize                                              *stats.Gauge
+}
+
+var _ pipeline.Processor = (*Processor)(nil)
+
+// NewProcessor returns a worker's flow table running analyzers, in order.
+func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
+	cfg.defaults()
+	p := &Processor{cfg: cfg, analyzers: analyzers, free: nilIdx}
+	if !cfg.NoCommunityID {
+		p.cid = communityid.New(cfg.CommunityIDSeed, true)
+	}
+	t := cfg.Timeouts
+	p.timeout = [nClasses]int64{
+		clsNew: int64(t.New), clsTCP: int64(t.TCP), clsUDP: int64(t.UDP),
+		clsICMP: int64(t.ICMP), clsOther: int64(t.Other), clsClosing: int64(t.Linger),
+	}
+	nb := 1 << bits.Len(uint(max(cfg.MaxFlows, 8)-1))
+	p.buckets = make([]int32, nb)
+	for i := range p.buckets {
+		p.buckets[i] = nilIdx
+	}
+	p.mask = uint64(nb - 1)
+	for c := range nClasses {
+		p.head[c], p.tail[c] = nilIdx, nilIdx
+	}
+	for i, a := range analyzers {
+		if s, ok := a.(SlotUser); ok {
+			s.SetSlot(i)
+		}
+	}
+	r := cfg.Stats
+	p.cCreated = r.Counter("pktpipe_flow_created_total", "Flows created.")
+	p.cEvicted = r.Counter("pktpipe_flow_evicted_total", "Flows ended early because the flow table was full (they are still emitted).")
+	for i := reasonFin; i < nReasons; i++ {
+		p.cEnded[i] = r.Counter("pktpipe_flow_ended_total", "Flows ended, by reason.", "reason", reasonNames[i])
+	}
+	p.cMatched = r.Counter("pktpipe_flow_icmp_errors_total", "ICMP errors, by whether the flow they quote was found.", "result", "matched")
+	p.cUnmatched = r.Counter("pktpipe_flow_icmp_errors_total", "ICMP errors, by whether the flow they quote was found.", "result", "unmatched")
+	p.cSkipped = r.Counter("pktpipe_flow_skipped_total", "Packets the flow table could not key (no IP layer, malformed, later fragment).")
+	p.gSize = r.Gauge("pktpipe_flow_table_flows", "Live flows in all workers' tables.")
+	return p
+}
+
+// Len is the number of live flows.
+func (p *Processor) Len() int { return p.size }
+
+// Cap is the table's flow cap.
+func (p *Processor) Cap() int { return p.cfg.MaxFlows }
+
+// Lookup returns the live flow of a directed or canonical key, or nil.
+func (p *Processor) Lookup(k packet.FlowKey) *Flow {
+	c, _ := k.Canonical()
+	if i := p.lookup(c, c.Hash()); i != nilIdx {
+		return p.at(i)
+	}
+	return nil
+}
+
+// Process handles a batch, then ends the flows idle past their timeout at
+// the batch clock.
+func (p *Processor) Process(b *packet.Batch, em *pipeline.Emitter) {
+	for i := range b.Packets {
+		p.Packet(&b.Packets[i], em)
+	}
+	p.Sweep(b.Now, em)
+	p.publish()
+}
+
+// Flush ends every flow: closed flows with fin/rst, flows idle past their
+// timeout at now with timeout, the others with shutdown.
+func (p *Processor) Flush(now int64, em *pipeline.Emitter) {
+	for c := range nClasses {
+		for p.tail[c] != nilIdx {
+			i := p.tail[c]
+			f := p.at(i)
+			r := p.naturalReason(f)
+			if f.closed == 0 && !p.expired(f, now) {
+				r = reasonShutdown
+			}
+			p.end(i, r, em)
+		}
+	}
+	p.publish()
+}
+
+// Sweep ends flows idle past their timeout at now, at most
+// Config.SweepLimit per class.
+func (p *Processor) Sweep(now int64, em *pipeline.Emitter) {
+	for c := range nClasses {
+		for n := 0; n < p.cfg.SweepLimit && p.tail[c] != nilIdx; n++ {
+			i := p.tail[c]
+			f := p.at(i)
+			if !p.expired(f, now) {
+				break
+			}
+			p.end(i, p.naturalReason(f), em)
+		}
+	}
+}
+
+// Packet handles one packet: find or create its flow, count it, run the
+// analyzers. Process calls it for each packet of a batch.
+func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
+	m := &pk.Meta
+	if m.Err != packet.MalformedNone || m.IPVersion == 0 {
+		p.skipped++
+		return
+	}
+	if (m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6) && packet.IsICMPError(m.Proto, m.ICMPType) {
+		p.icmpError(pk, em)
+		return
+	}
+	if m.Frag.Is && !m.Frag.First {
+		p.skipped++ // no ports: cannot be tied to a flow
+		return
+	}
+	k, _ := packet.KeyOf(m)
+	ck, swapped := k.Canonical()
+	h := ck.Hash()
+	ts := pk.Timestamp
+	var f *Flow
+	i := p.lookup(ck, h)
+	if i != nilIdx {
+		f = p.at(i)
+		if p.expired(f, ts) {
+			p.end(i, p.naturalReason(f), em)
+			f = nil
+		} else if f.closed != 0 && m.Proto == packet.ProtoTCP && m.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn {
+			// A new SYN on a closed connection: port reuse.
+			p.end(i, p.naturalReason(f), em)
+			f = nil
+		}
+	}
+	if f == nil {
+		i = p.alloc(ts, em)
+		f = p.at(i)
+		p.start(f, k, ck, h, swapped, pk)
+		p.hashInsert(i)
+		p.pushFront(f.class, i)
+		p.size++
+		p.created++
+	}
+	dir := ToServer
+	if swapped == f.clientSrc { // the sender is not the client
+		dir = ToClient
+	}
+	if ts > f.last {
+		f.last = ts
+	}
+	f.pkts[dir]++
+	n := uint64(pk.OrigLen)
+	if n == 0 {
+		n = uint64(len(pk.Data))
+	}
+	f.bytes[dir] += n
+	f.seen |= 1 << dir
+	if m.Frag.Is {
+		f.frags++
+	}
+	if m.Proto == packet.ProtoTCP {
+		fl := m.TCPFlags
+		f.flags[dir] |= fl
+		if f.closed == 0 {
+			if fl&packet.TCPRst != 0 {
+				f.closed = reasonRst
+			} else if fl&packet.TCPFin != 0 {
+				f.fins |= 1 << dir
+				if f.fins == 3 {
+					f.closed = reasonFin
+				}
+			}
+		}
+	}
+	if c := p.classOf(f); c != f.class {
+		p.unlink(i)
+		f.class = c
+		p.pushFront(c, i)
+	} else if f.prev != nilIdx { // not already at the front
+		p.unlink(i)
+		p.pushFront(c, i)
+	}
+	for _, a := range p.analyzers {
+		a.Packet(f, pk, dir, em)
+	}
+}
+
+func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
+	var f *Flow
+	if qk, ok := packet.QuoteKey(&pk.Meta); ok {
+		ck, _ := qk.Canonical()
+		if i := p.lookup(ck, ck.Hash()); i != nilIdx {
+			g := p.at(i)
+			if p.expired(g, pk.Timestamp) {
+				// It is over; end it as a sweep would have.
+				p.end(i, p.naturalReason(g), em)
+			} else {
+				f = g
+			}
+		}
+	}
+	if f != nil {
+		p.matched++
+	} else {
+		p.unmatched++
+	}
+	for _, a := range p.analyzers {
+		a.ICMPError(f, pk, em)
+	}
+}
+
+// start initialises a fresh entry for the first packet pk of a flow.
+func (p *Processor) start(f *Flow, k, ck packet.FlowKey, h uint64, swapped bool, pk *packet.Packet) {
+	m := &pk.Meta
+	state := f.state
+	*f = Flow{
+		key: ck, hash: h, state: state, live: true,
+		first: pk.Timestamp, last: pk.Timestamp,
+		prev: nilIdx, next: nilIdx, hnext: nilIdx,
+		ifIndex: pk.IfIndex, vlan: m.VLAN, class: clsNew,
+		icmpType: m.ICMPType, icmpCode: m.ICMPCode,
+	}
+	if m.Tunnel != packet.TunnelNone {
+		f.tunnel, f.outerSrc, f.outerDst = m.Tunnel, m.OuterSrc, m.OuterDst
+	}
+	// The sender of the first packet is the client unless it looks like the
+	// server's answer.
+	senderIsServer := false
+	switch m.Proto {
+	case packet.ProtoTCP:
+		switch {
+		case m.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn|packet.TCPAck:
+			senderIsServer = true
+		case m.TCPFlags&packet.TCPSyn == 0: // midstream: lower port serves
+			senderIsServer = k.SrcPort < k.DstPort
+		}
+	case packet.ProtoICMP:
+		senderIsServer = m.ICMPType == 0
+	case packet.ProtoICMPv6:
+		senderIsServer = m.ICMPType == 129
+	}
+	f.clientSrc = !swapped != senderIsServer
+	f.id = flowID(h, pk.Timestamp)
+	if p.cid != nil {
+		if m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6 {
+			f.cid = p.cid.IDICMP(k, m.ICMPType, m.ICMPCode)
+		} else {
+			f.cid = p.cid.ID(ck)
+		}
+	}
+}
+
+// flowID mixes the key's symmetric hash with the first packet's time and
+// keeps 53 bits (exact in a float64); never 0, which means "absent".
+func flowID(h uint64, first int64) uint64 {
+	x := h ^ uint64(first)*0x9e3779b97f4a7c15
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x &= 1<<53 - 1
+	if x == 0 {
+		x = 1
+	}
+	return x
+}
+
+func (p *Processor) classOf(f *Flow) uint8 {
+	switch {
+	case f.closed != 0:
+		return clsClosing
+	case f.seen != 3:
+		return clsNew
+	}
+	switch f.key.Proto {
+	case packet.ProtoTCP:
+		return clsTCP
+	case packet.ProtoUDP:
+		return clsUDP
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		return clsICMP
+	}
+	return clsOther
+}
+
+func (p *Processor) expired(f *Flow, now int64) bool {
+	return now-f.last > p.timeout[f.class]
+}
+
+// naturalReason is why f ends when it is not cut short: its close, or
+// its idle timeout.
+func (p *Processor) naturalReason(f *Flow) uint8 {
+	if f.closed != 0 {
+		return f.closed
+	}
+	return reasonTimeout
+}
+
+// alloc returns a free entry, making room when the table is full: a flow
+// already past its timeout at ts goes first, else the least recently seen
+// flow is evicted.
+func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
+	if p.free == nilIdx && int(p.n) >= p.cfg.MaxFlows {
+		victim, oldest := int32(nilIdx), int64(0)
+		for c := range nClasses {
+			i := p.tail[c]
+			if i == nilIdx {
+				continue
+			}
+			f := p.at(i)
+			if p.expired(f, ts) {
+				victim = nilIdx
+				p.end(i, p.naturalReason(f), em)
+				break
+			}
+			if victim == nilIdx || f.last < oldest {
+				victim, oldest = i, f.last
+			}
+		}
+		if victim != nilIdx {
+			f := p.at(victim)
+			r := uint8(reasonEvicted)
+			if f.closed != 0 {
+				r = f.closed // it was over anyway; only its linger is cut
+			}
+			p.end(victim, r, em)
+		}
+	}
+	if i := p.free; i != nilIdx {
+		p.free = p.at(i).next
+		return i
+	}
+	i := p.n
+	if int(i)>>chunkShift == len(p.chunks) {
+		size := min(chunkSize, p.cfg.MaxFlows-int(i))
+		chunk := make([]Flow, size)
+		if na := len(p.analyzers); na > 0 {
+			states := make([]any, size*na)
+			for j := range chunk {
+				chunk[j].state = states[j*na : (j+1)*na : (j+1)*na]
+			}
+		}
+		p.chunks = append(p.chunks, chunk)
+	}
+	p.n++
+	return i
+}
+
+// end emits f's record (after the analyzers' End) and frees its entry.
+func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
+	f := p.at(i)
+	rec := &event.Flow{
+		PktsToServer: f.pkts[ToServer], PktsToClient: f.pkts[ToClient],
+		BytesToServer: f.bytes[ToServer], BytesToClient: f.bytes[ToClient],
+		Start: f.first, End: f.last,
+		State: "new", Reason: reasonNames[reason],
+		TCPFlags:   f.flags[0] | f.flags[1],
+		TCPFlagsTS: f.flags[ToServer], TCPFlagsTC: f.flags[ToClient],
+		Fragments: f.frags,
+	}
+	f.FillHeader(&rec.Header, f.first)
+	switch {
+	case f.closed != 0:
+		rec.State = "closed"
+	case f.seen == 3:
+		rec.State = "established"
+	}
+	if f.tunnel != packet.TunnelNone {
+		rec.Tunnel, rec.OuterSrc, rec.OuterDst = f.tunnel.String(), f.outerSrc, f.outerDst
+	}
+	for _, a := range p.analyzers {
+		a.End(f, rec, em)
+	}
+	clear(f.state)
+	em.Emit(rec)
+
+	p.unlink(i)
+	p.hashRemove(i)
+	f.live = false
+	f.cid = ""
+	f.next = p.free
+	p.free = i
+	p.size--
+	p.ended[reason]++
+	if reason == reasonEvicted {
+		p.evicted++
+	}
+}
+
+func (p *Processor) publish() {
+	p.cCreated.Add(p.created)
+	p.cEvicted.Add(p.evicted)
+	p.cMatched.Add(p.matched)
+	p.cUnmatched.Add(p.unmatched)
+	p.cSkipped.Add(p.skipped)
+	p.created, p.evicted, p.matched, p.unmatched, p.skipped = 0, 0, 0, 0, 0
+	for r := reasonFin; r < nReasons; r++ {
+		if n := p.ended[r]; n != 0 {
+			p.cEnded[r].Add(n)
+			p.ended[r] = 0
+		}
+	}
+	p.gSize.Add(int64(p.size - p.published))
+	p.published = p.size
+}
+
+// --- slab, hash chains and LRU lists ---
+
+func (p *Processor) at(i int32) *Flow { return &p.chunks[i>>chunkShift][i&chunkMask] }
+
+func (p *Processor) lookup(k packet.FlowKey, h uint64) int32 {
+	for i := p.buckets[h&p.mask]; i != nilIdx; {
+		f := p.at(i)
+		if f.hash == h && f.key == k {
+			return i
+		}
+		i = f.hnext
+	}
+	return nilIdx
+}
+
+func (p *Processor) hashInsert(i int32) {
+	f := p.at(i)
+	b := &p.buckets[f.hash&p.mask]
+	f.hnext = *b
+	*b = i
+}
+
+func (p *Processor) hashRemove(i int32) {
+	f := p.at(i)
+	link := &p.buckets[f.hash&p.mask]
+	for *link != nilIdx {
+		if *link == i {
+			*link = f.hnext
+			f.hnext = nilIdx
+			return
+		}
+		link = &p.at(*link).hnext
+	}
+}
+
+func (p *Processor) pushFront(c uint8, i int32) {
+	f := p.at(i)
+	f.prev, f.next = nilIdx, p.head[c]
+	if h := p.head[c]; h != nilIdx {
+		p.at(h).prev = i
+	} else {
+		p.tail[c] = i
+	}
+	p.head[c] = i
+}
+
+func (p *Processor) unlink(i int32) {
+	f := p.at(i)
+	c := f.class
+	if f.prev != nilIdx {
+		p.at(f.prev).next = f.next
+	} else {
+		p.head[c] = f.next
+	}
+	if f.next != nilIdx {
+		p.at(f.next).prev = f.prev
+	} else {
+		p.tail[c] = f.prev
+	}
+	f.prev, f.next = nilIdx, nilIdx
+}
