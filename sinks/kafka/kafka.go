@@ -1,0 +1,690 @@
+// Package kafka is pktpipe's Kafka sink: events are encoded once (JSON or
+// msgpack), keyed by community_id and produced with segmentio/kafka-go's
+// asynchronous Writer (acks=all, murmur2 partitioning like the Java
+// client, zstd by default, a 10 ms batch timeout).
+//
+// kafka-go's asynchronous queue is unbounded and its Close can block for
+// minutes while the broker is down, so the sink owns delivery:
+//
+//   - An in-flight budget (events and bytes) is taken when Write accepts a
+//     batch and given back when the broker acknowledges it (Completion).
+//     While the budget is used up Write blocks, up to MaxBlock: that is the
+//     backpressure on the pipeline. Memory is bounded by the budget.
+//   - A batch the writer reports as failed is not dropped: its messages
+//     wait (exponential backoff with jitter) and are produced again, with
+//     no limit on attempts; retries hold their budget. Delivery is at
+//     least once: a retry after a lost ack can duplicate, and retried
+//     messages may overtake newer ones on their partition.
+//   - A message too large for the broker is counted as failed and written
+//     to the spill file, never silently dropped.
+//   - Close waits up to DrainTimeout for outstanding acks, then writes
+//     whatever is unacknowledged to the spill file and returns an error
+//     saying how many events went there. kafka-go's Writer.Close runs in a
+//     goroutine and is abandoned after a short grace period.
+//
+// Keys: the event's community_id. An event without one gets a null key,
+// which the murmur2 balancer spreads over the partitions at random (as
+// librdkafka's murmur2_random; the Java client's sticky partitioner also
+// spreads them): no flow ties such events together, and a constant key
+// would make one hot partition.
+//
+// Headers: schema_version, event_type and format ("json" or "msgpack").
+//
+// Metrics (pipeline/stats): pktpipe_kafka_{delivered,retried,batches,
+// produce_errors,delivered_after_spill}_total, the loss counters
+// pktpipe_kafka_{failed,spilled}_total, the gauges
+// pktpipe_kafka_inflight_{events,bytes}, pktpipe_kafka_blocked_us_total
+// (time Write waited for budget) and the ack latency histogram
+// pktpipe_kafka_ack_latency_seconds_{bucket,count} with _sum_us.
+package kafka
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/sinks/encode"
+)
+
+// Encoder is what the sink needs from sinks/encode.
+type Encoder = encode.Encoder
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("kafka: sink closed")
+
+// closeGrace bounds the wait for kafka-go's Writer.Close once the sink
+// has settled (it can block for minutes while the broker is down).
+const closeGrace = 500 * time.Millisecond
+
+type recState uint8
+
+const (
+	statePending recState = iota // accepted, waiting for the sender
+	stateSent                    // handed to kafka-go
+	stateRetry                   // failed, waiting for its backoff
+	stateDone                    // acknowledged, failed or spilled
+)
+
+// record is one message and its delivery state; kafka-go carries it in
+// Message.WriterData through to Completion.
+type record struct {
+	msg      kafkago.Message
+	size     int64
+	accepted time.Time
+	due      time.Time // when a retry may go
+	attempts int
+	state    recState
+}
+
+// Sink is a pipeline.Sink that produces to Kafka. Write, Flush and Close
+// are called from one goroutine; Completion runs on kafka-go's.
+type Sink struct {
+	cfg     Config
+	w       *kafkago.Writer
+	enc     Encoder
+	scratch []byte
+	topic   func(event.Type) string
+	headers map[event.Type][]kafkago.Header
+	spill   *spillFile
+
+	// sender
+	wake       chan struct{} // cap 1: pending work or an earlier retry
+	space      chan struct{} // cap 1: budget was released
+	senderCtx  context.Context
+	stopSender context.CancelFunc
+	senderDone chan struct{}
+
+	mu          sync.Mutex
+	closed      bool
+	inflightN   int
+	inflightB   int64
+	outstanding map[*record]struct{}
+	pending     []*record
+	retries     retryHeap
+
+	m metrics
+}
+
+type metrics struct {
+	delivered, retried, failed, spilled, batches, produceErrs, late *stats.Counter
+	blockedUS, latSumUS, latCount                                   *stats.Counter
+	latBuckets                                                      []*stats.Counter
+	inflightN, inflightB                                            *stats.Gauge
+}
+
+// Latency bucket bounds, in seconds.
+var latencyBounds = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60}
+
+func newMetrics(r *stats.Registry) metrics {
+	m := metrics{
+		delivered:   r.Counter("pktpipe_kafka_delivered_total", "Events the broker acknowledged."),
+		retried:     r.Counter("pktpipe_kafka_retried_total", "Events queued again after a failed produce."),
+		failed:      r.LossCounter("pktpipe_kafka_failed_total", "Events that cannot be produced (too large); they are spilled."),
+		spilled:     r.LossCounter("pktpipe_kafka_spilled_total", "Events written to the spill file instead of Kafka."),
+		batches:     r.Counter("pktpipe_kafka_batches_total", "Produce batches acknowledged."),
+		produceErrs: r.Counter("pktpipe_kafka_produce_errors_total", "Failed produce attempts (batches or writes) that were retried."),
+		late:        r.Counter("pktpipe_kafka_delivered_after_spill_total", "Events acknowledged after Close had spilled them (duplicates)."),
+		blockedUS:   r.Counter("pktpipe_kafka_blocked_us_total", "Microseconds Write waited for in-flight budget."),
+		latSumUS:    r.Counter("pktpipe_kafka_ack_latency_seconds_sum_us", "Sum of accept-to-ack latency, microseconds."),
+		latCount:    r.Counter("pktpipe_kafka_ack_latency_seconds_count", "Acknowledged events measured."),
+		inflightN:   r.Gauge("pktpipe_kafka_inflight_events", "Events accepted and not yet acknowledged."),
+		inflightB:   r.Gauge("pktpipe_kafka_inflight_bytes", "Bytes (key+value) accepted and not yet acknowledged."),
+	}
+	for _, b := range latencyBounds {
+		m.latBuckets = append(m.latBuckets, r.Counter("pktpipe_kafka_ack_latency_seconds_bucket",
+			"Accept-to-ack latency histogram (cumulative).", "le", strconv.FormatFloat(b, 'g', -1, 64)))
+	}
+	m.latBuckets = append(m.latBuckets, r.Counter("pktpipe_kafka_ack_latency_seconds_bucket",
+		"Accept-to-ack latency histogram (cumulative).", "le", "+Inf"))
+	return m
+}
+
+// New checks cfg and returns a sink; it does not contact the brokers
+// (the first Write does, and retries until they answer).
+func New(cfg Config) (*Sink, error) {
+	cfg.defaults()
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafka: no broker address")
+	}
+	enc := cfg.Encoder
+	if enc == nil {
+		var err error
+		if enc, err = encode.New(cfg.Format); err != nil {
+			return nil, fmt.Errorf("kafka: %w", err)
+		}
+	}
+	codec, err := compression(cfg.Compression)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cfg.TLS.build()
+	if err != nil {
+		return nil, err
+	}
+	mech, err := cfg.SASL.build()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		cfg:         cfg,
+		enc:         enc,
+		headers:     map[event.Type][]kafkago.Header{},
+		spill:       &spillFile{path: cfg.SpillPath, json: enc.Format() == encode.FormatJSON},
+		wake:        make(chan struct{}, 1),
+		space:       make(chan struct{}, 1),
+		senderDone:  make(chan struct{}),
+		outstanding: map[*record]struct{}{},
+		m:           newMetrics(cfg.Stats),
+	}
+	s.w = &kafkago.Writer{
+		Addr:                   kafkago.TCP(cfg.Brokers...),
+		Balancer:               &kafkago.Murmur2Balancer{},
+		MaxAttempts:            cfg.WriterAttempts,
+		WriteBackoffMin:        50 * time.Millisecond,
+		WriteBackoffMax:        500 * time.Millisecond,
+		BatchSize:              cfg.BatchSize,
+		BatchBytes:             int64(cfg.BatchBytes),
+		BatchTimeout:           cfg.BatchTimeout,
+		ReadTimeout:            cfg.WriteTimeout,
+		WriteTimeout:           cfg.WriteTimeout,
+		RequiredAcks:           kafkago.RequireAll,
+		Async:                  true,
+		Completion:             s.completion,
+		Compression:            codec,
+		AllowAutoTopicCreation: !cfg.NoAutoCreateTopics,
+		Transport: &kafkago.Transport{
+			Dial:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			DialTimeout: 5 * time.Second,
+			ClientID:    cfg.ClientID,
+			TLS:         tlsCfg,
+			SASL:        mech,
+			MetadataTTL: 10 * time.Second,
+		},
+	}
+	if prefix, suffix, ok := strings.Cut(cfg.Topic, "{event_type}"); ok {
+		names := map[event.Type]string{}
+		s.topic = func(t event.Type) string {
+			n, ok := names[t]
+			if !ok {
+				n = prefix + string(t) + suffix
+				names[t] = n
+			}
+			return n
+		}
+	} else {
+		// One topic: set on each message too (Writer.Topic stays empty) so
+		// the spill file and Completion see it.
+		s.topic = func(event.Type) string { return cfg.Topic }
+	}
+	s.senderCtx, s.stopSender = context.WithCancel(context.Background())
+	go s.sendLoop()
+	return s, nil
+}
+
+// Stats returns the registry the sink counts in.
+func (s *Sink) Stats() *stats.Registry { return s.cfg.Stats }
+
+// SpillPath is where undeliverable events go (the file exists only if
+// something was spilled).
+func (s *Sink) SpillPath() string { return s.cfg.SpillPath }
+
+func (s *Sink) headersFor(t event.Type) []kafkago.Header {
+	h, ok := s.headers[t]
+	if !ok {
+		// Shared by every message of the type: kafka-go only reads them.
+		h = []kafkago.Header{
+			{Key: "schema_version", Value: []byte(s.cfg.SchemaVersion)},
+			{Key: "event_type", Value: []byte(t)},
+			{Key: "format", Value: []byte(s.enc.Format())},
+		}
+		s.headers[t] = h
+	}
+	return h
+}
+
+// Write encodes events (the slice is reused by the caller) and queues
+// them, blocking while the in-flight budget is used up. A batch is taken
+// whole or not at all: after MaxBlock without room it returns an error
+// and none of these events was accepted.
+func (s *Sink) Write(events []event.Event) error {
+	return s.WriteContext(context.Background(), events)
+}
+
+// WriteContext is Write with a context that can end the wait for budget.
+func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	now := time.Now()
+	recs := make([]*record, 0, len(events))
+	var tooBig []*record
+	var size int64
+	for _, ev := range events {
+		s.scratch = s.enc.Append(s.scratch[:0], ev)
+		r := &record{accepted: now, msg: kafkago.Message{
+			Topic:   s.topic(ev.Type()),
+			Value:   append([]byte(nil), s.scratch...),
+			Headers: s.headersFor(ev.Type()),
+		}}
+		if id := ev.Head().CommunityID; id != "" {
+			r.msg.Key = []byte(id)
+		}
+		r.msg.WriterData = r
+		r.size = int64(len(r.msg.Key) + len(r.msg.Value))
+		if r.size > int64(s.cfg.MaxMessageBytes) {
+			r.state = stateDone
+			tooBig = append(tooBig, r)
+			continue
+		}
+		size += r.size
+		recs = append(recs, r)
+	}
+	if len(tooBig) > 0 {
+		s.m.failed.Add(uint64(len(tooBig)))
+		s.cfg.Log.Warn("kafka: event larger than max_message_bytes; spilled", "events", len(tooBig), "max_message_bytes", s.cfg.MaxMessageBytes, "spill", s.cfg.SpillPath)
+		if err := s.spillRecs("too_large", tooBig); err != nil {
+			return err
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+
+	var timer *time.Timer
+	var waitStart time.Time
+	for !s.admit(recs, size) {
+		if timer == nil {
+			waitStart = time.Now()
+			timer = time.NewTimer(s.cfg.MaxBlock)
+			defer timer.Stop()
+		}
+		select {
+		case <-s.space:
+		case <-timer.C:
+			s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
+			n, b := s.inflight()
+			return fmt.Errorf("kafka: %d events not accepted: no in-flight budget for %s (%d events, %d bytes unacknowledged; broker down?)", len(recs), s.cfg.MaxBlock, n, b)
+		case <-ctx.Done():
+			s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
+			return fmt.Errorf("kafka: %d events not accepted: %w", len(recs), ctx.Err())
+		}
+	}
+	if timer != nil {
+		s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
+	}
+	return nil
+}
+
+// admit takes budget for the whole batch and queues it, or reports that it
+// does not fit. An empty budget admits any batch, so one batch larger than
+// the byte budget cannot wait forever.
+func (s *Sink) admit(recs []*record, size int64) bool {
+	s.mu.Lock()
+	if s.inflightN > 0 && (s.inflightN+len(recs) > s.cfg.MaxInflight || s.inflightB+size > s.cfg.MaxInflightBytes) {
+		s.mu.Unlock()
+		return false
+	}
+	s.inflightN += len(recs)
+	s.inflightB += size
+	for _, r := range recs {
+		s.outstanding[r] = struct{}{}
+	}
+	s.pending = append(s.pending, recs...)
+	s.m.inflightN.Set(int64(s.inflightN))
+	s.m.inflightB.Set(s.inflightB)
+	s.mu.Unlock()
+	signal(s.wake)
+	return true
+}
+
+func (s *Sink) inflight() (int, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflightN, s.inflightB
+}
+
+// release gives back r's budget; s.mu is held.
+func (s *Sink) release(r *record) {
+	r.state = stateDone
+	delete(s.outstanding, r)
+	s.inflightN--
+	s.inflightB -= r.size
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// maxSend bounds the messages per WriteMessages call.
+const maxSend = 4096
+
+// sendLoop hands pending and due retry messages to kafka-go. It is the only
+// caller of WriteMessages, so a broker that does not answer metadata
+// requests delays the sender, not Write.
+func (s *Sink) sendLoop() {
+	defer close(s.senderDone)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var batch []*record
+	for {
+		now := time.Now()
+		s.mu.Lock()
+		batch = batch[:0]
+		n := min(len(s.pending), maxSend)
+		batch = append(batch, s.pending[:n]...)
+		clear(s.pending[:n])
+		s.pending = s.pending[n:]
+		if len(s.pending) == 0 {
+			s.pending = nil // let the backing array go
+		}
+		for len(batch) < maxSend && len(s.retries) > 0 && !s.retries[0].due.After(now) {
+			batch = append(batch, heap.Pop(&s.retries).(*record))
+		}
+		for _, r := range batch {
+			r.state = stateSent
+		}
+		var next time.Duration = time.Hour
+		if len(s.retries) > 0 {
+			next = max(time.Until(s.retries[0].due), time.Millisecond)
+		}
+		s.mu.Unlock()
+
+		if len(batch) > 0 {
+			s.send(batch)
+			continue
+		}
+		timer.Reset(next)
+		select {
+		case <-s.wake:
+		case <-timer.C:
+		case <-s.senderCtx.Done():
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (s *Sink) send(batch []*record) {
+	msgs := make([]kafkago.Message, len(batch))
+	for i, r := range batch {
+		msgs[i] = r.msg
+	}
+	ctx, cancel := context.WithTimeout(s.senderCtx, s.cfg.WriteTimeout)
+	err := s.w.WriteMessages(ctx, msgs...)
+	cancel()
+	if err == nil {
+		return
+	}
+	// Nothing was queued (kafka-go checks every message before queuing):
+	// metadata unavailable, topic being created, broker down, or closing.
+	var tooLarge kafkago.MessageTooLargeError
+	if errors.As(err, &tooLarge) {
+		// Cannot happen while BatchBytes > MaxMessageBytes; handled anyway.
+		r := tooLarge.Message.WriterData.(*record)
+		s.mu.Lock()
+		s.release(r)
+		for _, o := range batch {
+			if o != r {
+				o.state = statePending
+				s.pending = append(s.pending, o)
+			}
+		}
+		s.mu.Unlock()
+		s.m.failed.Inc()
+		_ = s.spillRecs("too_large", []*record{r})
+		signal(s.space)
+		return
+	}
+	s.m.produceErrs.Inc()
+	s.logRetry(err, len(batch))
+	s.mu.Lock()
+	s.scheduleRetry(batch, time.Now())
+	s.mu.Unlock()
+}
+
+// scheduleRetry puts recs back with their backoff; s.mu is held.
+func (s *Sink) scheduleRetry(recs []*record, now time.Time) {
+	for _, r := range recs {
+		if r.state == stateDone {
+			continue
+		}
+		r.attempts++
+		r.state = stateRetry
+		r.due = now.Add(s.backoff(r.attempts))
+		heap.Push(&s.retries, r)
+	}
+	s.m.retried.Add(uint64(len(recs)))
+	signal(s.wake)
+}
+
+// backoff is exponential in attempts, capped, with jitter in [d/2, d] so
+// that partitions that failed together do not retry in lockstep.
+func (s *Sink) backoff(attempts int) time.Duration {
+	d := s.cfg.RetryBackoffMin << min(attempts-1, 20)
+	if d <= 0 || d > s.cfg.RetryBackoffMax {
+		d = s.cfg.RetryBackoffMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+var lastRetryLog struct {
+	sync.Mutex
+	t time.Time
+}
+
+// logRetry logs at most once a second, so an outage does not flood stderr.
+func (s *Sink) logRetry(err error, n int) {
+	lastRetryLog.Lock()
+	defer lastRetryLog.Unlock()
+	if time.Since(lastRetryLog.t) < time.Second {
+		return
+	}
+	lastRetryLog.t = time.Now()
+	inN, inB := s.inflight()
+	s.cfg.Log.Warn("kafka: produce failed; will retry", "err", err, "events", n, "inflight_events", inN, "inflight_bytes", inB)
+}
+
+// completion is kafka-go's callback for one partition batch.
+func (s *Sink) completion(msgs []kafkago.Message, err error) {
+	now := time.Now()
+	tooLarge := err != nil && (errors.Is(err, kafkago.MessageSizeTooLarge) || errors.Is(err, kafkago.RecordListTooLarge))
+	var spill []*record
+	var buckets [16]uint64
+	var latSum uint64
+	var delivered, late int
+	s.mu.Lock()
+	var retry []*record
+	for i := range msgs {
+		r, ok := msgs[i].WriterData.(*record)
+		if !ok {
+			continue
+		}
+		switch {
+		case r.state == stateDone:
+			if err == nil {
+				late++
+			}
+		case err == nil:
+			s.release(r)
+			delivered++
+			lat := now.Sub(r.accepted)
+			latSum += uint64(lat.Microseconds())
+			sec := lat.Seconds()
+			for j, b := range latencyBounds {
+				if sec <= b {
+					buckets[j]++
+				}
+			}
+			buckets[len(latencyBounds)]++
+		case tooLarge:
+			// The broker's limit is below ours: retrying cannot help.
+			s.release(r)
+			spill = append(spill, r)
+		default:
+			retry = append(retry, r)
+		}
+	}
+	if len(retry) > 0 {
+		s.scheduleRetry(retry, now)
+	}
+	s.m.inflightN.Set(int64(s.inflightN))
+	s.m.inflightB.Set(s.inflightB)
+	s.mu.Unlock()
+
+	if delivered > 0 {
+		s.m.delivered.Add(uint64(delivered))
+		s.m.batches.Inc()
+		s.m.latSumUS.Add(latSum)
+		s.m.latCount.Add(uint64(delivered))
+		for j, c := range s.m.latBuckets {
+			if buckets[j] > 0 {
+				c.Add(buckets[j])
+			}
+		}
+	}
+	if late > 0 {
+		s.m.late.Add(uint64(late))
+	}
+	if len(retry) > 0 {
+		s.m.produceErrs.Inc()
+		s.logRetry(err, len(retry))
+	}
+	if len(spill) > 0 {
+		s.m.failed.Add(uint64(len(spill)))
+		s.cfg.Log.Error("kafka: broker refused a batch as too large; spilled (lower max_message_bytes/batch_bytes to the broker's message.max.bytes)", "events", len(spill), "err", err)
+		_ = s.spillRecs("too_large", spill)
+	}
+	if delivered > 0 || len(spill) > 0 {
+		signal(s.space)
+	}
+}
+
+func (s *Sink) spillRecs(reason string, recs []*record) error {
+	err := s.spill.write(reason, recs)
+	if err == nil {
+		s.m.spilled.Add(uint64(len(recs)))
+	}
+	return err
+}
+
+// Flush does nothing: batches leave after BatchTimeout on their own, and
+// waiting here for acks would stall the pipeline once a second.
+func (s *Sink) Flush() error { return nil }
+
+// Close waits up to DrainTimeout for every accepted event to be
+// acknowledged, then spills whatever is not. It returns an error when the
+// spill file received anything (since New), saying how much and where.
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	deadline := time.NewTimer(s.cfg.DrainTimeout)
+	defer deadline.Stop()
+drain:
+	for {
+		s.mu.Lock()
+		n := len(s.outstanding)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-s.space:
+		case <-deadline.C:
+			break drain
+		}
+	}
+	// Stop the sender before closing kafka-go's writer: closing it during
+	// a WriteMessages call can hang (kafka-go issue #1307).
+	s.stopSender()
+	select {
+	case <-s.senderDone:
+	case <-time.After(closeGrace):
+		s.cfg.Log.Warn("kafka: sender did not stop in time")
+	}
+
+	s.mu.Lock()
+	rest := make([]*record, 0, len(s.outstanding))
+	for r := range s.outstanding {
+		rest = append(rest, r)
+	}
+	for _, r := range rest {
+		s.release(r)
+	}
+	s.pending, s.retries = nil, nil
+	s.m.inflightN.Set(int64(s.inflightN))
+	s.m.inflightB.Set(s.inflightB)
+	s.mu.Unlock()
+	var errs []error
+	if len(rest) > 0 {
+		s.cfg.Log.Error("kafka: events unacknowledged at close; spilling", "events", len(rest), "spill", s.cfg.SpillPath)
+		if err := s.spillRecs("undelivered", rest); err != nil {
+			errs = append(errs, fmt.Errorf("kafka: %d undelivered events could not be spilled: %w", len(rest), err))
+		}
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.w.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kafka: close writer: %w", err))
+		}
+	case <-time.After(closeGrace):
+		s.cfg.Log.Warn("kafka: writer still closing; abandoned")
+	}
+
+	n, err := s.spill.close()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if n > 0 {
+		errs = append(errs, fmt.Errorf("kafka: %d events not delivered were spilled to %s (%d unacknowledged at close, %d too large)", n, s.cfg.SpillPath, len(rest), s.m.failed.Load()))
+	}
+	return errors.Join(errs...)
+}
+
+// retryHeap orders retries by due time.
+type retryHeap []*record
+
+func (h retryHeap) Len() int           { return len(h) }
+func (h retryHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h retryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *retryHeap) Push(x any)        { *h = append(*h, x.(*record)) }
+func (h *retryHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return r
+}
