@@ -20,6 +20,16 @@ var tsharkFields = []string{
 	"sctp.srcport", "sctp.dstport", "icmp.type", "icmpv6.type",
 }
 
+// merge concatenates capture files into one, so that tshark starts once.
+func merge(t *testing.T, mergecap string, files []string) string {
+	t.Helper()
+	all := filepath.Join(t.TempDir(), "all.pcapng")
+	if out, err := exec.Command(mergecap, append([]string{"-a", "-w", all}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("mergecap: %v\n%s", err, out)
+	}
+	return all
+}
+
 // tsharkRows runs tshark on path and returns, per frame, each field's
 // values (tshark joins repeated fields — outer and inner headers, or an
 // ICMP error and its quote — with commas, outermost first).
@@ -71,11 +81,7 @@ func TestConformanceTshark(t *testing.T) {
 	mergecap := testenv.NeedCommand(t, "mergecap")
 	root := testenv.Conformance(t)
 	files := conformancePcaps(t, root)
-	all := filepath.Join(t.TempDir(), "all.pcapng")
-	if out, err := exec.Command(mergecap, append([]string{"-a", "-w", all}, files...)...).CombinedOutput(); err != nil {
-		t.Fatalf("mergecap: %v\n%s", err, out)
-	}
-	rows := tsharkRows(t, tshark, all, tsharkFields)
+	rows := tsharkRows(t, tshark, merge(t, mergecap, files), tsharkFields)
 	var total, compared int
 	for _, path := range files {
 		rel, _ := filepath.Rel(root, path)
