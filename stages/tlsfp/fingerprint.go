@@ -150,20 +150,23 @@ func (s *Scratch) ja4(h *ClientHello, original bool) (hashed, raw string) {
 	b = append(b, '_')
 	eStart := len(b)
 	u = u[:0]
+	nExt := 0 // extensions besides SNI and ALPN; none gives the zero hash
 	for _, e := range h.Extensions {
 		if isGREASE(e.Type) {
 			continue
 		}
-		if !original && (e.Type == extServerName || e.Type == extALPN) {
-			continue
+		other := e.Type != extServerName && e.Type != extALPN
+		if other {
+			nExt++
 		}
-		u = append(u, e.Type)
+		if original || other {
+			u = append(u, e.Type)
+		}
 	}
 	if !original {
 		slices.Sort(u)
 	}
 	b = appendHexList(b, u)
-	nExt := len(u)
 	u = u[:0]
 	for _, a := range h.SigAlgs {
 		if !isGREASE(a) {
@@ -179,7 +182,8 @@ func (s *Scratch) ja4(h *ClientHello, original bool) (hashed, raw string) {
 	raw = string(b)
 
 	// Hashed form: a_hash(ciphers)_hash(exts[_sigalgs]). The spec gives
-	// twelve zeros for an empty list.
+	// twelve zeros for an empty list; FoxIO's Python gives them to JA4_o
+	// too when SNI and ALPN are the only extensions (https3-301-get).
 	b = b[:eEnd]
 	var cHash, eHash [12]byte
 	hash12(&cHash, b[cStart:cEnd])

@@ -126,23 +126,19 @@ func (h *half) release() {
 	h.hsStart, h.hsLen, h.recOff, h.partial = 0, 0, 0, 0
 }
 
-// resumeSeq is the sequence number of the first byte not yet cut into a
-// record, and whether the handshake layer is empty (so that reading can
-// resume there at a record boundary).
-func (h *half) resumeSeq() (uint32, bool) {
-	return h.next - uint32(len(h.buf)-h.recOff), h.hsLen == h.hsStart
+// shrink frees the buffer if nothing in it is left unread (a later
+// segment allocates a new one).
+func (h *half) shrink() {
+	h.compact()
+	if len(h.buf) == 0 && h.partial == 0 {
+		h.buf = nil
+	}
 }
 
-// reopen restarts reassembly at seq with empty buffers.
-func (h *half) reopen(seq uint32) {
-	h.release()
-	h.started, h.next, h.accepted, h.overflow = true, seq, 0, false
-}
-
-type event uint8
+type streamEvent uint8
 
 const (
-	evNeedMore event = iota
+	evNeedMore streamEvent = iota
 	evMessage        // a whole handshake message: typ, body
 	evPartial        // the start of a handshake message grew: typ, body so far
 	evRecord         // a non-handshake record: typ is its content type
@@ -152,7 +148,7 @@ const (
 
 // nextEvent returns the next thing found in the buffered bytes. Bodies
 // alias the buffer and are valid until the next call.
-func (h *half) nextEvent() (ev event, typ uint8, body []byte) {
+func (h *half) nextEvent() (ev streamEvent, typ uint8, body []byte) {
 	for {
 		if n := h.hsLen - h.hsStart; n >= 4 {
 			b := h.buf[h.hsStart:h.hsLen]
@@ -201,7 +197,6 @@ func (h *half) compact() {
 	}
 	n := copy(h.buf, h.buf[h.hsStart:h.hsLen])
 	m := copy(h.buf[n:], h.buf[h.recOff:])
-	h.partial -= 0
 	h.buf = h.buf[:n+m]
 	h.hsStart, h.hsLen, h.recOff = 0, n, n
 }
