@@ -66,8 +66,9 @@ func (o *opener) open(name string) (io.Reader, error) {
 	case n == 4 && magic == [4]byte{0x28, 0xb5, 0x2f, 0xfd}:
 		if o.zs == nil {
 			// Synchronous decoding: no goroutines to leak, and the cores
-			// are better spent on the pipeline's workers.
-			zs, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+			// are better spent on the pipeline's workers. The window cap
+			// is zstd(1)'s default: garbage cannot make us allocate more.
+			zs, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30), zstd.WithDecoderMaxWindow(1<<27))
 			if err != nil {
 				return nil, fmt.Errorf("zstd: %w", err)
 			}

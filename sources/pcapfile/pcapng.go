@@ -53,13 +53,13 @@ func (r *reader) nextPcapng() ([]byte, record, error) {
 		}
 		typ := r.u32(h)
 		if typ == ngSHB {
-			switch bom := [4]byte(h[8:12]); bom {
+			switch [4]byte(h[8:12]) {
 			case [4]byte{0x4d, 0x3c, 0x2b, 0x1a}:
 				r.be = false
 			case [4]byte{0x1a, 0x2b, 0x3c, 0x4d}:
 				r.be = true
 			default:
-				return nil, record{}, r.errf(r.off, "section header with bad byte-order magic % x", bom[:])
+				return nil, record{}, r.errf(r.off, "section header with bad byte-order magic % x", h[8:12])
 			}
 		} else if r.sections == 0 {
 			return nil, record{}, r.errf(r.off, "pcapng block type 0x%08x before the first section header", typ)

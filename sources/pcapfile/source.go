@@ -28,6 +28,7 @@ type Source struct {
 	cfg   Config
 	total int64 // compressed bytes of all files; 0 when unknown (stdin, pipes)
 	clk   clock
+	rd    *reader // kept between runs (its 1 MiB buffer)
 
 	packets   *stats.Counter
 	bytes     *stats.Counter
@@ -82,7 +83,7 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
-// Name implements pipeline.Source.
+// Name implements pipeline.Source. Run must not be called concurrently.
 func (s *Source) Name() string { return "pcapfile" }
 
 // run is the state of one Run.
@@ -118,7 +119,10 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 	}
 	op := &opener{stdin: s.cfg.Stdin}
 	defer op.release()
-	rd := newReader()
+	if s.rd == nil {
+		s.rd = newReader()
+	}
+	rd := s.rd
 	err := rn.files(op, rd)
 	if err == errStop {
 		err = nil
