@@ -38,8 +38,8 @@ func TestPcapNanosBigEndian(t *testing.T) {
 	b = be.AppendUint32(b, 0xa1b23c4d)
 	b = be.AppendUint16(b, 2)
 	b = be.AppendUint16(b, 4)
-	b = append(b, make([]byte, 8)...)                          // thiszone, sigfigs
-	b = be.AppendUint32(b, 262144)                              // snaplen
+	b = append(b, make([]byte, 8)...)                         // thiszone, sigfigs
+	b = be.AppendUint32(b, 262144)                            // snaplen
 	b = be.AppendUint32(b, uint32(packet.LinkRaw)|0x10000000) // FCS bits set: ignored
 	var want []pkt
 	for i, sz := range []int{20, 0, 1500, 41} {
@@ -63,9 +63,9 @@ func TestPcapngInterfacesAndBlocks(t *testing.T) {
 	for _, be := range []bool{false, true} {
 		w := &ngb{}
 		w.shb(be)
-		w.idb(uint16(packet.LinkEthernet), 0)                                                          // default µs
+		w.idb(uint16(packet.LinkEthernet), 0)                                                                                                // default µs
 		w.idb(uint16(packet.LinkRaw), 128, w.opt(2, []byte("eth9")), w.opt(9, []byte{0x80 | 20}), w.opt(14, w.ord().AppendUint64(nil, 100))) // 2^-20 s, +100 s
-		w.idb(uint16(packet.LinkSLL2), 0, w.opt(9, []byte{9}))                                         // ns
+		w.idb(uint16(packet.LinkSLL2), 0, w.opt(9, []byte{9}))                                                                               // ns
 		var want []pkt
 		d0, d1, d2, d3, d4 := frame(0, 60), frame(1, 40), frame(2, 99), frame(3, 70), frame(4, 33)
 		w.epb(0, 1700000000_123456, d0, 60)

@@ -146,5 +146,5 @@ type tickClock struct {
 	step time.Duration
 }
 
-func (c *tickClock) Now() time.Time                                { c.t = c.t.Add(c.step); return c.t }
+func (c *tickClock) Now() time.Time                                   { c.t = c.t.Add(c.step); return c.t }
 func (c *tickClock) Sleep(ctx context.Context, d time.Duration) error { return nil }
