@@ -342,6 +342,21 @@ func TestMsgpackSizes(t *testing.T) {
 			t.Errorf("String of %d bytes: decode error %v or mismatch", len(s), err)
 		}
 	}
+	for _, ip := range []string{"0.0.0.0", "255.255.255.255", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "1:2:3:4:5:6:7:8", "fe80::1%eth0", "::ffff:10.0.0.1"} {
+		e := NewMsgpack()
+		e.BeginArray()
+		e.IP(netip.MustParseAddr(ip))
+		e.Int(-1) // checks that nothing after the address shifted
+		e.EndArray()
+		b := e.Bytes()
+		if hdr := 1 + len(ip)/32; len(b) != 1+hdr+len(ip)+1 {
+			t.Errorf("IP(%s) takes %d bytes, not the smallest str encoding", ip, len(b))
+		}
+		var got []any
+		if err := msgpack.Unmarshal(b, &got); err != nil || len(got) != 2 || got[0] != ip || got[1] != int8(-1) {
+			t.Errorf("IP(%s) decodes to %v, %v", ip, got, err)
+		}
+	}
 	for _, n := range []int{15, 16, 65535, 65536} {
 		e := NewMsgpack()
 		e.BeginObject()

@@ -154,18 +154,18 @@ func (e *Msgpack) IP(a netip.Addr) {
 		*p = append(*p, 0xc0)
 		return
 	}
-	// The text is at most 45 bytes (IPv6 with zone aside), so reserve a
-	// str8 header and fill in its length afterwards.
-	*p = append(*p, 0xd9, 0)
-	at := len(*p)
-	*p = a.AppendTo(*p)
+	// Reserve a one-byte fixstr header, write the text, then widen the
+	// header in place if the text turned out longer than 31 bytes (IPv6).
+	at := len(*p) + 1
+	*p = a.AppendTo(append(*p, 0))
 	n := len(*p) - at
-	if n > 255 { // only a pathological zone gets here
-		s := string((*p)[at:])
-		*p = appendMsgpackString((*p)[:at-2], s)
-		return
+	var hdr [5]byte
+	h := appendStrLen(hdr[:0], n)
+	if extra := len(h) - 1; extra > 0 {
+		*p = append(*p, hdr[:extra]...) // grow
+		copy((*p)[at+extra:], (*p)[at:at+n])
 	}
-	(*p)[at-1] = byte(n)
+	copy((*p)[at-1:], h)
 }
 
 func appendMapLen(b []byte, n int) []byte {
