@@ -161,30 +161,33 @@ var DefaultTimeouts = Timeouts{
 // Processor: analyzers may read it and use their state slot while it is
 // passed to them, and must not keep the pointer after End.
 type Flow struct {
-	key                packet.FlowKey // canonical
-	hash               uint64         // key.Hash()
-	id                 uint64         // flow_id
-	cid                string
-	outerSrc, outerDst netip.Addr
-	first, last        int64
-	pkts, bytes        [2]uint64 // by Dir
-	frags              uint64
-	state              []any // one slot per analyzer
+	// Hot fields first: the hash chain walk reads hash, hnext and key, and
+	// every packet then touches the LRU links, times and counters.
+	hash        uint64 // key.Hash()
+	hnext       int32  // hash chain
+	prev, next  int32  // LRU list of its class
+	class       uint8
+	seen        uint8 // bit per Dir
+	fins        uint8 // FIN seen, bit per Dir
+	closed      uint8 // 0, reasonFin or reasonRst
+	clientSrc   bool  // the client is key.Src
+	live        bool
+	flags       [2]uint8       // TCP flags by Dir
+	key         packet.FlowKey // canonical
+	first, last int64
+	pkts, bytes [2]uint64 // by Dir
+	frags       uint64
 
-	prev, next int32 // LRU list of its class
-	hnext      int32 // hash chain
-	ifIndex    int32
-	vlan       [2]uint16
-	flags      [2]uint8 // TCP flags by Dir
-	clientSrc  bool     // the client is key.Src
-	class      uint8
-	seen       uint8 // bit per Dir
-	fins       uint8 // FIN seen, bit per Dir
-	closed     uint8 // 0, reasonFin or reasonRst
-	live       bool
-	tunnel     packet.Tunnel
-	icmpType   uint8 // of the first packet (ICMP flows)
-	icmpCode   uint8
+	// Set once when the flow starts.
+	id                 uint64 // flow_id
+	cid                string
+	state              []any // one slot per analyzer
+	outerSrc, outerDst netip.Addr
+	ifIndex            int32
+	vlan               [2]uint16
+	tunnel             packet.Tunnel
+	icmpType           uint8 // of the first packet (ICMP flows)
+	icmpCode           uint8
 }
 
 // Key is the flow's canonical key (lower address/port first).
