@@ -80,6 +80,12 @@ func TestPcapngInterfacesAndBlocks(t *testing.T) {
 		// SPB: interface 0, the previous packet's timestamp.
 		w.spb(d3, 70)
 		want = append(want, pkt{d3, 70, 1700000001_000000007, packet.LinkEthernet, 0})
+		// Picoseconds: frac*1e9 overflows 64 bits, so this needs the
+		// 128-bit division.
+		w.idb(uint16(packet.LinkIPv4), 0, w.opt(9, []byte{12}))
+		d5 := frame(5, 21)
+		w.epb(3, 5e12+987654321987, d5, 21)
+		want = append(want, pkt{d5, 21, 5_987_654_321, packet.LinkIPv4, 3})
 		// Obsolete Packet Block.
 		w.pb(2, 5, d4)
 		want = append(want, pkt{d4, 33, 5, packet.LinkSLL2, 2})
