@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,87 +16,6 @@ import (
 	"github.com/pktpipe/pktpipe/sources/afpacket/netnstest"
 )
 
-// capture runs srcs until stop is called, collecting copies of every
-// packet each source delivered.
-type capture struct {
-	mu      sync.Mutex
-	pkts    [][]packet.Packet // per source
-	errs    []error
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	started time.Time
-}
-
-func startCapture(t *testing.T, srcs []*afpacket.Source) *capture {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &capture{pkts: make([][]packet.Packet, len(srcs)), errs: make([]error, len(srcs)), cancel: cancel}
-	pool := packet.NewPool(0, 0)
-	for i, s := range srcs {
-		out := make(chan *packet.Batch, 8)
-		c.wg.Add(2)
-		go func() {
-			defer c.wg.Done()
-			defer close(out)
-			c.errs[i] = s.Run(ctx, pool, out)
-		}()
-		go func() {
-			defer c.wg.Done()
-			for b := range out {
-				c.mu.Lock()
-				for _, p := range b.Packets {
-					p.Data = append([]byte(nil), p.Data...)
-					c.pkts[i] = append(c.pkts[i], p)
-				}
-				c.mu.Unlock()
-				b.Release()
-			}
-		}()
-	}
-	t.Cleanup(c.stop)
-	return c
-}
-
-// stop cancels the capture and waits for every source to return.
-func (c *capture) stop() {
-	c.cancel()
-	c.wg.Wait()
-}
-
-// waitFor polls until cond holds on the packets seen so far (bounded, so a
-// broken capture fails instead of hanging).
-func (c *capture) waitFor(t *testing.T, what string, cond func(pkts [][]packet.Packet) bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c.mu.Lock()
-		ok := cond(c.pkts)
-		c.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func countEcho(pkts []packet.Packet) (req, rep int) {
-	for _, p := range pkts {
-		in, ok := netnstest.Parse(p.Data)
-		if !ok || !in.IsEcho() {
-			continue
-		}
-		if in.IsEchoRequest() {
-			req++
-		} else {
-			rep++
-		}
-	}
-	return
-}
-
 func TestPing(t *testing.T) {
 	np := netnstest.New(t)
 	testenv.NeedCommand(t, "ping")
@@ -110,19 +26,18 @@ func TestPing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := startCapture(t, []*afpacket.Source{src})
+			c := netnstest.Start(t, src)
 			dst := np.V4[1].String()
 			if v == "6" {
 				dst = np.V6[1].String()
 			}
 			np.Run(t, 0, "ping", "-"+v, "-c", "5", "-i", "0.2", "-W", "2", dst)
-			c.waitFor(t, "10 echo packets", func(p [][]packet.Packet) bool { r, s := countEcho(p[0]); return r+s >= 10 })
-			c.stop()
-			if c.errs[0] != nil {
-				t.Fatal(c.errs[0])
+			c.WaitFor(t, "10 echo packets", func(p [][]packet.Packet) bool { r, s := netnstest.CountEcho(p[0]); return r+s >= 10 })
+			if err := c.Stop(); err != nil {
+				t.Fatal(err)
 			}
 			var req, rep int
-			for _, p := range c.pkts[0] {
+			for _, p := range c.Packets(0) {
 				in, ok := netnstest.Parse(p.Data)
 				if !ok || !in.IsEcho() {
 					continue
@@ -190,17 +105,20 @@ func TestFilterUDPOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startCapture(t, []*afpacket.Source{src})
+	c := netnstest.Start(t, src)
 	np.Run(t, 0, "ping", "-c", "2", "-i", "0.2", "-W", "2", np.V4[1].String())
 	const n = 20
-	sendUDP(t, np, 0, [2]string{np.V4[0].String(), np.V4[1].String()}, 1, n, 400)
-	sendUDP(t, np, 0, [2]string{np.V6[0].String(), np.V6[1].String()}, 1, n, 400)
-	c.waitFor(t, "the UDP datagrams", func(p [][]packet.Packet) bool { return len(p[0]) >= 2*n })
-	c.stop()
-	if len(c.pkts[0]) != 2*n {
-		t.Fatalf("captured %d packets, want exactly %d UDP datagrams", len(c.pkts[0]), 2*n)
+	np.SendUDP(t, 0, np.V4, 1, n, 400)
+	np.SendUDP(t, 0, np.V6, 1, n, 400)
+	c.WaitFor(t, "the UDP datagrams", func(p [][]packet.Packet) bool { return len(p[0]) >= 2*n })
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
 	}
-	for _, p := range c.pkts[0] {
+	pkts := c.Packets(0)
+	if len(pkts) != 2*n {
+		t.Fatalf("captured %d packets, want exactly %d UDP datagrams", len(pkts), 2*n)
+	}
+	for _, p := range pkts {
 		in, ok := netnstest.Parse(p.Data)
 		if !ok || in.Proto != 17 {
 			t.Fatalf("non-UDP packet passed the filter: %+v", in)
@@ -208,42 +126,6 @@ func TestFilterUDPOnly(t *testing.T) {
 		if len(p.Data) != snap || p.OrigLen <= snap {
 			t.Fatalf("captured %d of %d bytes, want %d of more", len(p.Data), p.OrigLen, snap)
 		}
-	}
-}
-
-// sendUDP sends count datagrams of size bytes on each of flows flows
-// (distinct source ports) from namespace side to addr[1]; a receiver in
-// the other namespace drains them, so nothing answers with ICMP.
-func sendUDP(t *testing.T, np *netnstest.Pair, side int, addr [2]string, flows, count, size int) {
-	t.Helper()
-	var rc *net.UDPConn
-	err := np.Do(1-side, func() error {
-		var err error
-		rc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(addr[1]), Port: 7777})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	go io.Copy(io.Discard, rc)
-	payload := make([]byte, size)
-	for f := range flows {
-		var conn net.Conn
-		err := np.Do(side, func() error {
-			var err error
-			conn, err = net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(addr[0]), Port: 20000 + f}, &net.UDPAddr{IP: net.ParseIP(addr[1]), Port: 7777})
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for range count {
-			if _, err := conn.Write(payload); err != nil {
-				t.Fatal(err)
-			}
-		}
-		conn.Close()
 	}
 }
 
@@ -256,17 +138,20 @@ func TestFanout(t *testing.T) {
 	if len(srcs) != 2 {
 		t.Fatalf("%d sources, want 2", len(srcs))
 	}
-	c := startCapture(t, srcs)
+	c := netnstest.Start(t, srcs[0], srcs[1])
 	const flows, per = 16, 25
-	sendUDP(t, np, 0, [2]string{np.V4[0].String(), np.V4[1].String()}, flows, per, 100)
+	np.SendUDP(t, 0, np.V4, flows, per, 100)
 	total := func(p [][]packet.Packet) int { return len(p[0]) + len(p[1]) }
-	c.waitFor(t, "every datagram", func(p [][]packet.Packet) bool { return total(p) >= flows*per })
-	c.stop()
-	if n := total(c.pkts); n != flows*per {
+	c.WaitFor(t, "every datagram", func(p [][]packet.Packet) bool { return total(p) >= flows*per })
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := [][]packet.Packet{c.Packets(0), c.Packets(1)}
+	if n := total(got); n != flows*per {
 		t.Fatalf("fanout delivered %d packets, want exactly %d", n, flows*per)
 	}
 	owner := map[string]int{}
-	for i, pkts := range c.pkts {
+	for i, pkts := range got {
 		for _, p := range pkts {
 			in, _ := netnstest.Parse(p.Data)
 			id := in.FlowID()
@@ -279,7 +164,7 @@ func TestFanout(t *testing.T) {
 	if len(owner) != flows {
 		t.Fatalf("%d flows, want %d", len(owner), flows)
 	}
-	t.Logf("socket 0: %d packets, socket 1: %d packets", len(c.pkts[0]), len(c.pkts[1]))
+	t.Logf("socket 0: %d packets, socket 1: %d packets", len(got[0]), len(got[1]))
 }
 
 func TestCancel(t *testing.T) {

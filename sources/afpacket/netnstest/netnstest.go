@@ -9,20 +9,29 @@ package netnstest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
 )
 
 // Pair is two namespaces, NS[0] and NS[1], joined by veth Dev[0] <-> Dev[1].
@@ -238,4 +247,132 @@ func (in Info) FlowID() string {
 		a, b = b, a
 	}
 	return fmt.Sprintf("%d %s %s", in.Proto, a, b)
+}
+
+// Capture runs live sources until Stop, keeping a copy of every packet each
+// source delivered.
+type Capture struct {
+	mu     sync.Mutex
+	pkts   [][]packet.Packet // per source
+	errs   []error
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start runs srcs, each with its own consumer; t.Cleanup stops them.
+func Start(t testing.TB, srcs ...pipeline.Source) *Capture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Capture{pkts: make([][]packet.Packet, len(srcs)), errs: make([]error, len(srcs)), cancel: cancel}
+	pool := packet.NewPool(0, 0)
+	for i, s := range srcs {
+		out := make(chan *packet.Batch, 8)
+		c.wg.Add(2)
+		go func() {
+			defer c.wg.Done()
+			defer close(out)
+			c.errs[i] = s.Run(ctx, pool, out)
+		}()
+		go func() {
+			defer c.wg.Done()
+			for b := range out {
+				c.mu.Lock()
+				for _, p := range b.Packets {
+					p.Data = append([]byte(nil), p.Data...)
+					c.pkts[i] = append(c.pkts[i], p)
+				}
+				c.mu.Unlock()
+				b.Release()
+			}
+		}()
+	}
+	t.Cleanup(func() { c.Stop() })
+	return c
+}
+
+// Stop cancels the sources, waits for them to return and returns the
+// first error one of them returned.
+func (c *Capture) Stop() error {
+	c.cancel()
+	c.wg.Wait()
+	return errors.Join(c.errs...)
+}
+
+// Packets returns what source i delivered so far.
+func (c *Capture) Packets(i int) []packet.Packet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.pkts[i])
+}
+
+// WaitFor polls until cond holds on the packets delivered so far; it is
+// bounded so that a broken capture fails instead of hanging.
+func (c *Capture) WaitFor(t testing.TB, what string, cond func(pkts [][]packet.Packet) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		ok := cond(c.pkts)
+		c.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CountEcho counts ICMP/ICMPv6 echo requests and replies.
+func CountEcho(pkts []packet.Packet) (req, rep int) {
+	for _, p := range pkts {
+		in, ok := Parse(p.Data)
+		if !ok || !in.IsEcho() {
+			continue
+		}
+		if in.IsEchoRequest() {
+			req++
+		} else {
+			rep++
+		}
+	}
+	return
+}
+
+// SendUDP sends count datagrams of size bytes on each of flows flows
+// (source ports 20000+i) from namespace side to addr[1]:7777; a socket in
+// the other namespace drains them, so nothing answers with ICMP errors.
+func (p *Pair) SendUDP(t testing.TB, side int, addr [2]netip.Addr, flows, count, size int) {
+	t.Helper()
+	var rc *net.UDPConn
+	err := p.Do(1-side, func() error {
+		var err error
+		rc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr[1], 7777)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	go io.Copy(io.Discard, rc)
+	payload := make([]byte, size)
+	for f := range flows {
+		var conn *net.UDPConn
+		err := p.Do(side, func() error {
+			var err error
+			conn, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr[0], uint16(20000+f))),
+				net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr[1], 7777)))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range count {
+			if _, err := conn.Write(payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		conn.Close()
+	}
 }

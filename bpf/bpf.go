@@ -1,0 +1,11 @@
+// Package bpf holds pktpipe's eBPF programs and their bpf2go output.
+//
+// capture.c is a TC/TCX classifier that copies packet metadata and the first
+// snaplen bytes to a perf event array (see sources/ebpf, which loads and
+// attaches it). The compiled object (capture_bpfel.o) and its Go bindings
+// are committed, so building pktpipe needs no clang; regenerate them with
+// `go generate ./bpf/` (clang, llvm and libbpf-dev's headers required).
+package bpf
+
+// The multiarch include directory supplies <asm/types.h> to clang's bpf target.
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type meta Capture capture.c

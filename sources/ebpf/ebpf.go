@@ -1,0 +1,490 @@
+// Package ebpf is pktpipe's live capture source built on a TC/TCX eBPF
+// program (bpf/capture.c) that copies each packet's metadata and first
+// snaplen bytes to a perf event array.
+//
+// New loads one program instance per attachment (ingress and/or egress of
+// one interface), each with its own attach id and direction constants and
+// all sharing the events map, and attaches them with TCX links owned by
+// this process: nothing is pinned, so the kernel detaches them when the
+// links are closed or the process dies. Run reads samples with a
+// perf.Reader (per-CPU buffers, a wakeup watermark of a quarter buffer and
+// a read deadline so that a quiet link still delivers), copies them into
+// pooled batches reusing one Record (no allocation per sample), and counts
+// samples the kernel could not store per CPU in
+// pktpipe_ebpf_lost_samples_total.
+//
+// Timestamps come from bpf_ktime_get_ns (CLOCK_MONOTONIC) and are moved to
+// the wall clock by an offset measured once in New.
+//
+// What the program sees: at TC egress, locally generated TCP/UDP can be a
+// GSO/TSO super-packet (OrigLen up to 64 KiB); AF_PACKET on the sending host
+// sees the same. Captured bytes are capped at 65000 per packet, because a
+// perf record must stay under 64 KiB.
+//
+// Requirements: Linux 6.6 or later for TCX (the clsact/cls_bpf fallback for
+// older kernels is not implemented: New fails with a clear error), and
+// CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN (or root).
+package ebpf
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/perf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	pbpf "github.com/pktpipe/pktpipe/bpf"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultPerCPUBuffer = 1 << 20
+	DefaultReadTimeout  = 75 * time.Millisecond
+	MaxSnaplen          = 65000 // what bpf/capture.c can copy per packet
+)
+
+// Config describes a capture on one interface.
+type Config struct {
+	Interface string // required
+	// Netns, when set, is the path of the network namespace the interface
+	// is in (e.g. /var/run/netns/NAME).
+	Netns string
+
+	// Ingress and Egress choose the hooks; both false means both.
+	Ingress, Egress bool
+
+	Snaplen      int           // bytes copied per packet, default and maximum MaxSnaplen
+	PerCPUBuffer int           // perf buffer bytes per CPU, rounded up to pages; default 1 MiB
+	Watermark    int           // bytes that wake the reader; default PerCPUBuffer/4
+	ReadTimeout  time.Duration // how long a quiet link may hold samples back; default 75ms
+
+	Filter KernelFilter
+
+	Stats *stats.Registry // nil: a private registry
+}
+
+// KernelFilter is evaluated in the program, before anything is copied.
+// Zero fields match anything; set fields must all match. It reads
+// Ethernet frames with at most one in-band 802.1Q/802.1ad tag:
+//   - Addr (IPv4 or IPv6) matches the source or destination address, and
+//     excludes the other IP version and non-IP frames;
+//   - Proto matches the IPv4 protocol or the IPv6 first next-header (IPv6
+//     extension headers are not walked);
+//   - Port matches the TCP, UDP or SCTP source or destination port, for
+//     IPv4 first fragments and IPv6 without extension headers.
+type KernelFilter struct {
+	Addr  netip.Addr
+	Proto uint8
+	Port  uint16
+}
+
+func (c *Config) defaults() error {
+	if c.Interface == "" {
+		return errors.New("ebpf: no interface")
+	}
+	if !c.Ingress && !c.Egress {
+		c.Ingress, c.Egress = true, true
+	}
+	if c.Snaplen <= 0 || c.Snaplen > MaxSnaplen {
+		c.Snaplen = MaxSnaplen
+	}
+	if c.PerCPUBuffer <= 0 {
+		c.PerCPUBuffer = DefaultPerCPUBuffer
+	}
+	if c.Watermark <= 0 {
+		c.Watermark = c.PerCPUBuffer / 4
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.Stats == nil {
+		c.Stats = stats.NewRegistry()
+	}
+	return nil
+}
+
+// Source is the attached programs and their perf reader.
+type Source struct {
+	cfg     Config
+	name    string
+	ifIndex int
+
+	events *ebpf.Map
+	colls  []*ebpf.Collection
+	links  []link.Link
+	rd     *perf.Reader
+
+	monoToWall int64 // add to bpf_ktime_get_ns to get Unix ns
+
+	lost    []*stats.Counter // per CPU
+	samples *stats.Counter
+	bad     *stats.Counter
+
+	closeOnce sync.Once
+	running   atomic.Bool
+}
+
+const (
+	dirIngress = 1 // matches DIR_INGRESS in capture.c
+	dirEgress  = 2
+)
+
+// metaSize is sizeof(struct meta) in capture.c.
+const metaSize = 32
+
+var memlockOnce sync.Once
+var memlockErr error
+
+// New loads and attaches the programs. Capture starts when New returns
+// (the perf buffers hold samples until Run reads them). Run detaches on
+// return; call Close on a source that never runs.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	memlockOnce.Do(func() { memlockErr = rlimit.RemoveMemlock() })
+	if memlockErr != nil {
+		return nil, fmt.Errorf("ebpf: raising RLIMIT_MEMLOCK: %w (needs CAP_SYS_RESOURCE on kernels before 5.11)", memlockErr)
+	}
+	s := &Source{cfg: cfg, name: "ebpf:" + cfg.Interface}
+	var err error
+	if cfg.Netns != "" {
+		err = inNetns(cfg.Netns, s.open)
+	} else {
+		err = s.open()
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Source) open() error {
+	cfg := &s.cfg
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("ebpf: %w", err)
+	}
+	s.ifIndex = ifi.Index
+
+	spec, err := pbpf.LoadCapture()
+	if err != nil {
+		return fmt.Errorf("ebpf: %w", err)
+	}
+	s.events, err = ebpf.NewMap(spec.Maps[pbpf.CaptureMapEvents])
+	if err != nil {
+		return fmt.Errorf("ebpf: creating the perf event array: %w", capErr(err, "CAP_BPF"))
+	}
+	ncpu := s.events.MaxEntries()
+	for cpu := range int(ncpu) {
+		s.lost = append(s.lost, cfg.Stats.LossCounter("pktpipe_ebpf_lost_samples_total",
+			"Samples the eBPF program could not write because the CPU's perf buffer was full.", "cpu", strconv.Itoa(cpu)))
+	}
+	lbl := []string{"interface", cfg.Interface}
+	s.samples = cfg.Stats.Counter("pktpipe_ebpf_samples_total", "Samples read from the perf buffers.", lbl...)
+	s.bad = cfg.Stats.LossCounter("pktpipe_ebpf_bad_samples_total", "Samples too short for their own header (dropped).", lbl...)
+
+	type attachment struct {
+		dir uint8
+		at  ebpf.AttachType
+	}
+	var atts []attachment
+	if cfg.Ingress {
+		atts = append(atts, attachment{dirIngress, ebpf.AttachTCXIngress})
+	}
+	if cfg.Egress {
+		atts = append(atts, attachment{dirEgress, ebpf.AttachTCXEgress})
+	}
+	for id, a := range atts {
+		sp := spec.Copy()
+		if err := s.setConsts(sp, uint32(id), a.dir); err != nil {
+			return err
+		}
+		coll, err := ebpf.NewCollectionWithOptions(sp, ebpf.CollectionOptions{
+			MapReplacements: map[string]*ebpf.Map{pbpf.CaptureMapEvents: s.events},
+		})
+		if err != nil {
+			return fmt.Errorf("ebpf: loading the capture program: %w", capErr(err, "CAP_BPF and CAP_PERFMON"))
+		}
+		s.colls = append(s.colls, coll)
+		l, err := link.AttachTCX(link.TCXOptions{
+			Interface: ifi.Index,
+			Program:   coll.Programs[pbpf.CaptureProgCapture],
+			Attach:    a.at,
+			Anchor:    link.Tail(),
+		})
+		if err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("ebpf: attaching to %s: TCX is not supported by this kernel (needs Linux 6.6+; the clsact fallback is not implemented): %w", cfg.Interface, err)
+			}
+			return fmt.Errorf("ebpf: attaching to %s: %w", cfg.Interface, capErr(err, "CAP_NET_ADMIN"))
+		}
+		s.links = append(s.links, l)
+	}
+
+	s.rd, err = perf.NewReaderWithOptions(s.events, cfg.PerCPUBuffer, perf.ReaderOptions{Watermark: cfg.Watermark})
+	if err != nil {
+		return fmt.Errorf("ebpf: perf reader: %w", capErr(err, "CAP_PERFMON"))
+	}
+	s.monoToWall = monoToWallOffset()
+	return nil
+}
+
+func (s *Source) setConsts(sp *ebpf.CollectionSpec, id uint32, dir uint8) error {
+	f := s.cfg.Filter
+	var family uint8
+	var addr [16]byte
+	if f.Addr.IsValid() {
+		a := f.Addr.Unmap()
+		if a.Is4() {
+			family = 4
+			v4 := a.As4()
+			copy(addr[:], v4[:])
+		} else {
+			family = 6
+			addr = a.As16()
+		}
+	}
+	for name, v := range map[string]any{
+		pbpf.CaptureVarAttachId:     id,
+		pbpf.CaptureVarDirection:    dir,
+		pbpf.CaptureVarSnaplen:      uint32(s.cfg.Snaplen),
+		pbpf.CaptureVarFilterFamily: family,
+		pbpf.CaptureVarFilterAddr:   addr,
+		pbpf.CaptureVarFilterProto:  f.Proto,
+		pbpf.CaptureVarFilterPort:   f.Port,
+	} {
+		vs, ok := sp.Variables[name]
+		if !ok {
+			return fmt.Errorf("ebpf: program has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("ebpf: setting %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// capErr names the missing capability when the kernel said EPERM.
+func capErr(err error, caps string) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%w (needs %s, or root)", err, caps)
+	}
+	return err
+}
+
+// monoToWallOffset returns wall - monotonic in ns from the tightest of a
+// few paired readings.
+func monoToWallOffset() int64 {
+	var best, off int64 = 1 << 62, 0
+	for range 8 {
+		var ts unix.Timespec
+		t1 := time.Now().UnixNano()
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			continue
+		}
+		t2 := time.Now().UnixNano()
+		if d := t2 - t1; d < best {
+			best, off = d, t1+d/2-ts.Nano()
+		}
+	}
+	return off
+}
+
+// Name is ebpf:IFACE.
+func (s *Source) Name() string { return s.name }
+
+// IfIndex is the interface's index in its namespace.
+func (s *Source) IfIndex() int { return s.ifIndex }
+
+// detach closes the links; the programs stop running at once.
+func (s *Source) detach() {
+	for _, l := range s.links {
+		_ = l.Close()
+	}
+	s.links = nil
+}
+
+// Close detaches and releases everything. Run calls it on return; it is
+// safe to call more than once.
+func (s *Source) Close() error {
+	s.closeOnce.Do(func() {
+		s.detach()
+		if s.rd != nil {
+			_ = s.rd.Close()
+		}
+		for _, c := range s.colls {
+			c.Close()
+		}
+		if s.events != nil {
+			_ = s.events.Close()
+		}
+	})
+	return nil
+}
+
+// Run copies samples into batches until ctx is cancelled. On cancel it
+// detaches the programs, drains what the perf buffers still hold, sends
+// it, and closes everything.
+func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("ebpf: Run called twice")
+	}
+	defer s.Close()
+	if s.rd == nil {
+		return errors.New("ebpf: source is closed")
+	}
+	// Cancel wakes the reader; the loop then detaches and drains.
+	stop := context.AfterFunc(ctx, func() { _ = s.rd.Flush() })
+	defer stop()
+
+	var (
+		rec      = perf.Record{RawSample: make([]byte, 0, 1<<16)}
+		b        *packet.Batch
+		lastTS   int64
+		maxBytes = pool.MaxPacketBytes()
+		nSamples uint64
+		draining bool
+	)
+	send := func() {
+		sortByTime(b.Packets)
+		b.Now = lastTS
+		out <- b
+		b = nil
+	}
+	flush := func() {
+		if b != nil && len(b.Packets) > 0 {
+			send()
+		}
+		s.samples.Add(nSamples)
+		nSamples = 0
+	}
+	s.rd.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
+	for {
+		err := s.rd.ReadInto(&rec)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, perf.ErrFlushed) {
+				// Every ring has been read to its end.
+				flush()
+				if draining {
+					return nil
+				}
+				if ctx.Err() != nil {
+					// Stop the programs, then take what they wrote
+					// before that without waiting.
+					s.detach()
+					draining = true
+					s.rd.SetDeadline(time.Now())
+					continue
+				}
+				s.rd.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
+				continue
+			}
+			flush()
+			return fmt.Errorf("ebpf %s: reading samples: %w", s.cfg.Interface, err)
+		}
+		if rec.LostSamples > 0 {
+			if rec.CPU < len(s.lost) {
+				s.lost[rec.CPU].Add(rec.LostSamples)
+			}
+			continue
+		}
+		raw := rec.RawSample
+		if len(raw) < metaSize {
+			s.bad.Inc()
+			continue
+		}
+		// struct meta, little-endian as the program wrote it (bpfel).
+		capLen := int(binary.LittleEndian.Uint32(raw[20:]))
+		if metaSize+capLen > len(raw) {
+			s.bad.Inc()
+			continue
+		}
+		// Trust cap_len, not len(raw): the kernel pads samples.
+		data := raw[metaSize : metaSize+min(capLen, maxBytes)]
+		if b != nil && b.Full(len(data)) {
+			send()
+		}
+		if b == nil {
+			b = pool.Get()
+		}
+		p := b.Append(data)
+		p.Timestamp = int64(binary.LittleEndian.Uint64(raw[0:])) + s.monoToWall
+		p.IfIndex = int32(binary.LittleEndian.Uint32(raw[8:]))
+		p.OrigLen = binary.LittleEndian.Uint32(raw[16:])
+		p.LinkType = packet.LinkEthernet
+		switch raw[24] {
+		case dirIngress:
+			p.Direction = packet.DirIngress
+		case dirEgress:
+			p.Direction = packet.DirEgress
+		}
+		lastTS = max(lastTS, p.Timestamp)
+		nSamples++
+	}
+}
+
+// sortByTime puts a batch in timestamp order. Each CPU has its own perf
+// buffer and the reader drains them one after another, so packets from
+// different CPUs arrive interleaved out of order; within a buffer they are
+// in order, so the batch is nearly sorted and an insertion sort is cheap
+// (and allocates nothing). Batches themselves can still be out of order by
+// up to one reader wake-up under load.
+func sortByTime(ps []packet.Packet) {
+	for i := 1; i < len(ps); i++ {
+		if ps[i].Timestamp >= ps[i-1].Timestamp {
+			continue
+		}
+		p := ps[i]
+		j := i
+		for ; j > 0 && ps[j-1].Timestamp > p.Timestamp; j-- {
+			ps[j] = ps[j-1]
+		}
+		ps[j] = p
+	}
+}
+
+// inNetns runs fn on a locked thread switched into the namespace at path;
+// an ifindex given to the kernel from there is resolved in that namespace.
+func inNetns(path string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("ebpf: %w", err)
+	}
+	defer orig.Close()
+	target, err := os.Open(path)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("ebpf: netns: %w", err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("ebpf: setns %s: %w", path, capErr(err, "CAP_SYS_ADMIN"))
+	}
+	ferr := fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Keep the thread locked so the runtime discards it.
+		return fmt.Errorf("ebpf: setns back: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
