@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/pktpipe/pktpipe/internal/app"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/sources/pcapfile"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io.Writer, log *slog.Logger) int {
+	if o.iface != "" {
+		fmt.Fprintln(stderr, "pktpipe: live capture (-i) is not wired into the command yet; use -r FILE")
+		return exitUsage
+	}
+	if o.filter != "" {
+		fmt.Fprintf(stderr, "pktpipe: filter expressions are not supported yet (got %q)\n", o.filter)
+		return exitUsage
+	}
+	cfg := app.Config{
+		Files: o.reads, Stdin: stdin, ReplaySpeed: o.replaySpeed,
+		Output: o.output, Stdout: stdout, Format: o.format, Compress: o.compress,
+		RotateBytes: o.rotateBytes, RotateInterval: o.rotateInterval,
+		Workers: o.workers, BatchPackets: o.batchPackets, FlowCap: o.flowCap,
+		Timeouts: flow.Timeouts{
+			New: o.timeoutNew, TCP: o.timeoutTCP, UDP: o.timeoutUDP, ICMP: o.timeoutICMP,
+		},
+		CommunityIDSeed: uint16(o.cidSeed), NoCommunityID: o.noCommunity,
+		Stats: stats.NewRegistry(), Log: log,
+	}
+	if f, ok := stderr.(*os.File); ok && !o.noProgress && pcapfile.ProgressWanted(f) {
+		cfg.Progress = stderr
+	}
+	p, err := app.Build(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "pktpipe: %v\n", err)
+		return exitError
+	}
+	if p.FileSink != nil {
+		// SIGHUP completes the current file and starts a new one (logrotate).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				if err := p.FileSink.Reopen(); err != nil {
+					log.Error("reopen on SIGHUP failed", "err", err)
+				} else {
+					log.Info("file sink reopened on SIGHUP")
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	res, runErr := p.Engine.Run(ctx)
+	elapsed := time.Since(start)
+
+	log.Info("done", "packets", res.Packets, "events", res.Events, "seconds", fmt.Sprintf("%.3f", elapsed.Seconds()))
+	for _, s := range p.Stats.Snapshot() {
+		if s.Value != 0 && (s.Loss || isSummaryMetric(s.Name)) {
+			log.Info("counter", "name", s.ID(), "value", s.Value)
+		}
+	}
+	switch {
+	case runErr != nil:
+		log.Error("run failed", "err", runErr)
+		return exitError
+	case len(res.Losses) > 0:
+		for _, l := range res.Losses {
+			log.Error("lost", "counter", l.ID(), "value", l.Value)
+		}
+		return exitLoss
+	}
+	return exitOK
+}
+
+func isSummaryMetric(name string) bool {
+	switch name {
+	case "pktpipe_decode_malformed_total", "pktpipe_dispatch_skipped_total", "pktpipe_events_total",
+		"pktpipe_flow_evicted_total":
+		return true
+	}
+	return false
+}
+
+// versionString reports the module version, VCS revision and Go version.
+func versionString() string {
+	v, rev, dirty, goVer := "devel", "", "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVer = bi.GoVersion
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+	}
+	if version != "" {
+		v = version
+	}
+	out := "pktpipe " + v
+	if rev != "" {
+		out += " (" + rev + dirty + ")"
+	}
+	return out + " " + goVer
+}

@@ -1,0 +1,151 @@
+// Package app assembles a pktpipe pipeline from a Config: sources, decoder,
+// per-worker flow processors with their analyzers, and the sink. The CLI
+// and the benchmarks build pipelines through it, so both measure and run
+// the same thing.
+package app
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/sinks/encode"
+	"github.com/pktpipe/pktpipe/sinks/file"
+	"github.com/pktpipe/pktpipe/sinks/stdout"
+	"github.com/pktpipe/pktpipe/sources/pcapfile"
+	"github.com/pktpipe/pktpipe/stages/decode"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// Config is what a pipeline is built from (the CLI's flags, or a test's).
+type Config struct {
+	// Input: capture files (globs allowed, "-" = Stdin).
+	Files       []string
+	Stdin       io.Reader
+	ReplaySpeed float64
+	Progress    io.Writer // nil: no progress bar
+
+	// Output: "-" (Stdout), "file:PATH".
+	Output         string
+	Stdout         io.Writer
+	Format         string // json | msgpack
+	Compress       string // none | gzip | zstd (file sink)
+	RotateBytes    int64
+	RotateInterval time.Duration
+
+	// Processing.
+	Workers         int
+	BatchPackets    int
+	FlowCap         int // all workers together
+	Timeouts        flow.Timeouts
+	CommunityIDSeed uint16
+	NoCommunityID   bool
+
+	Stats *stats.Registry
+	Log   *slog.Logger
+}
+
+// Pipeline is a built pipeline and what it writes to.
+type Pipeline struct {
+	Engine *pipeline.Engine
+	Stats  *stats.Registry
+	// FileSink is set when the sink is a file (for SIGHUP reopen).
+	FileSink *file.Sink
+}
+
+// Build checks cfg and assembles the pipeline.
+func Build(cfg Config) (*Pipeline, error) {
+	if cfg.Stats == nil {
+		cfg.Stats = stats.NewRegistry()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	files, err := pcapfile.Expand(cfg.Files)
+	if err != nil {
+		return nil, err
+	}
+	src, err := pcapfile.New(pcapfile.Config{
+		Files: files, ReplaySpeed: cfg.ReplaySpeed, Progress: cfg.Progress,
+		Stdin: cfg.Stdin, Stats: cfg.Stats,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{Stats: cfg.Stats}
+	sink, err := p.buildSink(cfg)
+	if err != nil {
+		return nil, err
+	}
+	perWorker := 0
+	if cfg.FlowCap > 0 {
+		perWorker = max(1, cfg.FlowCap/cfg.Workers)
+	}
+	eng, err := pipeline.New(pipeline.Config{
+		Workers: cfg.Workers, BatchPackets: cfg.BatchPackets, Stats: cfg.Stats, Log: cfg.Log,
+	}, pipeline.Parts{
+		Sources:    []pipeline.Source{src},
+		NewDecoder: func() pipeline.Decoder { return decode.New() },
+		NewProcessor: func(i int) pipeline.Processor {
+			return flow.NewProcessor(flow.Config{
+				MaxFlows: perWorker, Workers: cfg.Workers, Worker: i, Timeouts: cfg.Timeouts,
+				CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats,
+			}, Analyzers(cfg)...)
+		},
+		Sink: sink,
+	})
+	if err != nil {
+		_ = sink.Close()
+		return nil, err
+	}
+	p.Engine = eng
+	return p, nil
+}
+
+// Analyzers returns a fresh set of per-flow analyzers for one worker.
+func Analyzers(cfg Config) []flow.Analyzer {
+	return nil
+}
+
+func (p *Pipeline) buildSink(cfg Config) (pipeline.Sink, error) {
+	format := cfg.Format
+	if format == "" {
+		format = encode.FormatJSON
+	}
+	enc, err := encode.New(format)
+	if err != nil {
+		return nil, err
+	}
+	switch out := cfg.Output; {
+	case out == "" || out == "-":
+		w := cfg.Stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		return stdout.New(w, enc), nil
+	case strings.HasPrefix(out, "file:"):
+		compress := cfg.Compress
+		if compress == "none" {
+			compress = ""
+		}
+		fs, err := file.New(file.Config{
+			Path: strings.TrimPrefix(out, "file:"), Format: enc, Compress: compress,
+			RotateBytes: cfg.RotateBytes, RotateEvery: cfg.RotateInterval,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.FileSink = fs
+		return fs, nil
+	default:
+		return nil, fmt.Errorf("-o %q: use - (stdout) or file:PATH", out)
+	}
+}
