@@ -34,4 +34,8 @@
 //   - Replay pacing (Config.ReplaySpeed) computes each packet's due time
 //     from its capture timestamp relative to the first packet; a batch is
 //     sent before sleeping so that due packets are never held back.
+//
+// Counters (Config.Stats): pktpipe_pcapfile_packets_total, _bytes_total,
+// _files_total (files read to the end) and the loss counter
+// _truncated_total (packets cut to the batch size). Errors are returned.
 package pcapfile
