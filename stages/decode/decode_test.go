@@ -153,7 +153,9 @@ func ipCases() []tcase {
 			eq(t, "Proto", m.Proto, 17)
 		}},
 		{"ipv4 tso zero length", packet.LinkIPv4, ip4(v4a, v4b, 6, tcp(1, 2, 0, payload), ip4opt{totalLen: 0xffff + 1}), both(flow(v4a, v4b, 6, 1, 2),
-			func(t *testing.T, m *packet.Meta, p *packet.Packet) { eq(t, "payload", string(p.Payload()), string(payload)) })},
+			func(t *testing.T, m *packet.Meta, p *packet.Packet) {
+				eq(t, "payload", string(p.Payload()), string(payload))
+			})},
 		{"ipv6 extension headers", packet.LinkIPv6, ip6(v6a, v6b, 0, cat(ext6(0, 43, 0), ext6(43, 60, 1), ext6(60, 51, 0), ext6(51, 6, 1), tcp(9, 10, 0, payload))), both(flow(v6a, v6b, 6, 9, 10),
 			func(t *testing.T, m *packet.Meta, p *packet.Packet) {
 				eq(t, "L4Off", m.L4Off, 40+8+16+8+12)
@@ -190,7 +192,9 @@ func ipCases() []tcase {
 func l4Cases() []tcase {
 	return []tcase{
 		{"udp", packet.LinkIPv4, ip4(v4a, v4b, 17, udp(5000, 53, payload), ip4opt{}), both(flow(v4a, v4b, 17, 5000, 53),
-			func(t *testing.T, m *packet.Meta, p *packet.Packet) { eq(t, "payload", string(p.Payload()), string(payload)) })},
+			func(t *testing.T, m *packet.Meta, p *packet.Packet) {
+				eq(t, "payload", string(p.Payload()), string(payload))
+			})},
 		{"udp length shorter than ip", packet.LinkIPv4, func() []byte {
 			b := ip4(v4a, v4b, 17, udp(5000, 53, payload), ip4opt{})
 			b[20+5] = 8 + 5
