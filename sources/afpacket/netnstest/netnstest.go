@@ -24,8 +24,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -375,4 +377,155 @@ func (p *Pair) SendUDP(t testing.TB, side int, addr [2]netip.Addr, flows, count,
 		}
 		conn.Close()
 	}
+}
+
+// FloodDst is where Blast sends: an address in the pair's subnet that no
+// namespace owns, reached through a static neighbour entry with a MAC no
+// device has, so the far end drops the frames before its IP stack (no
+// socket, no ICMP errors) while capture hooks still see every one.
+var FloodDst = netip.MustParseAddr("10.77.0.99")
+
+// FloodPort is the UDP destination port of Blast's datagrams.
+const FloodPort = 9
+
+// Blast sends count UDP datagrams of payload bytes from namespace side to
+// FloodDst as fast as sendmmsg(2) allows and returns how many the kernel
+// accepted and how long that took. payload 22 gives 64-byte frames.
+func (p *Pair) Blast(t testing.TB, side, count, payload int) (sent int, took time.Duration) {
+	t.Helper()
+	p.Run(t, side, "ip", "neigh", "replace", FloodDst.String(), "lladdr", "02:00:00:77:00:99", "dev", p.Dev[side], "nud", "permanent")
+	var fd int
+	err := p.Do(side, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		return unix.Connect(fd, &unix.SockaddrInet4{Port: FloodPort, Addr: FloodDst.As4()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	const vlen = 64
+	buf := make([]byte, payload)
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	var msgs [vlen]unix.Mmsghdr
+	for i := range msgs {
+		msgs[i].Hdr.Iov = &iov
+		msgs[i].Hdr.SetIovlen(1)
+	}
+	start := time.Now()
+	for sent < count {
+		n := min(vlen, count-sent)
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(n), 0, 0, 0)
+		if errno != 0 {
+			if errno == unix.ENOBUFS || errno == unix.EAGAIN || errno == unix.EINTR {
+				continue
+			}
+			t.Fatalf("sendmmsg: %v", errno)
+		}
+		sent += int(r)
+	}
+	return sent, time.Since(start)
+}
+
+// RxPackets is the RX packet counter of Dev[side].
+func (p *Pair) RxPackets(t testing.TB, side int) uint64 {
+	t.Helper()
+	out := p.Run(t, side, "cat", "/sys/class/net/"+p.Dev[side]+"/statistics/rx_packets")
+	var n uint64
+	if _, err := fmt.Sscan(out, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// FloodResult is what RunFlood measured.
+type FloodResult struct {
+	Sent      int           // datagrams the sender's kernel accepted
+	Delivered uint64        // frames that reached the far veth (its rx_packets)
+	Received  uint64        // flood datagrams the sources delivered
+	Took      time.Duration // the sender's time
+	ReaderCPU time.Duration // CPU time of the threads running Source.Run
+}
+
+// RunFlood runs srcs (each Run on its own locked OS thread so its CPU time
+// can be measured), blasts count 64-byte frames from namespace 0 to
+// namespace 1, waits for the sources to go quiet, and stops them.
+func RunFlood(t testing.TB, p *Pair, count int, srcs ...pipeline.Source) FloodResult {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := packet.NewPool(0, 0)
+	var (
+		received atomic.Uint64
+		cpu      atomic.Int64
+		wg       sync.WaitGroup
+	)
+	for _, s := range srcs {
+		out := make(chan *packet.Batch, 8)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer close(out)
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var r0, r1 unix.Rusage
+			_ = unix.Getrusage(unix.RUSAGE_THREAD, &r0)
+			if err := s.Run(ctx, pool, out); err != nil {
+				t.Error(err)
+			}
+			_ = unix.Getrusage(unix.RUSAGE_THREAD, &r1)
+			cpu.Add(tvNs(r1.Utime) - tvNs(r0.Utime) + tvNs(r1.Stime) - tvNs(r0.Stime))
+		}()
+		go func() {
+			defer wg.Done()
+			for b := range out {
+				var n uint64
+				for i := range b.Packets {
+					d := b.Packets[i].Data
+					if len(d) >= 38 && d[12] == 0x08 && d[13] == 0 && d[23] == 17 && d[36] == 0 && d[37] == FloodPort {
+						n++
+					}
+				}
+				received.Add(n)
+				b.Release()
+			}
+		}()
+	}
+	rx0 := p.RxPackets(t, 1)
+	var res FloodResult
+	res.Sent, res.Took = p.Blast(t, 0, count, 22)
+	// Let the sources drain: stop when the count has not moved for a while.
+	last, still := received.Load(), 0
+	for still < 5 {
+		time.Sleep(100 * time.Millisecond)
+		if n := received.Load(); n != last {
+			last, still = n, 0
+		} else {
+			still++
+		}
+	}
+	cancel()
+	wg.Wait()
+	res.Delivered = p.RxPackets(t, 1) - rx0
+	res.Received = received.Load()
+	res.ReaderCPU = time.Duration(cpu.Load())
+	return res
+}
+
+func tvNs(tv unix.Timeval) int64 { return tv.Sec*1e9 + tv.Usec*1e3 }
+
+// String formats the figures for a test log.
+func (r FloodResult) String() string {
+	rate := float64(r.Received) / r.Took.Seconds()
+	var perPkt float64
+	if r.Received > 0 {
+		perPkt = float64(r.ReaderCPU.Nanoseconds()) / float64(r.Received)
+	}
+	return fmt.Sprintf("sent %d in %v (%.0f pps), delivered %d, captured %d (%.2f%% of delivered, %.0f pps), reader CPU %.0f ns/packet",
+		r.Sent, r.Took.Round(time.Millisecond), float64(r.Sent)/r.Took.Seconds(), r.Delivered, r.Received,
+		100*float64(r.Received)/float64(max(r.Delivered, 1)), rate, perPkt)
 }
