@@ -86,7 +86,7 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 func isSummaryMetric(name string) bool {
 	switch name {
 	case "pktpipe_decode_malformed_total", "pktpipe_dispatch_skipped_total", "pktpipe_events_total",
-		"pktpipe_flow_evicted_total":
+		"pktpipe_flow_evicted_total", "pktpipe_flow_icmp_errors_total":
 		return true
 	}
 	return false

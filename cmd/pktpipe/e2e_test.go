@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pktpipe/pktpipe/bench/gen"
+)
+
+// These tests run the command as a user does: on the bundled real capture,
+// on synthetic captures from bench/gen, through stdin, into files, and
+// stopped by SIGTERM in the middle of a replay.
+
+const sample = "../../testdata/sample.pcap"
+
+func runCmd(t *testing.T, stdin []byte, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, bytes.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func parseLines(t *testing.T, s string) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		d := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		d.UseNumber()
+		if err := d.Decode(&m); err != nil {
+			t.Fatalf("invalid JSON line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, m)
+	}
+	return evs
+}
+
+func num(v any) int64 {
+	n, _ := v.(json.Number).Int64()
+	return n
+}
+
+// counters reads the "counter" log lines of a run's stderr.
+var counterRE = regexp.MustCompile(`msg=counter name="?(.+?)"? value=(\d+)`)
+var doneRE = regexp.MustCompile(`msg=done packets=(\d+) events=(\d+)`)
+
+func summary(t *testing.T, stderr string) (packets int64, counters map[string]int64) {
+	t.Helper()
+	counters = map[string]int64{}
+	m := doneRE.FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("no summary line in stderr:\n%s", stderr)
+	}
+	packets, _ = strconv.ParseInt(m[1], 10, 64)
+	for _, c := range counterRE.FindAllStringSubmatch(stderr, -1) {
+		v, _ := strconv.ParseInt(c[2], 10, 64)
+		counters[strings.ReplaceAll(c[1], `\"`, `"`)] = v
+	}
+	return packets, counters
+}
+
+// accounted is how many packets the run's events and counters explain:
+// packets in flow records, plus ICMP errors (attached to the flow they
+// quote, not counted in it), plus packets that belong to no flow.
+func accounted(evs []map[string]any, counters map[string]int64) int64 {
+	var n int64
+	for _, e := range evs {
+		if e["event_type"] == "flow" {
+			f := e["flow"].(map[string]any)
+			n += num(f["pkts_toserver"]) + num(f["pkts_toclient"])
+		}
+	}
+	for k, v := range counters {
+		if strings.HasPrefix(k, "pktpipe_dispatch_skipped_total") || strings.HasPrefix(k, "pktpipe_flow_icmp_errors_total") {
+			n += v
+		}
+	}
+	return n
+}
+
+func TestSampleCapture(t *testing.T) {
+	code, out, errs := runCmd(t, nil, "-r", sample, "--workers", "2")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	evs := parseLines(t, out)
+	packets, counters := summary(t, errs)
+	if packets != 79 {
+		t.Fatalf("read %d packets, want 79", packets)
+	}
+	if got := accounted(evs, counters); got != packets {
+		t.Fatalf("events and counters account for %d packets, want %d\n%s", got, packets, errs)
+	}
+	// The two TLS connections and the HTTP one close with FIN; the pings are
+	// established flows with 3 packets each way.
+	var fin, pings int
+	for _, e := range evs {
+		if e["event_type"] != "flow" {
+			continue
+		}
+		f := e["flow"].(map[string]any)
+		if e["proto"] == "TCP" && f["reason"] == "fin" && f["state"] == "closed" && e["src_ip"] == "10.99.1.2" {
+			fin++
+		}
+		if (e["proto"] == "ICMP" || (e["proto"] == "IPv6-ICMP" && e["dest_ip"] == "fd00:99:2::2")) &&
+			num(f["pkts_toserver"]) == 3 && num(f["pkts_toclient"]) == 3 {
+			pings++
+		}
+		if e["community_id"] == nil || e["flow_id"] == nil {
+			t.Errorf("flow without community_id or flow_id: %v", e)
+		}
+	}
+	if fin != 3 || pings != 2 {
+		t.Errorf("found %d FIN-closed TCP flows (want 3) and %d ping flows (want 2)", fin, pings)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	code, _, errs := runCmd(t, nil, "--help")
+	if code != exitOK || !strings.Contains(errs, "-replay-speed") || !strings.Contains(errs, "Usage:") {
+		t.Fatalf("--help: exit %d\n%s", code, errs)
+	}
+	code, out, _ := runCmd(t, nil, "version")
+	if code != exitOK || !strings.HasPrefix(out, "pktpipe ") {
+		t.Fatalf("version: exit %d %q", code, out)
+	}
+	if code, _, errs := runCmd(t, nil, "--format", "xml", "-r", sample); code != exitUsage || !strings.Contains(errs, "xml") {
+		t.Fatalf("bad --format: exit %d %s", code, errs)
+	}
+	if code, _, _ := runCmd(t, nil); code != exitUsage {
+		t.Fatalf("no input: exit %d", code)
+	}
+}
+
+func TestStdinGzip(t *testing.T) {
+	raw, err := os.ReadFile(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write(raw)
+	w.Close()
+	code, out, errs := runCmd(t, gz.Bytes(), "-r", "-")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	_, want, _ := runCmd(t, nil, "-r", sample)
+	if sortedLines(out) != sortedLines(want) {
+		t.Fatal("gzip on stdin gave other events than the plain file")
+	}
+}
+
+func TestTruncatedCaptureDeliversWhatWasRead(t *testing.T) {
+	raw, err := os.ReadFile(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.pcap")
+	if err := os.WriteFile(cut, raw[:len(raw)-30], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, nil, "-r", cut)
+	if code != exitError {
+		t.Fatalf("truncated capture: exit %d, want %d", code, exitError)
+	}
+	if !strings.Contains(errs, "cut.pcap") || !strings.Contains(errs, "offset") {
+		t.Fatalf("error does not name the file and offset:\n%s", errs)
+	}
+	evs := parseLines(t, out)
+	packets, counters := summary(t, errs)
+	if packets != 78 || accounted(evs, counters) != 78 {
+		t.Fatalf("read %d packets, events account for %d; want 78 and 78", packets, accounted(evs, counters))
+	}
+}
+
+func synth(t *testing.T, packets int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "synth.pcap")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if _, err := gen.Write(bw, gen.Config{Seed: 7, Packets: packets}, gen.Format{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func sortedLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func TestSameEventsWhateverTheWorkerCount(t *testing.T) {
+	path := synth(t, 150_000)
+	dir := t.TempDir()
+	outs := map[int]string{}
+	for _, w := range []int{1, 4} {
+		out := filepath.Join(dir, fmt.Sprintf("w%d.json", w))
+		code, _, errs := runCmd(t, nil, "-r", path, "--workers", strconv.Itoa(w), "-o", "file:"+out)
+		if code != exitOK {
+			t.Fatalf("workers=%d: exit %d\n%s", w, code, errs)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[w] = sortedLines(string(b))
+	}
+	n := strings.Count(outs[1], "\n") + 1
+	if n < 1000 {
+		t.Fatalf("only %d events from 150k packets", n)
+	}
+	if outs[1] != outs[4] {
+		a, b := strings.Split(outs[1], "\n"), strings.Split(outs[4], "\n")
+		for i := range min(len(a), len(b)) {
+			if a[i] != b[i] {
+				t.Fatalf("workers 1 and 4 differ (%d vs %d events); first difference:\n1: %s\n4: %s", len(a), len(b), a[i], b[i])
+			}
+		}
+		t.Fatalf("workers 1 and 4 differ: %d vs %d events", len(a), len(b))
+	}
+}
+
+func TestSIGTERMDuringReplayDrainsIntoTheFile(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "pktpipe")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	path := synth(t, 300_000)
+	out := filepath.Join(t.TempDir(), "events.json")
+	cmd := exec.Command(bin, "-r", path, "--replay-speed", "1", "--workers", "2", "-o", "file:"+out)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // replaying: the capture spans far longer than this
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, errb.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("no complete output file: %v", err)
+	}
+	evs := parseLines(t, string(b))
+	packets, counters := summary(t, errb.String())
+	if packets == 0 || packets >= 300_000 {
+		t.Fatalf("read %d packets: the replay was not interrupted midway", packets)
+	}
+	if got := accounted(evs, counters); got != packets {
+		t.Fatalf("flow records and counters cover %d packets, %d were read", got, packets)
+	}
+	reasons := map[string]int{}
+	for _, e := range evs {
+		if e["event_type"] == "flow" {
+			reasons[e["flow"].(map[string]any)["reason"].(string)]++
+		}
+	}
+	if reasons["shutdown"] == 0 {
+		t.Errorf("no flow ended with reason shutdown: %v", reasons)
+	}
+	t.Logf("read %d packets before SIGTERM; %d events; reasons %v", packets, len(evs), reasons)
+}
