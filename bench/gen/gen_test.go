@@ -300,3 +300,35 @@ func BenchmarkWrite(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "packets/s")
 	b.SetBytes(sum.Bytes)
 }
+
+// Unanswered SYNs come back with the same sequence number exactly 1 s and
+// 3 s after the first.
+func TestSYNRetransmissions(t *testing.T) {
+	data, sum := generate(t, Config{Seed: 6, Packets: 20000, BulkShare: -1, FlowsPerSecond: 200}, Format{})
+	type first struct {
+		ts  int64
+		seq uint32
+	}
+	syns := map[string]first{}
+	retx := 0
+	for i, p := range readBack(t, data, PCAP) {
+		pk := gopacket.NewPacket(p.data, layers.LayerTypeEthernet, gopacket.NoCopy)
+		tl, ok := pk.TransportLayer().(*layers.TCP)
+		if !ok || !tl.SYN || tl.ACK || pk.Layer(layers.LayerTypeICMPv4) != nil || pk.Layer(layers.LayerTypeICMPv6) != nil {
+			continue
+		}
+		key := pk.NetworkLayer().NetworkFlow().String() + ":" + tl.SrcPort.String()
+		f, seen := syns[key]
+		if !seen {
+			syns[key] = first{p.ts, tl.Seq}
+			continue
+		}
+		retx++
+		if d := p.ts - f.ts; tl.Seq != f.seq || (d != 1e9 && d != 3e9) {
+			t.Errorf("packet %d: SYN again after %d ns with seq %d (first %d)", i+1, d, tl.Seq, f.seq)
+		}
+	}
+	if retx != sum.SYNRetrans || retx < 10 {
+		t.Errorf("%d retransmitted SYNs, summary says %d", retx, sum.SYNRetrans)
+	}
+}
