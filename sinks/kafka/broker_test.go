@@ -116,7 +116,7 @@ func uniqueTopic(name string) string {
 	return fmt.Sprintf("pktpipe-test-%s-%d-%d", name, time.Now().UnixNano(), topicSeq)
 }
 
-func createTopic(t *testing.T, name string, partitions int) {
+func createTopic(t testing.TB, name string, partitions int) {
 	t.Helper()
 	c := &kafkago.Client{Addr: kafkago.TCP(brokerAddr), Timeout: 20 * time.Second}
 	res, err := c.CreateTopics(context.Background(), &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{

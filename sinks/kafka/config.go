@@ -43,7 +43,7 @@ type Config struct {
 
 	// kafka-go batching. A batch goes out when it holds BatchSize messages
 	// or BatchBytes bytes, or BatchTimeout after its first message.
-	BatchSize    int           // default 1000
+	BatchSize    int           // default 10000 (so BatchBytes is what bounds a batch)
 	BatchBytes   int           // default 1 MiB; raised to MaxMessageBytes if smaller
 	BatchTimeout time.Duration // default 10ms (kafka-go's 1s default is a trap)
 	// MaxMessageBytes is the largest message (key + value) sent; larger
@@ -115,7 +115,7 @@ func (c *Config) defaults() {
 		c.SchemaVersion = "1"
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 1000
+		c.BatchSize = 10000
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 1000000
