@@ -16,6 +16,12 @@ type Flow struct {
 	// Fragments counts IP fragments seen on the flow (non-first fragments
 	// cannot be tied to a flow by ports and are counted by the decoder).
 	Fragments uint64
+	// ICMP flows: the first type/code each way, as EVE's icmp_type/icmp_code
+	// (client to server) and response_icmp_type/response_icmp_code.
+	ICMP, RespICMP             bool
+	ICMPType, ICMPCode         uint8
+	RespICMPType, RespICMPCode uint8
+
 	// Tunnel and its outer endpoints, when the flow was found encapsulated.
 	Tunnel             string
 	OuterSrc, OuterDst netip.Addr
@@ -37,6 +43,18 @@ type Extension interface {
 func (*Flow) Type() Type { return TypeFlow }
 
 func (f *Flow) EncodeBody(w Writer) {
+	if f.ICMP {
+		w.Key("icmp_type")
+		w.Uint(uint64(f.ICMPType))
+		w.Key("icmp_code")
+		w.Uint(uint64(f.ICMPCode))
+	}
+	if f.RespICMP {
+		w.Key("response_icmp_type")
+		w.Uint(uint64(f.RespICMPType))
+		w.Key("response_icmp_code")
+		w.Uint(uint64(f.RespICMPCode))
+	}
 	w.Key("flow")
 	w.BeginObject()
 	w.Key("pkts_toserver")

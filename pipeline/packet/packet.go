@@ -59,6 +59,7 @@ type Meta struct {
 	Tunnel   Tunnel
 	OuterSrc netip.Addr
 	OuterDst netip.Addr
+	InnerLen uint16 // length of the inner packet (from its first header to the carrier's end)
 
 	// Network layer of the (innermost) packet.
 	IPVersion uint8 // 4 or 6; 0 when there is no IP layer (ARP, etc.)

@@ -105,11 +105,11 @@ func (s *state) transport(proto uint8, off, ipEnd int) {
 	case protoGRE:
 		s.gre(off, end)
 	case protoIPIP:
-		if s.enter(packet.TunnelIPIP, end) {
+		if s.enter(packet.TunnelIPIP, off, end) {
 			s.ipv4(off)
 		}
 	case protoIPv6inIP:
-		if s.enter(packet.TunnelIPIP, end) {
+		if s.enter(packet.TunnelIPIP, off, end) {
 			s.ipv6(off)
 		}
 	}

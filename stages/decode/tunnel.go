@@ -2,10 +2,10 @@ package decode
 
 import "github.com/pktpipe/pktpipe/pipeline/packet"
 
-// enter makes the packet's inner packet, which ends at end, the decoded
+// enter makes the packet's inner packet, from start to end, the decoded
 // one: the link-layer and outermost-tunnel fields stay, the rest is reset.
 // It returns false when the nesting limit is reached.
-func (s *state) enter(kind packet.Tunnel, end int) bool {
+func (s *state) enter(kind packet.Tunnel, start, end int) bool {
 	if s.depth == maxTunnels {
 		s.fail(packet.MalformedTooManyHeaders)
 		return false
@@ -16,6 +16,9 @@ func (s *state) enter(kind packet.Tunnel, end int) bool {
 	if keep.Tunnel == packet.TunnelNone {
 		keep.Tunnel, keep.OuterSrc, keep.OuterDst = kind, m.Src, m.Dst
 	}
+	// Flows inside a tunnel count the inner packet's bytes, as Suricata
+	// does with its tunnel pseudo-packets.
+	keep.InnerLen = uint16(min(max(end-start, 0), 0xffff))
 	*m = keep
 	// The inner packet cannot reach past its carrier (Ethernet padding,
 	// trailing bytes after a UDP datagram).
@@ -63,11 +66,11 @@ func (s *state) gre(off, end int) {
 	p := off + hl
 	switch proto {
 	case etherIPv4, etherIPv6, etherMPLS:
-		if s.enter(packet.TunnelGRE, end) {
+		if s.enter(packet.TunnelGRE, p, end) {
 			s.etherType(proto, p)
 		}
 	case etherTEB:
-		if s.enter(packet.TunnelGRE, end) {
+		if s.enter(packet.TunnelGRE, p, end) {
 			s.ethernet(p)
 		}
 	case etherERSPAN2:
@@ -83,7 +86,11 @@ func (s *state) gre(off, end int) {
 			}
 			p += 8
 		}
-		if s.enter(packet.TunnelERSPAN, end) {
+		// Suricata counts an ERSPAN flow's bytes from the ERSPAN header.
+		if s.enter(packet.TunnelERSPAN, off+hl, end) {
+			if flags&greSeq != 0 {
+				s.erspanVLAN(be.Uint16(data[off+hl:]) & 0x0fff)
+			}
 			s.ethernet(p)
 		}
 	case etherERSPAN3:
@@ -105,7 +112,8 @@ func (s *state) gre(off, end int) {
 			}
 			p += 8
 		}
-		if s.enter(packet.TunnelERSPAN, end) {
+		if s.enter(packet.TunnelERSPAN, off+hl, end) {
+			s.erspanVLAN(be.Uint16(data[off+hl:]) & 0x0fff)
 			s.ethernet(p)
 		}
 	}
@@ -121,7 +129,7 @@ func (s *state) vxlan(off, end int) {
 	if s.data[off]&0x08 == 0 {
 		return
 	}
-	if s.enter(packet.TunnelVXLAN, end) {
+	if s.enter(packet.TunnelVXLAN, off+8, end) {
 		s.ethernet(off + 8)
 	}
 }
@@ -146,12 +154,21 @@ func (s *state) geneve(off, end int) {
 	p := off + hl
 	switch proto {
 	case etherTEB:
-		if s.enter(packet.TunnelGeneve, end) {
+		if s.enter(packet.TunnelGeneve, p, end) {
 			s.ethernet(p)
 		}
 	case etherIPv4, etherIPv6:
-		if s.enter(packet.TunnelGeneve, end) {
+		if s.enter(packet.TunnelGeneve, p, end) {
 			s.etherType(proto, p)
 		}
+	}
+}
+
+// erspanVLAN records the VLAN id an ERSPAN II/III header says the mirrored
+// frame had (0 = none), as Suricata does.
+func (s *state) erspanVLAN(id uint16) {
+	if id != 0 && s.m.NVLAN < 2 {
+		s.m.VLAN[s.m.NVLAN] = id
+		s.m.NVLAN++
 	}
 }

@@ -188,6 +188,9 @@ type Flow struct {
 	tunnel             packet.Tunnel
 	icmpType           uint8 // of the first packet (ICMP flows)
 	icmpCode           uint8
+	// First ICMP type/code seen each way (by Dir), for EVE's icmp_type and
+	// response_icmp_type on the record.
+	icmpTypeDir, icmpCodeDir [2]uint8
 }
 
 // Key is the flow's canonical key (lower address/port first).

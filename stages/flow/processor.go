@@ -276,7 +276,13 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if n == 0 {
 		n = uint64(len(pk.Data))
 	}
+	if m.Tunnel != packet.TunnelNone {
+		n = uint64(m.InnerLen)
+	}
 	f.bytes[dir] += n
+	if f.seen&(1<<dir) == 0 && (m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6) {
+		f.icmpTypeDir[dir], f.icmpCodeDir[dir] = m.ICMPType, m.ICMPCode
+	}
 	f.seen |= 1 << dir
 	if m.Frag.Is {
 		f.frags++
@@ -486,6 +492,12 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 		rec.State = "closed"
 	case f.seen == 3:
 		rec.State = "established"
+	}
+	if k := f.key.Proto; k == packet.ProtoICMP || k == packet.ProtoICMPv6 {
+		rec.ICMP = f.seen&(1<<ToServer) != 0
+		rec.ICMPType, rec.ICMPCode = f.icmpTypeDir[ToServer], f.icmpCodeDir[ToServer]
+		rec.RespICMP = f.seen&(1<<ToClient) != 0
+		rec.RespICMPType, rec.RespICMPCode = f.icmpTypeDir[ToClient], f.icmpCodeDir[ToClient]
 	}
 	if f.tunnel != packet.TunnelNone {
 		rec.Tunnel, rec.OuterSrc, rec.OuterDst = f.tunnel.String(), f.outerSrc, f.outerDst
