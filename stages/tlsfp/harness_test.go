@@ -51,7 +51,7 @@ type tcpSeg struct {
 
 // readSegments decodes every TCP segment of a pcap/pcapng file (gzip
 // accepted), tunnels included (the innermost IP/TCP is used).
-func readSegments(t testing.TB, path string) []tcpSeg {
+func readSegments(t testing.TB, path string) ([]tcpSeg, int) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -94,6 +94,7 @@ func readSegments(t testing.TB, path string) []tcpSeg {
 		linkType = func(gopacket.CaptureInfo) layers.LinkType { return r.LinkType() }
 	}
 	var segs []tcpSeg
+	frames := 0
 	for {
 		data, ci, err := src.ReadPacketData()
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -102,6 +103,7 @@ func readSegments(t testing.TB, path string) []tcpSeg {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
+		frames++
 		pkt := gopacket.NewPacket(data, linkType(ci), gopacket.DecodeOptions{Lazy: false, NoCopy: true})
 		var srcIP, dstIP netip.Addr
 		var tcp *layers.TCP
@@ -137,18 +139,27 @@ func readSegments(t testing.TB, path string) []tcpSeg {
 			ts:      ci.Timestamp.UnixNano(),
 		})
 	}
-	return segs
+	return segs, frames
 }
 
 // runCapture feeds every TCP flow of a capture to its own tracker.
 func runCapture(t testing.TB, path string) []*testFlow {
+	t.Helper()
+	flows, _ := runCaptureFrames(t, path)
+	return flows
+}
+
+// runCaptureFrames is runCapture that also returns the number of packets
+// in the file.
+func runCaptureFrames(t testing.TB, path string) ([]*testFlow, int) {
 	t.Helper()
 	var (
 		flows []*testFlow
 		byKey = map[tuple]*testFlow{}
 		sc    Scratch
 	)
-	for _, s := range readSegments(t, path) {
+	segs, frames := readSegments(t, path)
+	for _, s := range segs {
 		tu := tuple{s.src, s.dst}
 		f := byKey[tu.canon()]
 		if f == nil {
@@ -171,7 +182,7 @@ func runCapture(t testing.TB, path string) []*testFlow {
 			f.doneN = f.pkts
 		}
 	}
-	return flows
+	return flows, frames
 }
 
 // conformancePcaps lists the captures of the conformance suites the

@@ -139,11 +139,11 @@ type streamEvent uint8
 
 const (
 	evNeedMore streamEvent = iota
-	evMessage        // a whole handshake message: typ, body
-	evPartial        // the start of a handshake message grew: typ, body so far
-	evRecord         // a non-handshake record: typ is its content type
-	evNotTLS         // the first record is not a TLS handshake record
-	evBad            // malformed record or message
+	evMessage              // a whole handshake message: typ, body
+	evPartial              // the start of a handshake message grew: typ, body so far
+	evRecord               // a non-handshake record: typ is its content type
+	evNotTLS               // the first record is not a TLS handshake record
+	evBad                  // malformed record or message
 )
 
 // nextEvent returns the next thing found in the buffered bytes. Bodies
