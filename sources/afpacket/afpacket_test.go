@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,4 +202,26 @@ func TestBadInterface(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for a missing interface")
 	}
+}
+
+// TestNoCapNetRaw re-runs itself without CAP_NET_RAW and checks that the
+// error names the missing capability.
+func TestNoCapNetRaw(t *testing.T) {
+	if os.Getenv("PKTPIPE_TEST_CHILD") == "nocap" {
+		_, err := afpacket.New(afpacket.Config{Interface: "lo"})
+		if err == nil || !strings.Contains(err.Error(), "CAP_NET_RAW") {
+			t.Fatalf("error %v does not name CAP_NET_RAW", err)
+		}
+		t.Log(err)
+		return
+	}
+	testenv.NeedRoot(t)
+	setpriv := testenv.NeedCommand(t, "setpriv")
+	cmd := exec.Command(setpriv, "--bounding-set=-net_raw", os.Args[0], "-test.run=^TestNoCapNetRaw$", "-test.v")
+	cmd.Env = append(os.Environ(), "PKTPIPE_TEST_CHILD=nocap")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
 }

@@ -157,10 +157,10 @@ func New(cfg Config) (*Source, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	// On 5.11+ BPF memory is charged to the cgroup and this is a no-op;
+	// when it fails the real cause (no CAP_BPF, usually) shows up at the
+	// first map or program load, whose error then mentions it.
 	memlockOnce.Do(func() { memlockErr = rlimit.RemoveMemlock() })
-	if memlockErr != nil {
-		return nil, fmt.Errorf("ebpf: raising RLIMIT_MEMLOCK: %w (needs CAP_SYS_RESOURCE on kernels before 5.11)", memlockErr)
-	}
 	s := &Source{cfg: cfg, name: "ebpf:" + cfg.Interface}
 	var err error
 	if cfg.Netns != "" {
@@ -284,6 +284,9 @@ func (s *Source) setConsts(sp *ebpf.CollectionSpec, id uint32, dir uint8) error 
 // capErr names the missing capability when the kernel said EPERM.
 func capErr(err error, caps string) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		if memlockErr != nil {
+			return fmt.Errorf("%w (needs %s, or root; raising RLIMIT_MEMLOCK also failed: %v)", err, caps, memlockErr)
+		}
 		return fmt.Errorf("%w (needs %s, or root)", err, caps)
 	}
 	return err

@@ -449,6 +449,7 @@ type FloodResult struct {
 	Received  uint64        // flood datagrams the sources delivered
 	Took      time.Duration // the sender's time
 	ReaderCPU time.Duration // CPU time of the threads running Source.Run
+	Mallocs   uint64        // heap allocations in the whole process during the flood
 }
 
 // RunFlood runs srcs (each Run on its own locked OS thread so its CPU time
@@ -496,6 +497,8 @@ func RunFlood(t testing.TB, p *Pair, count int, srcs ...pipeline.Source) FloodRe
 		}()
 	}
 	rx0 := p.RxPackets(t, 1)
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	var res FloodResult
 	res.Sent, res.Took = p.Blast(t, 0, count, 22)
 	// Let the sources drain: stop when the count has not moved for a while.
@@ -508,6 +511,8 @@ func RunFlood(t testing.TB, p *Pair, count int, srcs ...pipeline.Source) FloodRe
 			still++
 		}
 	}
+	runtime.ReadMemStats(&ms1)
+	res.Mallocs = ms1.Mallocs - ms0.Mallocs
 	cancel()
 	wg.Wait()
 	res.Delivered = p.RxPackets(t, 1) - rx0
@@ -525,7 +530,7 @@ func (r FloodResult) String() string {
 	if r.Received > 0 {
 		perPkt = float64(r.ReaderCPU.Nanoseconds()) / float64(r.Received)
 	}
-	return fmt.Sprintf("sent %d in %v (%.0f pps), delivered %d, captured %d (%.2f%% of delivered, %.0f pps), reader CPU %.0f ns/packet",
+	return fmt.Sprintf("sent %d in %v (%.0f pps), delivered %d, captured %d (%.2f%% of delivered, %.0f pps), reader CPU %.0f ns/packet, %d heap allocations",
 		r.Sent, r.Took.Round(time.Millisecond), float64(r.Sent)/r.Took.Seconds(), r.Delivered, r.Received,
-		100*float64(r.Received)/float64(max(r.Delivered, 1)), rate, perPkt)
+		100*float64(r.Received)/float64(max(r.Delivered, 1)), rate, perPkt, r.Mallocs)
 }
