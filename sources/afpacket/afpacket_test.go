@@ -1,6 +1,7 @@
 package afpacket_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -224,4 +226,56 @@ func TestNoCapNetRaw(t *testing.T) {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// TestVLANTagRestored sends 802.1Q-tagged frames across the veth pair and
+// checks that the tag, which the receiving kernel moves out of the frame
+// into the ring header, is back in the captured bytes.
+func TestVLANTagRestored(t *testing.T) {
+	np := netnstest.New(t)
+	src, err := afpacket.New(afpacket.Config{Interface: np.Dev[1], Netns: np.Path(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := netnstest.Start(t, src)
+	// Broadcast, 802.1Q VLAN 5 priority 3, IPv4/UDP 10.77.0.1 -> 10.77.0.2:7777.
+	frame := []byte{
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0x77, 0, 1,
+		0x81, 0x00, 0x60, 0x05, 0x08, 0x00,
+		0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 2,
+		0x4e, 0x20, 0x1e, 0x61, 0, 8, 0, 0,
+	}
+	const n = 3
+	err = np.Do(0, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: np.IfIndex[0], Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+		for range n {
+			if err := unix.Sendto(fd, frame, 0, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged := func(pkts []packet.Packet) (k int) {
+		for _, p := range pkts {
+			if bytes.Equal(p.Data, frame) && int(p.OrigLen) == len(frame) {
+				k++
+			}
+		}
+		return k
+	}
+	c.WaitFor(t, "the tagged frames", func(p [][]packet.Packet) bool { return tagged(p[0]) >= n })
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if k := tagged(c.Packets(0)); k != n {
+		t.Fatalf("%d frames with the tag restored, want %d", k, n)
+	}
 }
