@@ -1,0 +1,93 @@
+package tlsfp
+
+import (
+	"testing"
+)
+
+// helloBodies returns real ClientHello and ServerHello bodies for seeds
+// and benchmarks.
+func helloBodies(t testing.TB) (ch, sh []byte) {
+	t.Helper()
+	client, server, _ := helloFlow(t)
+	body := func(stream []byte) []byte {
+		var h half
+		h.segment(0, false, stream)
+		ev, _, b := h.nextEvent()
+		if ev != evMessage {
+			t.Fatal("no message in stream")
+		}
+		return append([]byte(nil), b...)
+	}
+	return body(client), body(server)
+}
+
+func FuzzParseClientHello(f *testing.F) {
+	ch, _ := helloBodies(f)
+	f.Add(ch)
+	f.Add(ch[:len(ch)/2])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h ClientHello
+		if h.Parse(b) == nil {
+			var s Scratch
+			fp := s.Client(&h)
+			if len(fp.JA3Hash) != 32 || len(fp.JA4) != 36 {
+				t.Fatalf("bad fingerprint lengths: %q %q", fp.JA3Hash, fp.JA4)
+			}
+		}
+	})
+}
+
+func FuzzParseServerHello(f *testing.F) {
+	_, sh := helloBodies(f)
+	f.Add(sh)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h ServerHello
+		if h.Parse(b) == nil {
+			var s Scratch
+			if fp := s.Server(&h); len(fp.JA3SHash) != 32 {
+				t.Fatal("bad JA3S hash")
+			}
+		}
+	})
+}
+
+// FuzzTracker cuts a byte string into segments of both directions with
+// fuzzed sequence numbers; the tracker must never panic nor buffer past
+// its cap.
+func FuzzTracker(f *testing.F) {
+	client, server, _ := helloFlow(f)
+	f.Add(client, server, uint16(100), uint8(0))
+	f.Add(client, server, uint16(7), uint8(3))
+	f.Fuzz(func(t *testing.T, c, s []byte, cut uint16, mode uint8) {
+		var tr Tracker
+		step := int(cut%1500) + 1
+		tr.Segment(ToServer, 10, 0x02, nil, 0)
+		tr.Segment(ToClient, 20, 0x12, nil, 0)
+		feed := func(d Dir, base uint32, data []byte) {
+			for off := 0; off < len(data); off += step {
+				end := min(off+step, len(data))
+				seq := base + uint32(off)
+				if mode&1 != 0 && off > 0 {
+					seq -= uint32(mode) // overlaps
+				}
+				tr.Segment(d, seq, 0x10, data[off:end], int64(off))
+			}
+		}
+		if mode&2 != 0 {
+			feed(ToClient, 21, s)
+			feed(ToServer, 11, c)
+		} else {
+			feed(ToServer, 11, c)
+			feed(ToClient, 21, s)
+		}
+		for d := range tr.half {
+			if tr.half[d].accepted > MaxBuffer || len(tr.half[d].buf) > MaxBuffer {
+				t.Fatalf("direction %d buffered %d bytes", d, tr.half[d].accepted)
+			}
+			if len(tr.half[d].pending) > maxPending {
+				t.Fatal("too many pending segments")
+			}
+		}
+		_ = tr.Event(eventHeader{})
+	})
+}
