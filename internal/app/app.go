@@ -20,6 +20,7 @@ import (
 	"github.com/pktpipe/pktpipe/sources/pcapfile"
 	"github.com/pktpipe/pktpipe/stages/decode"
 	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/icmpfb"
 )
 
 // Config is what a pipeline is built from (the CLI's flags, or a test's).
@@ -112,7 +113,9 @@ func Build(cfg Config) (*Pipeline, error) {
 
 // Analyzers returns a fresh set of per-flow analyzers for one worker.
 func Analyzers(cfg Config) []flow.Analyzer {
-	return nil
+	var as []flow.Analyzer
+	as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
+	return as
 }
 
 func (p *Pipeline) buildSink(cfg Config) (pipeline.Sink, error) {

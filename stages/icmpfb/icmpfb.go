@@ -1,0 +1,324 @@
+// Package icmpfb classifies ICMP and ICMPv6 errors in plain words and ties
+// each to the flow whose packet it quotes (the "ICMP feedback" a path gives
+// a flow: a closed port, a firewall's reject, a TTL that ran out, a smaller
+// MTU).
+//
+// It is a flow.Analyzer. The decoder has already parsed the quoted packet
+// (packet.Meta.Quote), the engine has routed the error to the worker owning
+// the quoted flow (packet.ShardKey), and the flow stage has looked that flow
+// up in either direction and calls ICMPError with it, or with nil. For each
+// error the analyzer emits one icmp_feedback event (event.ICMPFeedback),
+// and when the flow ends it adds an icmp_feedback object to the flow
+// record (event.FlowFeedback: count, summary, path_mtu, the first items).
+//
+// # Classes
+//
+// See Classify. ICMPv4 destination-unreachable codes 9, 10 and 13 and
+// ICMPv6 code 1 are all admin-prohibited, with detail net-, host- or
+// communication-prohibited. Frag-needed (v4 3/4) and packet-too-big (v6
+// type 2) carry the next-hop MTU, parameter-problem its pointer, an ICMPv4
+// redirect its gateway; ttl-exceeded's reporter is the router that dropped
+// the packet (a traceroute hop), and the quote's TTL is in quoted.ttl.
+//
+// # Verification
+//
+// An error is only as trustworthy as its quote: anyone on the path can
+// forge one. For TCP the analyzer keeps, per flow and direction, the range
+// of sequence space the tap saw sent (from the lowest sequence number seen,
+// normally the ISN, to the highest seq+len, SYN and FIN counting one, in
+// serial-number arithmetic so wraparound works). An error whose quoted
+// sequence number lies outside the range of the direction it quotes is
+// verified:false (likely forged off-path, or quoting a packet the tap never
+// saw); inside, verified:true. Without a TCP sequence number (UDP, ICMP, a
+// truncated quote) or without state for that direction, verified is left
+// out. Unverified errors are counted on the flow but do not change its
+// summary or path_mtu.
+//
+// # Flow summary
+//
+// The strongest of: filtered (admin-prohibited, precedence cut-offs,
+// v6 source-policy-failed and reject-route) > rejected (port- or
+// protocol-unreachable: nothing listens) > unreachable (net, host,
+// no-route, address-unreachable...) > ttl-exceeded. path_mtu is the
+// smallest MTU a frag-needed or packet-too-big reported.
+//
+// # Cost
+//
+// Per packet: for TCP packets only, one range update in per-flow state
+// taken from a per-worker free list (no allocation in the steady state).
+// Events and the record's items allocate, once per ICMP error.
+package icmpfb
+
+import (
+	"net/netip"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/communityid"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// DefaultMaxItems is how many errors a flow record lists in full.
+const DefaultMaxItems = 8
+
+// Config sets up an Analyzer. Zero values take the defaults.
+type Config struct {
+	// MaxItems caps icmp_feedback.items on a flow record (default 8);
+	// count still counts every error.
+	MaxItems int
+	// Community ID for unmatched errors (of the quoted tuple), as the flow
+	// stage's settings.
+	CommunityIDSeed uint16
+	NoCommunityID   bool
+	Stats           *stats.Registry
+}
+
+// Analyzer is the ICMP feedback analyzer of one worker.
+type Analyzer struct {
+	slot     int
+	maxItems int
+	cid      *communityid.Hasher
+	free     *flowState
+
+	cVerified, cUnverified, cUnknown *stats.Counter
+}
+
+// New returns an analyzer for one worker.
+func New(cfg Config) *Analyzer {
+	a := &Analyzer{maxItems: cfg.MaxItems}
+	if a.maxItems <= 0 {
+		a.maxItems = DefaultMaxItems
+	}
+	if !cfg.NoCommunityID {
+		a.cid = communityid.New(cfg.CommunityIDSeed, true)
+	}
+	if r := cfg.Stats; r != nil {
+		const help = "ICMP errors classified, by whether the quoted TCP sequence number fits the flow."
+		a.cVerified = r.Counter("pktpipe_icmp_feedback_total", help, "verified", "true")
+		a.cUnverified = r.Counter("pktpipe_icmp_feedback_total", help, "verified", "false")
+		a.cUnknown = r.Counter("pktpipe_icmp_feedback_total", help, "verified", "unknown")
+	}
+	return a
+}
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(slot int) { a.slot = slot }
+
+// seqRange is the sequence space one direction of a TCP flow has sent:
+// [lo, hi] in serial arithmetic.
+type seqRange struct {
+	lo, hi uint32
+	ok     bool
+}
+
+func (r *seqRange) add(seq, end uint32) {
+	if !r.ok {
+		r.lo, r.hi, r.ok = seq, end, true
+		return
+	}
+	if int32(seq-r.lo) < 0 {
+		r.lo = seq
+	}
+	if int32(end-r.hi) > 0 {
+		r.hi = end
+	}
+}
+
+func (r *seqRange) holds(seq uint32) bool { return seq-r.lo <= r.hi-r.lo }
+
+type flowState struct {
+	seq  [2]seqRange // by flow.Dir
+	fb   *event.FlowFeedback
+	next *flowState // free list
+}
+
+func (a *Analyzer) state(f *flow.Flow) *flowState {
+	if st, ok := f.State(a.slot).(*flowState); ok {
+		return st
+	}
+	st := a.free
+	if st != nil {
+		a.free = st.next
+		*st = flowState{}
+	} else {
+		st = &flowState{}
+	}
+	f.SetState(a.slot, st)
+	return st
+}
+
+// Packet tracks the TCP sequence range of each direction.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
+	m := &p.Meta
+	if m.Proto != packet.ProtoTCP || !m.HasL4 {
+		return
+	}
+	st := a.state(f)
+	end := m.Seq + uint32(segLen(m))
+	if m.TCPFlags&packet.TCPSyn != 0 {
+		end++
+	}
+	if m.TCPFlags&packet.TCPFin != 0 {
+		end++
+	}
+	st.seq[dir&1].add(m.Seq, end)
+}
+
+// segLen is a TCP segment's payload length on the wire (from the IP
+// length, so a short snaplen does not shrink it).
+func segLen(m *packet.Meta) int {
+	hdrs := int(m.PayloadOff) - int(m.L3Off)
+	if n := int(m.IPLen) - hdrs; hdrs > 0 && n >= 0 && m.IPLen != 0 {
+		return n
+	}
+	return int(m.PayloadLen)
+}
+
+// ICMPError classifies one error, emits its event and records it on f.
+func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
+	m := &p.Meta
+	cls, ok := Classify(m.Proto, m.ICMPType, m.ICMPCode)
+	if !ok {
+		return
+	}
+	ev := &event.ICMPFeedback{ICMPType: m.ICMPType, ICMPCode: m.ICMPCode}
+	fb := &ev.Feedback
+	fb.Class, fb.Detail, fb.Reporter = cls.Name, cls.Detail, m.Src
+	switch cls.Rest {
+	case restMTU16:
+		if mtu := m.ICMPRest & 0xffff; mtu != 0 {
+			fb.MTU, fb.HasMTU = mtu, true
+		}
+	case restMTU32:
+		if m.ICMPRest != 0 {
+			fb.MTU, fb.HasMTU = m.ICMPRest, true
+		}
+	case restPtr8:
+		fb.Pointer, fb.HasPointer = m.ICMPRest>>24, true
+	case restPtr32:
+		fb.Pointer, fb.HasPointer = m.ICMPRest, true
+	case restGateway:
+		r := m.ICMPRest
+		fb.Gateway = netip.AddrFrom4([4]byte{byte(r >> 24), byte(r >> 16), byte(r >> 8), byte(r)})
+	}
+	q := &m.Quote
+	if q.Present {
+		fb.HasQuote = true
+		fb.Quoted = event.Quoted{
+			SrcIP: q.Src, DestIP: q.Dst, SrcPort: q.SrcPort, DestPort: q.DstPort, HasPorts: q.HasPorts,
+			Proto: q.Proto, TTL: q.TTL, IPLen: q.IPLen, Seq: q.Seq, HasSeq: q.HasSeq,
+			ICMPType: q.ICMPType, ICMPID: q.ICMPID, HasEcho: q.HasEcho,
+		}
+	}
+	fb.Truncated = q.Truncated
+	qk, hasKey := packet.QuoteKey(m)
+
+	if f == nil || !hasKey {
+		a.unmatchedHeader(&ev.Header, p, qk, hasKey)
+		a.count(fb.Verified)
+		em.Emit(ev)
+		return
+	}
+	f.FillHeader(&ev.Header, p.Timestamp)
+	fb.Matched = true
+	dir, _ := f.DirOf(qk)
+	fb.Direction = dir.String()
+	if d := p.Timestamp - f.Last(); d >= 0 {
+		fb.SinceLastNs, fb.HasSinceLast = d, true
+	}
+	st, _ := f.State(a.slot).(*flowState)
+	if q.HasSeq && q.Proto == packet.ProtoTCP && st != nil && st.seq[dir&1].ok {
+		if st.seq[dir&1].holds(q.Seq) {
+			fb.Verified = event.VerdictTrue
+		} else {
+			fb.Verified = event.VerdictFalse
+		}
+	}
+	a.count(fb.Verified)
+	if st == nil {
+		st = a.state(f)
+	}
+	a.record(st, p.Timestamp, ev, cls)
+	em.Emit(ev)
+}
+
+func (a *Analyzer) count(v event.Verdict) {
+	if a.cVerified == nil {
+		return
+	}
+	switch v {
+	case event.VerdictTrue:
+		a.cVerified.Inc()
+	case event.VerdictFalse:
+		a.cUnverified.Inc()
+	default:
+		a.cUnknown.Inc()
+	}
+}
+
+// unmatchedHeader fills the header of an error whose flow is unknown: the
+// quoted packet's tuple (sender as src), or, with no usable quote, the
+// ICMP packet's own addresses.
+func (a *Analyzer) unmatchedHeader(h *event.Header, p *packet.Packet, qk packet.FlowKey, hasKey bool) {
+	m := &p.Meta
+	*h = event.Header{Timestamp: p.Timestamp, VLAN: m.VLAN, IfIndex: p.IfIndex}
+	if !hasKey {
+		h.SrcIP, h.DestIP, h.Proto = m.Src, m.Dst, m.Proto
+		return
+	}
+	h.SrcIP, h.DestIP, h.SrcPort, h.DestPort, h.Proto = qk.Src, qk.Dst, qk.SrcPort, qk.DstPort, qk.Proto
+	if a.cid == nil {
+		return
+	}
+	if qk.Proto == packet.ProtoICMP || qk.Proto == packet.ProtoICMPv6 {
+		if m.Quote.HasEcho {
+			h.CommunityID = a.cid.IDICMP(qk, m.Quote.ICMPType, 0)
+		}
+		return
+	}
+	if m.Quote.HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
+		h.CommunityID = a.cid.ID(qk)
+	}
+}
+
+func (a *Analyzer) record(st *flowState, ts int64, ev *event.ICMPFeedback, cls Class) {
+	x := st.fb
+	if x == nil {
+		x = &event.FlowFeedback{}
+		st.fb = x
+	}
+	x.Count++
+	fb := &ev.Feedback
+	if fb.Verified == event.VerdictFalse {
+		x.Unverified++
+	} else {
+		if summaryRank(cls.Summary) > summaryRank(x.Summary) {
+			x.Summary = cls.Summary
+		}
+		if fb.HasMTU && (x.PathMTU == 0 || fb.MTU < x.PathMTU) {
+			x.PathMTU = fb.MTU
+		}
+	}
+	if len(x.Items) < a.maxItems {
+		if x.Items == nil {
+			x.Items = make([]event.FeedbackItem, 0, min(a.maxItems, 2))
+		}
+		x.Items = append(x.Items, event.FeedbackItem{Timestamp: ts, ICMPType: ev.ICMPType, ICMPCode: ev.ICMPCode, Feedback: *fb})
+	}
+}
+
+// End hands the flow's feedback to its record and frees the state.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	st, ok := f.State(a.slot).(*flowState)
+	if !ok {
+		return
+	}
+	if st.fb != nil {
+		rec.Extra = append(rec.Extra, st.fb)
+	}
+	*st = flowState{next: a.free}
+	a.free = st
+	f.SetState(a.slot, nil)
+}
