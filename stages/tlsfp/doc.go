@@ -13,6 +13,10 @@
 // the buffers. Segment reports done when nothing more will be learned; call
 // Event then (or at flow end, if HasHandshake) to get the tls event.
 //
+// Inside stages/flow, NewAnalyzer wraps this as a flow.Analyzer: one
+// Tracker per TCP flow (reused from a free list), one tls event per flow,
+// emitted when the handshake is read or when the flow ends.
+//
 // TLS is recognised by content, on any port: the first record of the
 // client's stream must be a handshake record (type 22, version 3.x) holding
 // a ClientHello. Anything else ends the tracker without an event.
@@ -25,4 +29,15 @@
 // side fingerprints (JA3S, server_handshake) come from the first
 // ServerHello, which is the HRR when there is one, again as the references
 // do; tls.hello_retry says so.
+//
+// Event fields beyond EVE: ja4_r/ja4_o/ja4_ro, cipher (IANA name),
+// hello_rtt_ms (ClientHello-completing packet to ServerHello-completing
+// packet), hello_retry, retry{ja3,ja4...}, truncated. The SANs use EVE's
+// name, subjectaltname.
+//
+// Known divergences, each asserted in the tests: JA4 ends the extension
+// string without "_" when there are no signature algorithms (FoxIO's spec
+// and code); Suricata 8 adds it (suricata-verify bug-5713-02-ja4). TLS
+// preceded by an HTTP CONNECT or SOCKS exchange is not found (the stream
+// must start with a TLS record). SSLv2-format hellos are not parsed.
 package tlsfp
