@@ -27,8 +27,11 @@ test: vet
 	$(GO) test -race -count=1 ./pipeline/... ./stages/flow/...
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
+# Whole-pipeline figures on a synthetic capture (cached in $TMPDIR/pktpipe-bench,
+# ~1.7 GB at 2M packets); each measurement in its own process. BENCH_FLAGS
+# passes more, e.g. BENCH_FLAGS='-count 3 -json' or '-workers 1'.
 bench: build
-	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS)
+	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) $(BENCH_FLAGS)
 
 # Short fuzz runs of every fuzz target (FUZZTIME each); CI does not run these.
 FUZZTIME ?= 30s

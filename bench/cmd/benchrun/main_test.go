@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestMain lets the test binary stand in for benchrun when the parent
+// re-executes itself with -mode (os.Executable is the test binary here).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "-mode" {
+		if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "benchrun:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestRun runs every measurement on a small capture, twice to check that
+// the second run reuses the cached capture, and checks the JSON report.
+func TestRun(t *testing.T) {
+	const n = 3000
+	cache := t.TempDir()
+	for i, wantCached := range []bool{false, true} {
+		var out, errb bytes.Buffer
+		err := run([]string{"-packets", fmt.Sprint(n), "-cache", cache, "-workers", "2", "-json"}, &out, &errb)
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s", i, err, errb.String())
+		}
+		var rep Report
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatalf("run %d: %v\n%s", i, err, out.String())
+		}
+		if rep.Conditions.Cached != wantCached || rep.Conditions.Packets != n || rep.Conditions.FileBytes == 0 {
+			t.Errorf("run %d: conditions %+v", i, rep.Conditions)
+		}
+		if len(rep.Results) != len(allModes) {
+			t.Fatalf("run %d: %d results, want %d", i, len(rep.Results), len(allModes))
+		}
+		for j, r := range rep.Results {
+			if r.Mode != allModes[j] || r.Err != "" || r.Packets != n || r.Wall <= 0 || r.PeakRSSMiB <= 0 {
+				t.Errorf("run %d: result %+v", i, r)
+			}
+			pipe := strings.HasPrefix(r.Mode, "pipeline-")
+			if pipe != (r.Events > 0) || pipe != (r.Workers == 2) {
+				t.Errorf("run %d: %s: %d events, %d workers", i, r.Mode, r.Events, r.Workers)
+			}
+			if (r.Mode == modeFile) != (r.OutBytes > 0) {
+				t.Errorf("run %d: %s wrote %d bytes", i, r.Mode, r.OutBytes)
+			}
+		}
+		if a, b := rep.Results[3].Events, rep.Results[4].Events; a != b {
+			t.Errorf("run %d: file sink took %d events, discarding sink %d", i, a, b)
+		}
+	}
+}
+
+func TestTable(t *testing.T) {
+	var out bytes.Buffer
+	printTable(&out, &Conditions{Packets: 10, Count: 1}, []Result{
+		{Mode: modeDecode, Packets: 10, Wall: 1, PPS: 10},
+		{Mode: modeDiscard, Packets: 10, Events: 3},
+		{Mode: modeFile, Err: "boom"},
+	})
+	s := out.String()
+	for _, want := range []string{"CPU ns/pkt", "decode ", "pipeline-file", "FAILED: boom"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("table lacks %q:\n%s", want, s)
+		}
+	}
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/pktpipe/pktpipe/internal/app"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/sources/pcapfile"
+	"github.com/pktpipe/pktpipe/stages/decode"
+)
+
+// The measurements, in the order they run.
+const (
+	modePcapgo   = "pcapgo-read"
+	modePcapfile = "pcapfile-read"
+	modeDecode   = "decode"
+	modeFile     = "pipeline-file"
+	modeDiscard  = "pipeline-discard"
+)
+
+var allModes = []string{modePcapgo, modePcapfile, modeDecode, modeFile, modeDiscard}
+
+// What `pktpipe` passes to app.Build when a flag is left at its default
+// (cmd/pktpipe/flags.go); the pipeline modes build exactly that.
+const (
+	cliFormat   = "json"
+	cliCompress = "none"
+	cliFlowCap  = 1 << 20
+)
+
+// Result is one measurement, made in a child process of its own.
+type Result struct {
+	Mode       string             `json:"mode"`
+	Run        int                `json:"run"` // 1..count
+	Packets    uint64             `json:"packets"`
+	Wall       float64            `json:"wall_seconds"`
+	PPS        float64            `json:"packets_per_second"`
+	WallNsPkt  float64            `json:"wall_ns_per_packet"`
+	CPUNsPkt   float64            `json:"cpu_ns_per_packet"` // user+sys of the whole process over the measured part
+	User       float64            `json:"user_seconds"`
+	Sys        float64            `json:"sys_seconds"`
+	AllocsPkt  float64            `json:"allocs_per_packet"` // runtime.MemStats.Mallocs delta / packets
+	AllocBytes uint64             `json:"alloc_bytes"`       // TotalAlloc delta
+	GCs        uint32             `json:"gc_cycles"`
+	PeakRSSMiB float64            `json:"peak_rss_mib"` // VmHWM of the child at the end
+	Events     uint64             `json:"events"`       // events the sink accepted (pipeline modes)
+	OutBytes   int64              `json:"output_bytes,omitempty"`
+	Workers    int                `json:"workers,omitempty"`
+	GOMAXPROCS int                `json:"gomaxprocs"`
+	Load1      float64            `json:"load1_at_start"`
+	Losses     map[string]float64 `json:"losses,omitempty"`
+	Note       string             `json:"note,omitempty"`
+	Err        string             `json:"error,omitempty"`
+}
+
+// child runs one measurement and prints its Result as one JSON line on
+// stdout; the parent reads the last line.
+func child(mode, capture string, workers int, profile string, stdout io.Writer) error {
+	r := Result{Mode: mode, GOMAXPROCS: runtime.GOMAXPROCS(0), Load1: load1()}
+	// The file sink's directory is made and removed outside the measured
+	// part; its fsync at Close is inside.
+	var outDir string
+	if mode == modeFile {
+		d, err := os.MkdirTemp("", "pktpipe-benchrun-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		outDir = d
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	cpu0 := cpuTime()
+	t0 := time.Now()
+
+	var err error
+	switch mode {
+	case modePcapgo:
+		r.Packets, err = runPcapgo(capture)
+	case modePcapfile:
+		r.Packets, err = runSource(capture, nil)
+	case modeDecode:
+		var bad, noIP uint64
+		dec := decode.New()
+		r.Packets, err = runSource(capture, func(b *packet.Batch) {
+			for i := range b.Packets {
+				p := &b.Packets[i]
+				dec.Decode(p)
+				if p.Meta.Err != packet.MalformedNone {
+					bad++
+				} else if p.Meta.IPVersion == 0 {
+					noIP++
+				}
+			}
+		})
+		r.Note = fmt.Sprintf("malformed %d, no IP %d", bad, noIP)
+	case modeFile, modeDiscard:
+		r.Workers = workers
+		err = runPipeline(capture, outDir, workers, &r)
+	default:
+		err = fmt.Errorf("unknown mode %q", mode)
+	}
+
+	wall := time.Since(t0)
+	cpu1 := cpuTime()
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
+	runtime.ReadMemStats(&m1)
+	if err != nil {
+		r.Err = err.Error()
+	}
+	r.Wall = wall.Seconds()
+	r.User, r.Sys = (cpu1.user - cpu0.user).Seconds(), (cpu1.sys - cpu0.sys).Seconds()
+	if n := float64(r.Packets); n > 0 {
+		r.PPS = n / r.Wall
+		r.WallNsPkt = float64(wall.Nanoseconds()) / n
+		r.CPUNsPkt = float64((cpu1.user+cpu1.sys)-(cpu0.user+cpu0.sys)) / n
+		r.AllocsPkt = float64(m1.Mallocs-m0.Mallocs) / n
+	}
+	r.AllocBytes = m1.TotalAlloc - m0.TotalAlloc
+	r.GCs = m1.NumGC - m0.NumGC
+	r.PeakRSSMiB = float64(vmHWM()) / (1 << 20)
+	return json.NewEncoder(stdout).Encode(&r)
+}
+
+// runPcapgo is the bare gopacket read loop. pcapgo reads through a
+// bufio.Reader; it is given a 1 MiB one, the size our source uses, so the
+// two readers make the same read syscalls.
+func runPcapgo(capture string) (uint64, error) {
+	f, err := os.Open(capture)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	rd, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		return 0, err
+	}
+	var n, bytes uint64
+	for {
+		data, _, err := rd.ZeroCopyReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		bytes += uint64(len(data))
+	}
+	if bytes == 0 {
+		return n, errors.New("no bytes read")
+	}
+	return n, nil
+}
+
+// runSource runs pcapfile.Source into a channel of the engine's default
+// depth; one goroutine drains it, calls each (if any) on every batch, and
+// releases the batches, as a dispatcher would.
+func runSource(capture string, each func(*packet.Batch)) (uint64, error) {
+	src, err := pcapfile.New(pcapfile.Config{Files: []string{capture}})
+	if err != nil {
+		return 0, err
+	}
+	pool := packet.NewPool(0, 0)
+	ch := make(chan *packet.Batch, 8)
+	done := make(chan uint64)
+	go func() {
+		var n uint64
+		for b := range ch {
+			if each != nil {
+				each(b)
+			}
+			n += uint64(b.Len())
+			b.Release()
+		}
+		done <- n
+	}()
+	err = src.Run(context.Background(), pool, ch)
+	close(ch)
+	return <-done, err
+}
+
+// runPipeline builds the pipeline as `pktpipe -r CAPTURE -o file:OUT
+// --workers W` does, with OUT in outDir, or (outDir == "") the same with a
+// sink that encodes JSON and throws the bytes away (the stdout sink over
+// io.Discard), and runs it to the end, sink closed and fsynced included.
+func runPipeline(capture, outDir string, workers int, r *Result) error {
+	cfg := app.Config{
+		Files: []string{capture}, Format: cliFormat, Compress: cliCompress,
+		Workers: workers, FlowCap: cliFlowCap, Stats: stats.NewRegistry(),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if outDir != "" {
+		cfg.Output = "file:" + filepath.Join(outDir, "events.json")
+	} else {
+		cfg.Output, cfg.Stdout = "-", io.Discard
+	}
+	p, err := app.Build(cfg)
+	if err != nil {
+		return err
+	}
+	res, err := p.Engine.Run(context.Background())
+	r.Packets, r.Events = res.Packets, res.Events
+	for _, l := range res.Losses {
+		if r.Losses == nil {
+			r.Losses = map[string]float64{}
+		}
+		r.Losses[l.ID()] = l.Value
+	}
+	if outDir != "" {
+		r.OutBytes = dirBytes(outDir)
+	}
+	return err
+}
