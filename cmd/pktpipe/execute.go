@@ -18,14 +18,6 @@ import (
 )
 
 func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io.Writer, log *slog.Logger) int {
-	if o.iface != "" {
-		fmt.Fprintln(stderr, "pktpipe: live capture (-i) is not wired into the command yet; use -r FILE")
-		return exitUsage
-	}
-	if o.filter != "" {
-		fmt.Fprintf(stderr, "pktpipe: filter expressions are not supported yet (got %q)\n", o.filter)
-		return exitUsage
-	}
 	cfg := app.Config{
 		Files: o.reads, Stdin: stdin, ReplaySpeed: o.replaySpeed,
 		Output: o.output, Stdout: stdout, Format: o.format, Compress: o.compress,
@@ -39,6 +31,10 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 	}
 	if f, ok := stderr.(*os.File); ok && !o.noProgress && pcapfile.ProgressWanted(f) {
 		cfg.Progress = stderr
+	}
+	if err := o.live.configure(o, &cfg); err != nil {
+		fmt.Fprintf(stderr, "pktpipe: %v\n", err)
+		return exitUsage
 	}
 	p, err := app.Build(cfg)
 	if err != nil {
@@ -60,8 +56,14 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 			}
 		}()
 	}
+	stopOps, err := o.ops.start(ctx, o, p, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "pktpipe: %v\n", err)
+		return exitError
+	}
 	start := time.Now()
 	res, runErr := p.Engine.Run(ctx)
+	stopOps()
 	elapsed := time.Since(start)
 
 	log.Info("done", "packets", res.Packets, "events", res.Events, "seconds", fmt.Sprintf("%.3f", elapsed.Seconds()))

@@ -42,6 +42,9 @@ type options struct {
 	batchPackets int
 
 	logLevel slog.Level
+
+	live liveOptions // live capture flags (live.go)
+	ops  opsOptions  // metrics, status line, config (ops.go)
 }
 
 // multiFlag collects a repeatable string flag.
@@ -121,6 +124,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeoutNew, "flow-timeout-new", 0, "idle timeout of flows seen in one direction only (0 = default)")
 	fs.IntVar(&o.batchPackets, "batch-packets", 0, "packets per batch between stages (0 = 256)")
 	fs.StringVar(&level, "log-level", "info", "log level on stderr: debug, info, warn, error")
+	o.live.register(fs)
+	o.ops.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.PrintDefaults()
@@ -148,6 +153,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--flow-cap must be at least the number of workers")
 	case o.cidSeed > 0xffff:
 		return nil, errors.New("--community-id-seed must fit in 16 bits")
+	}
+	if err := o.live.validate(o); err != nil {
+		return nil, err
+	}
+	if err := o.ops.validate(o); err != nil {
+		return nil, err
 	}
 	if o.format != "json" && o.format != "msgpack" {
 		return nil, fmt.Errorf("--format %q: use json or msgpack", o.format)

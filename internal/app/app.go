@@ -25,7 +25,9 @@ import (
 
 // Config is what a pipeline is built from (the CLI's flags, or a test's).
 type Config struct {
-	// Input: capture files (globs allowed, "-" = Stdin).
+	// Input: Sources, when set, are used as they are (live capture);
+	// otherwise capture files (globs allowed, "-" = Stdin).
+	Sources     []pipeline.Source
 	Files       []string
 	Stdin       io.Reader
 	ReplaySpeed float64
@@ -70,16 +72,20 @@ func Build(cfg Config) (*Pipeline, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
 	}
-	files, err := pcapfile.Expand(cfg.Files)
-	if err != nil {
-		return nil, err
-	}
-	src, err := pcapfile.New(pcapfile.Config{
-		Files: files, ReplaySpeed: cfg.ReplaySpeed, Progress: cfg.Progress,
-		Stdin: cfg.Stdin, Stats: cfg.Stats,
-	})
-	if err != nil {
-		return nil, err
+	sources := cfg.Sources
+	if len(sources) == 0 {
+		files, err := pcapfile.Expand(cfg.Files)
+		if err != nil {
+			return nil, err
+		}
+		src, err := pcapfile.New(pcapfile.Config{
+			Files: files, ReplaySpeed: cfg.ReplaySpeed, Progress: cfg.Progress,
+			Stdin: cfg.Stdin, Stats: cfg.Stats,
+		})
+		if err != nil {
+			return nil, err
+		}
+		sources = []pipeline.Source{src}
 	}
 	p := &Pipeline{Stats: cfg.Stats}
 	sink, err := p.buildSink(cfg)
@@ -93,7 +99,7 @@ func Build(cfg Config) (*Pipeline, error) {
 	eng, err := pipeline.New(pipeline.Config{
 		Workers: cfg.Workers, BatchPackets: cfg.BatchPackets, Stats: cfg.Stats, Log: cfg.Log,
 	}, pipeline.Parts{
-		Sources:    []pipeline.Source{src},
+		Sources:    sources,
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
 		NewProcessor: func(i int) pipeline.Processor {
 			return flow.NewProcessor(flow.Config{
