@@ -19,8 +19,11 @@ import (
 	"github.com/pktpipe/pktpipe/sinks/stdout"
 	"github.com/pktpipe/pktpipe/sources/pcapfile"
 	"github.com/pktpipe/pktpipe/stages/decode"
+	"github.com/pktpipe/pktpipe/stages/dns"
 	"github.com/pktpipe/pktpipe/stages/flow"
 	"github.com/pktpipe/pktpipe/stages/icmpfb"
+	"github.com/pktpipe/pktpipe/stages/rtt"
+	"github.com/pktpipe/pktpipe/stages/tcpstate"
 )
 
 // Config is what a pipeline is built from (the CLI's flags, or a test's).
@@ -121,6 +124,9 @@ func Build(cfg Config) (*Pipeline, error) {
 func Analyzers(cfg Config) []flow.Analyzer {
 	var as []flow.Analyzer
 	as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
+	// TCP state; DNS before RTT (dns reports into rtt's flow summary, so its End runs first).
+	rttA := rtt.New(rtt.Config{Stats: cfg.Stats})
+	as = append(as, tcpstate.New(), dns.New(rttA, cfg.Stats), rttA)
 	return as
 }
 

@@ -1,0 +1,294 @@
+// Package rtt is the flow analyzer that times request/response pairs from
+// packet timestamps: the TCP handshake and ICMP/ICMPv6 echo here, DNS
+// through stages/dns (which reports its times into this analyzer's flow
+// summary), and the Pending table that any analyzer can reuse.
+//
+// Every correlation becomes an rtt event (event.RTT) stamped with the
+// packet that completed it, and the flow record gets an rtt summary
+// (event.RTTSummary: the handshake's times, and count/min/avg/max plus the
+// unanswered count of echoes and DNS queries).
+//
+// # TCP handshake
+//
+// Matched by sequence numbers, as seen from the tap: a SYN (no ACK) from
+// the client; a SYN/ACK from the server whose ack is the SYN's seq+1; the
+// client's first segment with ACK and without SYN or RST whose ack is the
+// SYN/ACK's seq+1. server_ns is SYN→SYN/ACK, client_ns SYN/ACK→ACK,
+// handshake_ns their sum, SYN→ACK.
+//
+// A retransmitted SYN: the time counts from the latest SYN before the
+// SYN/ACK that answers it (and a SYN seen after a SYN/ACK starts over),
+// which is what Wireshark's tcp.analysis.initial_rtt does (it keeps the
+// time of the most recent SYN, ts_mru_syn); syn_retransmitted is set. A
+// retransmitted SYN/ACK: server_ns is measured to the first SYN/ACK and
+// client_ns from it, so that the sum stays SYN→ACK; synack_retransmitted
+// is set. Wireshark also gives an initial_rtt to a stream whose first
+// ACK-without-SYN follows a SYN without any SYN/ACK (for example an
+// RST/ACK refusing the connection); here an RST from the server after the
+// SYN, with no SYN/ACK (and, when it has the ACK bit, acking the SYN), is
+// reported as refused with rst_ns = SYN→RST and no RTT.
+//
+// # ICMP echo
+//
+// An echo flow is keyed by the addresses and the echo id (stages/flow);
+// requests are matched with replies by sequence number in a Pending table
+// (the latest request with that sequence, as Wireshark's icmp.resptime).
+// Requests expire after Config.Timeout (10 s) of packet time, checked at
+// each packet of the flow, and those still outstanding when the flow ends
+// count as unanswered (pktpipe_rtt_unanswered_total{kind}); at most
+// Config.MaxPending (64) are outstanding per flow, the oldest is dropped
+// beyond that (counted as unanswered too).
+//
+// Results depend only on the flow's own packets, never on batch
+// boundaries, other flows or the worker count. Per-flow state is pooled
+// by the analyzer, so the steady state allocates only per event.
+package rtt
+
+import (
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// Config tunes the analyzer. Zero values take the defaults.
+type Config struct {
+	Timeout    int64 // ns of packet time a request waits (DefaultTimeout)
+	MaxPending int   // outstanding requests per flow (DefaultMaxPending)
+	Stats      *stats.Registry
+}
+
+// Kinds, for counters.
+const (
+	KindHandshake = iota
+	KindEcho
+	KindDNS
+	nKinds
+)
+
+var kindNames = [nKinds]string{event.RTTTCPHandshake, event.RTTICMPEcho, event.RTTDNS}
+
+// Analyzer is one worker's RTT analyzer (a flow.Analyzer).
+type Analyzer struct {
+	cfg  Config
+	slot int
+	free []*state
+
+	measured, unanswered, unmatched [nKinds]*stats.Counter
+	refused                         *stats.Counter
+}
+
+var _ flow.Analyzer = (*Analyzer)(nil)
+
+// New returns an analyzer for one worker.
+func New(cfg Config) *Analyzer {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = stats.NewRegistry()
+	}
+	a := &Analyzer{cfg: cfg}
+	r := cfg.Stats
+	for k := range nKinds {
+		a.measured[k] = r.Counter("pktpipe_rtt_measured_total", "Request/response pairs timed, by kind.", "kind", kindNames[k])
+		a.unanswered[k] = r.Counter("pktpipe_rtt_unanswered_total", "Requests that expired, were dropped from a full table, or were outstanding when their flow ended, by kind.", "kind", kindNames[k])
+		a.unmatched[k] = r.Counter("pktpipe_rtt_unmatched_total", "Responses with no outstanding request, by kind.", "kind", kindNames[k])
+	}
+	a.refused = r.Counter("pktpipe_rtt_refused_total", "TCP connections refused (SYN answered by RST).")
+	return a
+}
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(i int) { a.slot = i }
+
+// Timeout and MaxPending are the configured limits (stages/dns uses the
+// same for its Pending tables).
+func (a *Analyzer) Timeout() int64  { return a.cfg.Timeout }
+func (a *Analyzer) MaxPending() int { return a.cfg.MaxPending }
+
+// handshake is the TCP handshake tracker of one flow.
+type handshake struct {
+	synTS, synackTS int64
+	synSeq          uint32
+	synackSeq       uint32
+	syns, synacks   uint32
+	synRetrans      bool
+	done            bool
+}
+
+type state struct {
+	hs   handshake
+	echo Pending
+	sum  event.RTTSummary
+}
+
+func (a *Analyzer) get(f *flow.Flow) *state {
+	if s, ok := f.State(a.slot).(*state); ok {
+		return s
+	}
+	var s *state
+	if n := len(a.free); n > 0 {
+		s = a.free[n-1]
+		a.free = a.free[:n-1]
+	} else {
+		s = &state{}
+	}
+	s.echo.Max = a.cfg.MaxPending
+	f.SetState(a.slot, s)
+	return s
+}
+
+// Packet implements flow.Analyzer.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
+	m := &p.Meta
+	switch m.Proto {
+	case packet.ProtoTCP:
+		if s, ok := f.State(a.slot).(*state); ok && s.hs.done {
+			return
+		}
+		a.tcp(f, p, dir, em)
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		if packet.IsEcho(m.Proto, m.ICMPType) {
+			a.echo(f, p, em)
+		}
+	}
+}
+
+func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
+	m := &p.Meta
+	fl := m.TCPFlags
+	ts := p.Timestamp
+	switch {
+	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn && dir == flow.ToServer:
+		s := a.get(f)
+		h := &s.hs
+		if h.syns > 0 {
+			h.synRetrans = true
+		}
+		h.syns++
+		h.synTS, h.synSeq = ts, m.Seq
+		h.synackTS, h.synacks = 0, 0 // a SYN/ACK must answer this SYN
+	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck && dir == flow.ToClient:
+		s, ok := f.State(a.slot).(*state)
+		if !ok || s.hs.syns == 0 || m.Ack != s.hs.synSeq+1 {
+			return
+		}
+		h := &s.hs
+		if h.synacks == 0 {
+			h.synackTS, h.synackSeq = ts, m.Seq
+		}
+		h.synacks++
+	case fl&packet.TCPRst != 0 && dir == flow.ToClient:
+		s, ok := f.State(a.slot).(*state)
+		if !ok || s.hs.syns == 0 || s.hs.synacks != 0 {
+			return
+		}
+		h := &s.hs
+		if fl&packet.TCPAck != 0 && m.Ack != h.synSeq+1 {
+			return
+		}
+		h.done = true
+		s.sum.Refused, s.sum.RSTNS, s.sum.SYNRetransmitted = true, ts-h.synTS, h.synRetrans
+		a.refused.Inc()
+		ev := &event.RTT{Kind: event.RTTTCPHandshake, Refused: true, RSTNS: ts - h.synTS, SYNRetransmitted: h.synRetrans}
+		f.FillHeader(&ev.Header, ts)
+		em.Emit(ev)
+	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPAck && dir == flow.ToServer:
+		s, ok := f.State(a.slot).(*state)
+		if !ok || s.hs.synacks == 0 || m.Ack != s.hs.synackSeq+1 {
+			return
+		}
+		h := &s.hs
+		h.done = true
+		sum := &s.sum
+		sum.Handshake = true
+		sum.ServerNS, sum.ClientNS, sum.HandshakeNS = h.synackTS-h.synTS, ts-h.synackTS, ts-h.synTS
+		sum.SYNRetransmitted = h.synRetrans
+		a.measured[KindHandshake].Inc()
+		ev := &event.RTT{
+			Kind: event.RTTTCPHandshake, ServerNS: sum.ServerNS, ClientNS: sum.ClientNS, HandshakeNS: sum.HandshakeNS,
+			SYNRetransmitted: h.synRetrans, SYNACKRetransmitted: h.synacks > 1,
+		}
+		f.FillHeader(&ev.Header, ts)
+		em.Emit(ev)
+	}
+}
+
+func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
+	m := &p.Meta
+	ts := p.Timestamp
+	s := a.get(f)
+	if n := s.echo.Expire(ts, a.cfg.Timeout); n > 0 {
+		s.sum.Echo.Unanswered += uint64(n)
+		a.unanswered[KindEcho].Add(uint64(n))
+	}
+	if isEchoRequest(m.Proto, m.ICMPType) {
+		if _, dropped := s.echo.Request(uint32(m.ICMPSeq), ts); dropped {
+			s.sum.Echo.Unanswered++
+			a.unanswered[KindEcho].Inc()
+		}
+		return
+	}
+	d, dup, ok := s.echo.Answer(uint32(m.ICMPSeq), ts)
+	if !ok {
+		a.unmatched[KindEcho].Inc()
+		return
+	}
+	s.sum.Echo.Add(d)
+	a.measured[KindEcho].Inc()
+	ev := &event.RTT{Kind: event.RTTICMPEcho, ID: m.ICMPID, Seq: m.ICMPSeq, NS: d, Retransmitted: dup}
+	f.FillHeader(&ev.Header, ts)
+	em.Emit(ev)
+}
+
+// ObserveDNS records a DNS outcome on f's summary: a query answered after
+// ns, or (answered false) n queries that went unanswered. stages/dns calls
+// it; it must be registered before this analyzer so that its End runs
+// first.
+func (a *Analyzer) ObserveDNS(f *flow.Flow, answered bool, ns int64, n int) {
+	s := a.get(f)
+	if answered {
+		s.sum.DNS.Add(ns)
+		a.measured[KindDNS].Inc()
+		return
+	}
+	s.sum.DNS.Unanswered += uint64(n)
+	a.unanswered[KindDNS].Add(uint64(n))
+}
+
+// UnmatchedDNS counts a DNS response without an outstanding query.
+func (a *Analyzer) UnmatchedDNS() { a.unmatched[KindDNS].Inc() }
+
+// ICMPError implements flow.Analyzer (errors are stages/icmp's business).
+func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
+
+// End implements flow.Analyzer: outstanding echoes count as unanswered and
+// the summary goes on the record.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		return
+	}
+	if n := s.echo.Len(); n > 0 {
+		s.sum.Echo.Unanswered += uint64(n)
+		a.unanswered[KindEcho].Add(uint64(n))
+	}
+	if !s.sum.Empty() {
+		sum := s.sum // the record is encoded later: it needs its own copy
+		rec.Extra = append(rec.Extra, &sum)
+	}
+	s.hs = handshake{}
+	s.sum = event.RTTSummary{}
+	s.echo.Reset()
+	f.SetState(a.slot, nil)
+	a.free = append(a.free, s)
+}
+
+func isEchoRequest(proto, typ uint8) bool {
+	return (proto == packet.ProtoICMP && typ == 8) || (proto == packet.ProtoICMPv6 && typ == 128)
+}

@@ -1,0 +1,431 @@
+// Package tcpstate is the flow analyzer that gives each TCP flow record a
+// Zeek-style connection summary: the conn object,
+//
+//	"conn": {"state": "SF", "history": "ShADadFf", "missed_bytes": 0}
+//
+// # State
+//
+// Each side (originator = the flow's client, responder = its server) has
+// the state of Zeek's TCP analyzer: inactive, SYN sent, SYN/ACK sent,
+// partial (seen without a SYN), established, closed (FIN sent) or reset.
+// A SYN/ACK from the responder establishes both sides. conn.state is then
+// derived from the two as Zeek's conn_state() does: S0 (SYN, no reply), S1
+// (established, not closed), SF (both closed), REJ (SYN answered by RST),
+// S2/S3 (established, only the originator/responder closed), RSTO/RSTR
+// (established, originator/responder sent an RST), RSTOS0 (SYN then RST
+// from the originator, no SYN/ACK), RSTRH (SYN/ACK then RST from the
+// responder, no SYN seen), SH/SHR (SYN or SYN/ACK then FIN with the peer
+// silent: half-open), OTH (midstream, no SYN seen).
+//
+// # History
+//
+// Zeek's letters, uppercase for the originator and lowercase for the
+// responder, each recorded once per side in the order first seen:
+// S SYN, H SYN/ACK, A pure ACK, D payload, F FIN, R RST, Q SYN with FIN
+// or RST, T retransmitted payload, W zero window, G content gap (added
+// when the flow ends, for a side that had missed bytes), and ^ first when
+// the flow's first packet came from the responder (Zeek's direction flip).
+//
+// # missed_bytes
+//
+// Each side's sequence space is followed from its SYN (or its first
+// segment when picked up midstream), in 32-bit serial arithmetic, so
+// wraparound is harmless. A segment starting beyond the next expected
+// sequence opens a hole; later segments that fall into a hole fill it (out
+// of order delivery is not a gap), and segments entirely below the next
+// expected sequence that fill no hole are retransmissions (T), never gaps.
+// Up to four holes are tracked per side; when a fifth opens, the oldest is
+// counted as missed. Holes still open when the flow ends are missed.
+// missed_bytes is the sum of both sides, and missed_bytes_toserver /
+// missed_bytes_toclient split it when it is not zero. Jumps of 1 GiB or
+// more are taken as a resynchronisation, not a gap. RST segments are not
+// followed (their sequence number is often arbitrary).
+//
+// Per-flow state is pooled: the steady state allocates only the record's
+// extension.
+package tcpstate
+
+import (
+	"strings"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// Endpoint states (Zeek's TCP_ENDPOINT_*).
+const (
+	stInactive = iota
+	stSynSent
+	stSynAckSent
+	stPartial
+	stEstablished
+	stClosed
+	stReset
+)
+
+const maxHoles = 4
+
+type hole struct{ start, end uint32 }
+
+type endpoint struct {
+	st      uint8
+	synced  bool
+	nholes  uint8
+	letters uint16 // bit per history letter already recorded
+	next    uint32
+	size    uint64 // payload bytes
+	missed  uint64
+	holes   [maxHoles]hole
+}
+
+type state struct {
+	ep      [2]endpoint
+	hist    [24]byte
+	n       uint8
+	started bool
+}
+
+// Analyzer is one worker's TCP state analyzer (a flow.Analyzer).
+type Analyzer struct {
+	slot int
+	free []*state
+}
+
+var _ flow.Analyzer = (*Analyzer)(nil)
+
+// New returns an analyzer for one worker.
+func New() *Analyzer { return &Analyzer{} }
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(i int) { a.slot = i }
+
+// ICMPError implements flow.Analyzer.
+func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
+
+// History letters, in the bit order of endpoint.letters.
+const letters = "SHADFRQTWG"
+
+const (
+	lS = iota
+	lH
+	lA
+	lD
+	lF
+	lR
+	lQ
+	lT
+	lW
+	lG
+)
+
+func (s *state) add(d flow.Dir, l int) {
+	e := &s.ep[d]
+	if e.letters&(1<<l) != 0 || int(s.n) >= len(s.hist) {
+		return
+	}
+	e.letters |= 1 << l
+	c := letters[l]
+	if d == flow.ToClient {
+		c += 'a' - 'A'
+	}
+	s.hist[s.n] = c
+	s.n++
+}
+
+// Packet implements flow.Analyzer.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
+	m := &p.Meta
+	if m.Proto != packet.ProtoTCP {
+		return
+	}
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		if n := len(a.free); n > 0 {
+			s = a.free[n-1]
+			a.free = a.free[:n-1]
+		} else {
+			s = &state{}
+		}
+		f.SetState(a.slot, s)
+	}
+	d := dir & 1
+	fl := m.TCPFlags
+	syn, ack, fin, rst := fl&packet.TCPSyn != 0, fl&packet.TCPAck != 0, fl&packet.TCPFin != 0, fl&packet.TCPRst != 0
+	plen := uint32(m.PayloadLen)
+	if !s.started {
+		s.started = true
+		if d == flow.ToClient {
+			s.hist[0], s.n = '^', 1
+		}
+	}
+
+	// History.
+	switch {
+	case syn && (fin || rst):
+		s.add(d, lQ)
+	case syn && ack:
+		s.add(d, lH)
+	case syn:
+		s.add(d, lS)
+	}
+	if fin && !syn {
+		s.add(d, lF)
+	}
+	if rst && !syn {
+		s.add(d, lR)
+	}
+	if plen > 0 {
+		s.add(d, lD)
+	} else if ack && !syn && !fin && !rst {
+		s.add(d, lA)
+	}
+	if m.Window == 0 && !syn && !rst {
+		s.add(d, lW)
+	}
+
+	// Endpoint states.
+	e, peer := &s.ep[d], &s.ep[d^1]
+	e.size += uint64(plen)
+	switch e.st {
+	case stInactive:
+		switch {
+		case syn && ack:
+			e.st = stSynAckSent
+			if d == flow.ToClient {
+				e.st = stEstablished
+				if peer.st != stPartial {
+					peer.st = stEstablished
+				}
+			}
+		case syn:
+			e.st = stSynSent
+			if peer.st == stSynSent { // simultaneous open
+				peer.st, e.st = stEstablished, stEstablished
+			}
+		case rst:
+			e.st = stReset
+		case fin:
+			e.st = stClosed
+		default:
+			e.st = stPartial
+		}
+	case stSynSent, stSynAckSent, stEstablished, stPartial:
+		switch {
+		case rst:
+			e.st = stReset
+		case fin:
+			e.st = stClosed
+		}
+	case stClosed:
+		if rst {
+			e.st = stReset
+		}
+	}
+
+	// Sequence space.
+	if rst {
+		return
+	}
+	if syn {
+		e.next, e.synced = m.Seq+1, true
+		if plen == 0 {
+			return
+		}
+		e.track(m.Seq+1, plen, fin, s, d)
+		return
+	}
+	if plen == 0 && !fin {
+		return
+	}
+	e.track(m.Seq, plen, fin, s, d)
+}
+
+// track follows one segment of the side's sequence space.
+func (e *endpoint) track(seq, plen uint32, fin bool, s *state, d flow.Dir) {
+	end := seq + plen
+	if fin {
+		end++
+	}
+	if !e.synced {
+		e.next, e.synced = end, true
+		return
+	}
+	gap := int32(seq - e.next)
+	switch {
+	case gap > 0:
+		if gap >= 1<<30 { // not a gap: a resynchronisation
+			e.next = end
+			return
+		}
+		e.addHole(e.next, seq)
+		e.next = end
+	case int32(end-e.next) > 0: // overlaps the edge: new data
+		e.fill(seq, e.next)
+		e.next = end
+	default: // entirely below next
+		if !e.fill(seq, end) && plen > 0 {
+			s.add(d, lT)
+		}
+	}
+}
+
+func (e *endpoint) addHole(start, end uint32) {
+	if e.nholes == maxHoles {
+		e.missed += uint64(e.holes[0].end - e.holes[0].start)
+		copy(e.holes[:], e.holes[1:])
+		e.nholes--
+	}
+	e.holes[e.nholes] = hole{start, end}
+	e.nholes++
+}
+
+// fill removes [start, end) from the holes and reports whether it covered
+// any hole byte.
+func (e *endpoint) fill(start, end uint32) bool {
+	any := false
+	for i := 0; i < int(e.nholes); i++ {
+		h := &e.holes[i]
+		if int32(start-h.end) >= 0 || int32(end-h.start) <= 0 {
+			continue // no overlap
+		}
+		any = true
+		coversStart := int32(start-h.start) <= 0
+		coversEnd := int32(end-h.end) >= 0
+		switch {
+		case coversStart && coversEnd:
+			copy(e.holes[i:], e.holes[i+1:e.nholes])
+			e.nholes--
+			i--
+		case coversStart:
+			h.start = end
+		case coversEnd:
+			h.end = start
+		default: // inside: split
+			right := hole{end, h.end}
+			h.end = start
+			if e.nholes < maxHoles {
+				copy(e.holes[i+2:], e.holes[i+1:e.nholes])
+				e.holes[i+1] = right
+				e.nholes++
+				i++
+			} else {
+				e.missed += uint64(right.end - right.start)
+			}
+		}
+	}
+	return any
+}
+
+// Conn is the conn extension of a TCP flow record.
+type Conn struct {
+	State          string
+	History        string
+	MissedToServer uint64
+	MissedToClient uint64
+}
+
+func (*Conn) Key() string { return "conn" }
+
+func (c *Conn) Encode(w event.Writer) {
+	w.BeginObject()
+	w.Key("state")
+	w.String(c.State)
+	w.Key("history")
+	w.String(c.History)
+	w.Key("missed_bytes")
+	w.Uint(c.MissedToServer + c.MissedToClient)
+	if c.MissedToServer+c.MissedToClient != 0 {
+		w.Key("missed_bytes_toserver")
+		w.Uint(c.MissedToServer)
+		w.Key("missed_bytes_toclient")
+		w.Uint(c.MissedToClient)
+	}
+	w.EndObject()
+}
+
+// End implements flow.Analyzer: the conn object goes on the record.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		return
+	}
+	var missed [2]uint64
+	for d := range s.ep {
+		e := &s.ep[d]
+		for _, h := range e.holes[:e.nholes] {
+			e.missed += uint64(h.end - h.start)
+		}
+		missed[d] = e.missed
+		if e.missed > 0 {
+			s.add(flow.Dir(d), lG)
+		}
+	}
+	hist := string(s.hist[:s.n])
+	rec.Extra = append(rec.Extra, &Conn{
+		State: connState(&s.ep[flow.ToServer], &s.ep[flow.ToClient], hist), History: hist,
+		MissedToServer: missed[flow.ToServer], MissedToClient: missed[flow.ToClient],
+	})
+	*s = state{}
+	f.SetState(a.slot, nil)
+	a.free = append(a.free, s)
+}
+
+// connState is Zeek's conn_state() for TCP.
+func connState(o, r *endpoint, hist string) string {
+	oInactive := o.st == stInactive || o.st == stPartial
+	rInactive := r.st == stInactive || r.st == stPartial
+	switch {
+	case r.st == stReset:
+		switch {
+		case o.st == stSynSent || o.st == stSynAckSent || (o.st == stReset && o.size == 0 && r.size == 0):
+			return "REJ"
+		case oInactive:
+			return "RSTRH"
+		}
+		return "RSTR"
+	case o.st == stReset:
+		if rInactive {
+			if rstos0(hist) {
+				return "RSTOS0"
+			}
+			return "OTH"
+		}
+		return "RSTO"
+	case r.st == stClosed && o.st == stClosed:
+		return "SF"
+	case o.st == stClosed:
+		if rInactive {
+			return "SH"
+		}
+		return "S2"
+	case r.st == stClosed:
+		if oInactive {
+			return "SHR"
+		}
+		return "S3"
+	case o.st == stSynSent && r.st == stInactive:
+		return "S0"
+	case o.st == stEstablished && r.st == stEstablished:
+		return "S1"
+	}
+	return "OTH"
+}
+
+// rstos0 matches Zeek's /\^?S[^HAFGIQ]*R.*/ on the history.
+func rstos0(h string) bool {
+	h = strings.TrimPrefix(h, "^")
+	if !strings.HasPrefix(h, "S") {
+		return false
+	}
+	for _, c := range h[1:] {
+		switch c {
+		case 'H', 'A', 'F', 'G', 'I', 'Q':
+			return false
+		case 'R':
+			return true
+		}
+	}
+	return false
+}
