@@ -24,6 +24,7 @@ import (
 	"github.com/pktpipe/pktpipe/stages/icmpfb"
 	"github.com/pktpipe/pktpipe/stages/rtt"
 	"github.com/pktpipe/pktpipe/stages/tcpstate"
+	"github.com/pktpipe/pktpipe/stages/tlsfp"
 )
 
 // Config is what a pipeline is built from (the CLI's flags, or a test's).
@@ -123,6 +124,7 @@ func Build(cfg Config) (*Pipeline, error) {
 // Analyzers returns a fresh set of per-flow analyzers for one worker.
 func Analyzers(cfg Config) []flow.Analyzer {
 	var as []flow.Analyzer
+	as = append(as, tlsfp.NewAnalyzer())
 	as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
 	// TCP state; DNS before RTT (dns reports into rtt's flow summary, so its End runs first).
 	rttA := rtt.New(rtt.Config{Stats: cfg.Stats})
