@@ -4,8 +4,9 @@
 // Compiling: there is no maintained pure-Go compiler of the whole
 // pcap-filter(7) language (the Go ones found implement subsets), so the
 // expression is compiled by the system's libpcap through tcpdump:
-// `tcpdump -ddd -y DLT -s SNAPLEN EXPR` prints the optimised program in
-// decimal, which Compile parses. tcpdump is therefore a runtime dependency
+// `tcpdump -ddd -r EMPTY.pcap EXPR` (file semantics, for user space) or
+// `tcpdump -ddd -y DLT -s SNAPLEN EXPR` (live semantics, for the kernel)
+// prints the optimised program in decimal, which Compile parses. tcpdump is therefore a runtime dependency
 // of filter expressions only (not of pktpipe without a filter); when it is
 // missing, Compile returns ErrNoTcpdump, which says so. A program is
 // compiled for one link type: the same expression reads different offsets
@@ -26,9 +27,11 @@ package bpffilter
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -71,9 +74,23 @@ func DLTName(l packet.LinkType) string {
 	return ""
 }
 
-// Compile compiles expr for link type l. snaplen is what accepting returns
-// (0: 262144, tcpdump's default).
+// Compile compiles expr for packets of link type l read from a capture
+// file, as `tcpdump -r FILE EXPR` would: libpcap compiles some primitives
+// differently for a file than for a live handle (on a NULL/loopback file
+// "ip6" tests the BSD address-family values, on a live Linux handle
+// Linux's), so the program is compiled against an empty capture file of
+// that link type. snaplen is what accepting returns (0: 262144).
 func Compile(expr string, l packet.LinkType, snaplen int) ([]bpf.RawInstruction, error) {
+	return compile(expr, l, snaplen, false)
+}
+
+// CompileLive compiles expr for a live Linux capture of link type l (as
+// `tcpdump -ddd -y DLT`): the program to attach to an AF_PACKET socket.
+func CompileLive(expr string, l packet.LinkType, snaplen int) ([]bpf.RawInstruction, error) {
+	return compile(expr, l, snaplen, true)
+}
+
+func compile(expr string, l packet.LinkType, snaplen int, live bool) ([]bpf.RawInstruction, error) {
 	dlt := DLTName(l)
 	if dlt == "" {
 		return nil, fmt.Errorf("filter: link type %d is not supported", l)
@@ -85,12 +102,40 @@ func Compile(expr string, l packet.LinkType, snaplen int) ([]bpf.RawInstruction,
 	if err != nil {
 		return nil, ErrNoTcpdump
 	}
+	args := []string{"-ddd", "-y", dlt, "-s", strconv.Itoa(snaplen)}
+	if !live {
+		f, err := os.CreateTemp("", "pktpipe-filter-*.pcap")
+		if err != nil {
+			return nil, fmt.Errorf("filter: %w", err)
+		}
+		defer os.Remove(f.Name())
+		// An empty classic pcap file (native byte order) of link type l.
+		var h [24]byte
+		binary.NativeEndian.PutUint32(h[0:], 0xa1b2c3d4)
+		binary.NativeEndian.PutUint16(h[4:], 2)
+		binary.NativeEndian.PutUint16(h[6:], 4)
+		binary.NativeEndian.PutUint32(h[16:], uint32(snaplen))
+		binary.NativeEndian.PutUint32(h[20:], uint32(l))
+		_, werr := f.Write(h[:])
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return nil, fmt.Errorf("filter: %w", werr)
+		}
+		args = []string{"-ddd", "-r", f.Name()}
+	}
 	var out, errb bytes.Buffer
 	// "--" so an expression starting with "-" is not read as a flag.
-	cmd := exec.Command(path, "-ddd", "-y", dlt, "-s", strconv.Itoa(snaplen), "--", expr)
+	cmd := exec.Command(path, append(args, "--", expr)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(errb.String()), "tcpdump: "))
+		msg := ""
+		for _, ln := range strings.Split(errb.String(), "\n") {
+			if ln = strings.TrimSpace(ln); ln != "" && !strings.HasPrefix(ln, "reading from file") && !strings.HasPrefix(ln, "Warning:") {
+				msg = strings.TrimPrefix(ln, "tcpdump: ")
+			}
+		}
 		if msg == "" {
 			msg = err.Error()
 		}

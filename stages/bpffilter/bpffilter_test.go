@@ -143,9 +143,9 @@ func TestSameCountsAsTcpdump(t *testing.T) {
 	conf := filepath.Join(root, "..", "shared", "conformance")
 	for _, f := range []string{
 		"community-id-spec/pcaps/icmp6.pcap",
-		"foxio-ja4/pcap/ipv6.pcapng",                             // NULL
+		"foxio-ja4/pcap/ipv6.pcapng",                              // NULL
 		"suricata-verify/tests/tls-alpn-log-detect-02/input.pcap", // RAW
-		"zeek/testing/btest/Traces/icmp/icmp6-mldv2.pcap",        // IPV6
+		"zeek/testing/btest/Traces/icmp/icmp6-mldv2.pcap",         // IPV6
 	} {
 		p := filepath.Join(conf, f)
 		if _, err := os.Stat(p); err == nil {
