@@ -626,10 +626,15 @@ drain:
 	}
 	// Stop the sender before closing kafka-go's writer: closing it during
 	// a WriteMessages call can hang (kafka-go issue #1307).
+	// One grace period covers the sender and kafka-go's Close, so Close
+	// returns within DrainTimeout + closeGrace (+ the spill write).
+	grace := time.After(closeGrace)
+	graceOver := false
 	s.stopSender()
 	select {
 	case <-s.senderDone:
-	case <-time.After(closeGrace):
+	case <-grace:
+		graceOver = true
 		s.cfg.Log.Warn("kafka: sender did not stop in time")
 	}
 
@@ -655,12 +660,15 @@ drain:
 
 	closed := make(chan error, 1)
 	go func() { closed <- s.w.Close() }()
+	if graceOver {
+		grace = time.After(0)
+	}
 	select {
 	case err := <-closed:
 		if err != nil {
 			errs = append(errs, fmt.Errorf("kafka: close writer: %w", err))
 		}
-	case <-time.After(closeGrace):
+	case <-grace:
 		s.cfg.Log.Warn("kafka: writer still closing; abandoned")
 	}
 
