@@ -52,10 +52,13 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/sinks/encode"
 )
+
+var _ pipeline.Sink = (*Sink)(nil)
 
 // Encoder is what the sink needs from sinks/encode.
 type Encoder = encode.Encoder
