@@ -1,0 +1,90 @@
+package pcapng
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+)
+
+func TestRoundTripWithGopacket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.pcapng")
+	w, err := Create(path, Config{Snaplen: 1500, IfName: func(i int32) string { return map[int32]string{3: "veth0"}[i] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := w.NewTap(), w.NewTap()
+	in := []packet.Packet{
+		{Data: []byte{1, 2, 3, 4, 5}, OrigLen: 60, Timestamp: 1_700_000_000_123_456_789, LinkType: packet.LinkEthernet, IfIndex: 3, Direction: packet.DirEgress},
+		{Data: []byte{0x45, 0, 0, 20}, OrigLen: 4, Timestamp: 1_700_000_001_000_000_001, LinkType: packet.LinkRaw, IfIndex: -1},
+		{Data: bytes.Repeat([]byte{7}, 1501), OrigLen: 1501, Timestamp: 1_700_000_002_000_000_000, LinkType: packet.LinkEthernet, IfIndex: 3, Direction: packet.DirIngress},
+	}
+	a.Write(&in[0])
+	b.Write(&in[1])
+	a.Write(&in[2])
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []packet.Packet
+	var links []layers.LinkType
+	var names []string
+	for {
+		d, ci, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ifc, _ := r.Interface(ci.InterfaceIndex)
+		links = append(links, ifc.LinkType)
+		names = append(names, ifc.Name)
+		got = append(got, packet.Packet{Data: d, OrigLen: uint32(ci.Length), Timestamp: ci.Timestamp.UnixNano()})
+	}
+	// Tap a's buffer is flushed first at Close (taps in creation order).
+	order := []int{0, 2, 1}
+	if len(got) != 3 {
+		t.Fatalf("read %d packets", len(got))
+	}
+	for i, j := range order {
+		want := in[j].Data[:min(len(in[j].Data), 1500)] // cut to the snaplen
+		if !bytes.Equal(got[i].Data, want) || got[i].OrigLen != in[j].OrigLen || got[i].Timestamp != in[j].Timestamp {
+			t.Errorf("packet %d: got %d bytes orig %d ts %d, want %d/%d/%d", i, len(got[i].Data), got[i].OrigLen, got[i].Timestamp, len(want), in[j].OrigLen, in[j].Timestamp)
+		}
+		if links[i] != layers.LinkType(in[j].LinkType) {
+			t.Errorf("packet %d: link type %v", i, links[i])
+		}
+	}
+	if names[0] != "veth0" || names[2] != "" {
+		t.Errorf("interface names %q", names)
+	}
+}
+
+func TestTapDoesNotAllocate(t *testing.T) {
+	w, err := Create(filepath.Join(t.TempDir(), "x.pcapng"), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	tap := w.NewTap()
+	p := packet.Packet{Data: make([]byte, 1000), LinkType: packet.LinkEthernet, IfIndex: 2, Direction: packet.DirIngress}
+	tap.Write(&p)
+	if n := testing.AllocsPerRun(2000, func() { tap.Write(&p) }); n != 0 {
+		t.Fatalf("%v allocations per packet", n)
+	}
+}
