@@ -5,6 +5,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,9 +14,11 @@ import (
 	"time"
 
 	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/sinks/encode"
 	"github.com/pktpipe/pktpipe/sinks/file"
+	"github.com/pktpipe/pktpipe/sinks/pcapng"
 	"github.com/pktpipe/pktpipe/sinks/stdout"
 	"github.com/pktpipe/pktpipe/sources/pcapfile"
 	"github.com/pktpipe/pktpipe/stages/decode"
@@ -36,6 +39,15 @@ type Config struct {
 	Stdin       io.Reader
 	ReplaySpeed float64
 	Progress    io.Writer // nil: no progress bar
+
+	// NewFilter, when set, makes each dispatcher's filter (a tcpdump-style
+	// expression run in user space, see stages/bpffilter).
+	NewFilter func() pipeline.Filter
+	// WritePcap, when set, is a pcapng file that receives every packet
+	// that passed the filter (-w), with one interface block per link type
+	// and interface; PcapIfName names interfaces in it (optional).
+	WritePcap  string
+	PcapIfName func(ifIndex int32) string
 
 	// Output: "-" (Stdout), "file:PATH".
 	Output         string
@@ -96,6 +108,25 @@ func Build(cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
+	newFilter := cfg.NewFilter
+	if cfg.WritePcap != "" {
+		w, err := pcapng.Create(cfg.WritePcap, pcapng.Config{IfName: cfg.PcapIfName, Stats: cfg.Stats})
+		if err != nil {
+			_ = sink.Close()
+			return nil, err
+		}
+		// The sink closes after every dispatcher is done: the capture
+		// file is completed then, before the event sink.
+		sink = &tapSink{Sink: sink, w: w}
+		inner := newFilter
+		newFilter = func() pipeline.Filter {
+			tf := &tapFilter{tap: w.NewTap()}
+			if inner != nil {
+				tf.f = inner()
+			}
+			return tf
+		}
+	}
 	perWorker := 0
 	if cfg.FlowCap > 0 {
 		perWorker = max(1, cfg.FlowCap/cfg.Workers)
@@ -105,6 +136,7 @@ func Build(cfg Config) (*Pipeline, error) {
 	}, pipeline.Parts{
 		Sources:    sources,
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
+		NewFilter:  newFilter,
 		NewProcessor: func(i int) pipeline.Processor {
 			return flow.NewProcessor(flow.Config{
 				MaxFlows: perWorker, Workers: cfg.Workers, Worker: i, Timeouts: cfg.Timeouts,
@@ -119,6 +151,31 @@ func Build(cfg Config) (*Pipeline, error) {
 	}
 	p.Engine = eng
 	return p, nil
+}
+
+// tapFilter writes what its filter passes to the -w capture.
+type tapFilter struct {
+	f   pipeline.Filter // nil: everything passes
+	tap *pcapng.Tap
+}
+
+func (t *tapFilter) Match(p *packet.Packet) bool {
+	if t.f != nil && !t.f.Match(p) {
+		return false
+	}
+	t.tap.Write(p)
+	return true
+}
+
+// tapSink closes the -w capture file before the event sink.
+type tapSink struct {
+	pipeline.Sink
+	w *pcapng.Writer
+}
+
+func (s *tapSink) Close() error {
+	werr := s.w.Close()
+	return errors.Join(werr, s.Sink.Close())
 }
 
 // Analyzers returns a fresh set of per-flow analyzers for one worker.
