@@ -66,12 +66,7 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 	stopOps()
 	elapsed := time.Since(start)
 
-	log.Info("done", "packets", res.Packets, "events", res.Events, "seconds", fmt.Sprintf("%.3f", elapsed.Seconds()))
-	for _, s := range p.Stats.Snapshot() {
-		if s.Value != 0 && (s.Loss || isSummaryMetric(s.Name)) {
-			log.Info("counter", "name", s.ID(), "value", s.Value)
-		}
-	}
+	o.ops.summary(log, res, elapsed, p.Stats) // one line; the loss lines follow
 	switch {
 	case runErr != nil:
 		log.Error("run failed", "err", runErr)
@@ -83,15 +78,6 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 		return exitLoss
 	}
 	return exitOK
-}
-
-func isSummaryMetric(name string) bool {
-	switch name {
-	case "pktpipe_decode_malformed_total", "pktpipe_dispatch_skipped_total", "pktpipe_events_total",
-		"pktpipe_flow_evicted_total", "pktpipe_flow_icmp_errors_total":
-		return true
-	}
-	return false
 }
 
 // versionString reports the module version, VCS revision and Go version.

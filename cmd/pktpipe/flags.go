@@ -83,12 +83,18 @@ const usageHead = `pktpipe — streaming packet analysis: flows, TLS fingerprint
 Usage:
   pktpipe [options] -r FILE [-r FILE ...] [filter expression]
   pktpipe [options] -i IFACE [filter expression]
+  pktpipe --config FILE [options]
+  pktpipe config check FILE
   pktpipe version
 
 Events go to the sink (-o) as JSON lines (default) or msgpack; logs go to
 stderr. The schema is in docs/schema.md. The exit code is 0 when everything
 read was processed and written, 1 on an error (bad input, failed sink),
 2 on a usage error, and 3 when the run finished but something was dropped.
+
+Signals: SIGINT or SIGTERM stops reading and drains everything read to the
+sink; a second one exits at once (what was in flight is logged as lost).
+SIGHUP completes the current output file and starts a new one (logrotate).
 
 Examples:
   pktpipe -r capture.pcapng.zst
@@ -136,9 +142,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		return nil, err
 	}
+	if err := o.ops.applyConfig(fs); err != nil { // --config FILE (ops.go)
+		return nil, err
+	}
 	o.reads = reads
 	o.rotateBytes = int64(rot)
 	o.filter = strings.Join(fs.Args(), " ")
+	if o.filter == "" {
+		o.filter = o.ops.fileFilter
+	}
 	if err := o.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %v", err)
 	}

@@ -32,6 +32,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
 	}
+	if len(args) > 0 && args[0] == "config" {
+		return runConfigCommand(args[1:], stdout, stderr)
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, errHelp) {
 		return exitOK
@@ -57,7 +60,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		log.Info("stopping: draining what was read (signal again to exit at once)", "signal", s.String())
 		cancel()
 		if _, ok := <-sigs; ok {
-			log.Error("second signal: exiting without draining; events in the pipeline are lost")
+			log.Error("second signal: exiting without draining; events in the pipeline are lost", opts.ops.inFlight()...)
 			os.Exit(exitLoss)
 		}
 	}()

@@ -154,7 +154,7 @@ func (s *Schema) Key(flagName string) string {
 
 func (s *Schema) flagName(fs *flag.FlagSet, key string) (string, bool) {
 	if n, ok := s.Aliases[key]; ok {
-		return n, true
+		return n, fs.Lookup(n) != nil
 	}
 	// rotate_size, or rotate-size spelt like the flag.
 	n := strings.ReplaceAll(key, "_", "-")
