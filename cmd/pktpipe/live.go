@@ -128,7 +128,7 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 		if o.filter != "" {
 			lt, err := l.linkType(o.iface)
 			if err != nil {
-				return err
+				return fmt.Errorf("-i %s: %w", o.iface, err)
 			}
 			prog, err := bpffilter.CompileLive(o.filter, lt, l.snaplen)
 			if err != nil {
@@ -138,7 +138,7 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 		}
 		group, err := afpacket.NewGroup(acfg)
 		if err != nil {
-			return err
+			return fmt.Errorf("-i %s: %w", o.iface, err)
 		}
 		for _, s := range group {
 			srcs = append(srcs, s)
@@ -162,7 +162,7 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 		}
 		s, err := ebpf.New(ecfg)
 		if err != nil {
-			return err
+			return fmt.Errorf("-i %s: %w", o.iface, err)
 		}
 		srcs = append(srcs, s)
 		ifName := map[int32]string{int32(s.IfIndex()): o.iface}
