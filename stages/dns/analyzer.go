@@ -73,7 +73,7 @@ func (a *Analyzer) get(f *flow.Flow) *state {
 	} else {
 		s = &state{}
 	}
-	s.pend.Max = a.max
+	s.pend.Max, s.pend.KeepFirst = a.max, true
 	f.SetState(a.slot, s)
 	return s
 }

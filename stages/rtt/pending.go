@@ -12,16 +12,17 @@ const DefaultTimeout = int64(10e9)
 // and any analyzer that times a request/response pair can.
 //
 // Entries are kept in request order. A request whose key is already
-// outstanding replaces it (the time then counts from the latest copy, as
-// Wireshark's icmp.resptime and dns.time do, which match a response with
-// the latest earlier request of the same key) and is reported as a
-// duplicate. When Max entries are outstanding, the oldest is dropped to
+// outstanding is reported as a duplicate and, by default, replaces it: the
+// time then counts from the latest copy, as Wireshark's icmp.resptime does.
+// With KeepFirst the first copy stays and the time counts from it, as
+// Wireshark's dns.time does (it marks the later copy a retransmission). When Max entries are outstanding, the oldest is dropped to
 // make room. The zero value is ready (Max 0 means DefaultMaxPending). The
 // backing array is kept across Reset, so a pooled Pending allocates only
 // while it first grows.
 type Pending struct {
-	Max  int
-	ents []pendingEntry
+	Max       int
+	KeepFirst bool
+	ents      []pendingEntry
 }
 
 type pendingEntry struct {
@@ -41,6 +42,10 @@ func (p *Pending) Reset() { p.ents = p.ents[:0] }
 // request was dropped (the caller counts it as unanswered).
 func (p *Pending) Request(key uint32, ts int64) (dup, dropped bool) {
 	if i := p.find(key); i >= 0 {
+		if p.KeepFirst {
+			p.ents[i].dup = true
+			return true, false
+		}
 		p.remove(i)
 		dup = true
 	}

@@ -12,8 +12,9 @@
 //
 // Matched by sequence numbers, as seen from the tap: a SYN (no ACK) from
 // the client; a SYN/ACK from the server whose ack is the SYN's seq+1; the
-// client's first segment with ACK and without SYN or RST whose ack is the
-// SYN/ACK's seq+1. server_ns is SYN→SYN/ACK, client_ns SYN/ACK→ACK,
+// client's first segment with ACK and without SYN or RST whose ack is at
+// least the SYN/ACK's seq+1 (more when the server already sent data or a
+// FIN the client acknowledges at once). server_ns is SYN→SYN/ACK, client_ns SYN/ACK→ACK,
 // handshake_ns their sum, SYN→ACK.
 //
 // A retransmitted SYN: the time counts from the latest SYN before the
@@ -26,7 +27,15 @@
 // ACK-without-SYN follows a SYN without any SYN/ACK (for example an
 // RST/ACK refusing the connection); here an RST from the server after the
 // SYN, with no SYN/ACK (and, when it has the ACK bit, acking the SYN), is
-// reported as refused with rst_ns = SYN→RST and no RTT.
+// reported as refused with rst_ns = SYN→RST and no RTT. Wireshark takes
+// the first ACK-without-SYN of either side: when the server sends data
+// before the client's ACK reaches the tap, its initial_rtt ends at the
+// server's own segment, which measures nothing; here the handshake always
+// ends at the client's ACK.
+//
+// ICMP echo replies are matched with the latest request of the same
+// sequence (Wireshark's icmp.resptime does the same); DNS responses with
+// the first query of the same id (as dns.time).
 //
 // # ICMP echo
 //
@@ -200,7 +209,7 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		em.Emit(ev)
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPAck && dir == flow.ToServer:
 		s, ok := f.State(a.slot).(*state)
-		if !ok || s.hs.synacks == 0 || m.Ack != s.hs.synackSeq+1 {
+		if !ok || s.hs.synacks == 0 || int32(m.Ack-(s.hs.synackSeq+1)) < 0 {
 			return
 		}
 		h := &s.hs
