@@ -22,6 +22,7 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 		Files: o.reads, Stdin: stdin, ReplaySpeed: o.replaySpeed,
 		Output: o.output, Stdout: stdout, Format: o.format, Compress: o.compress,
 		RotateBytes: o.rotateBytes, RotateInterval: o.rotateInterval,
+		KafkaTopic: o.kafkaTopic, KafkaDrainTimeout: o.kafkaDrain, KafkaSpill: o.kafkaSpill,
 		Workers: o.workers, BatchPackets: o.batchPackets, FlowCap: o.flowCap,
 		Timeouts: flow.Timeouts{
 			New: o.timeoutNew, TCP: o.timeoutTCP, UDP: o.timeoutUDP, ICMP: o.timeoutICMP,

@@ -31,6 +31,10 @@ type options struct {
 	rotateBytes    int64
 	rotateInterval time.Duration
 
+	kafkaTopic string
+	kafkaDrain time.Duration
+	kafkaSpill string
+
 	workers      int
 	flowCap      int
 	cidSeed      uint
@@ -115,11 +119,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.iface, "i", "", "capture live on `IFACE` (AF_PACKET)")
 	fs.Float64Var(&o.replaySpeed, "replay-speed", 0, "pace file input at `N` times the capture's own timing (0 = as fast as possible)")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on stderr (it is shown only when stderr is a terminal)")
-	fs.StringVar(&o.output, "o", "-", "event sink: `SINK` is - (stdout), file:PATH")
+	fs.StringVar(&o.output, "o", "-", "event sink: `SINK` is - (stdout), file:PATH, or kafka://HOST:PORT[,HOST:PORT]/TOPIC[?compression=zstd&...] (options: sinks/kafka ParseURL)")
 	fs.StringVar(&o.format, "format", "json", "event encoding: json (one object per line) or msgpack")
 	fs.StringVar(&o.compress, "compress", "none", "file sink compression: none, gzip or zstd (adds .gz/.zst to the name)")
 	fs.Var(&rot, "rotate-size", "file sink: start a new file after `SIZE` bytes (e.g. 256M; 0 = never)")
 	fs.DurationVar(&o.rotateInterval, "rotate-interval", 0, "file sink: start a new file every `DURATION` (e.g. 1h; 0 = never)")
+	fs.StringVar(&o.kafkaTopic, "kafka-topic-template", "", "Kafka sink: topic, or a template such as 'pktpipe.{event_type}' (overrides the URL's topic)")
+	fs.DurationVar(&o.kafkaDrain, "drain-timeout", 0, "Kafka sink: how long to wait at exit for the broker to acknowledge what was sent; the rest goes to the spill file (0 = 10s)")
+	fs.StringVar(&o.kafkaSpill, "kafka-spill", "", "Kafka sink: spill file for events not delivered at exit (default pktpipe-kafka-spill-TIME-PID.jsonl)")
 	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "flow workers (each owns the flows that hash to it)")
 	fs.IntVar(&o.flowCap, "flow-cap", 1<<20, "most flows tracked at once (all workers together); the least recently seen is ended first")
 	fs.UintVar(&o.cidSeed, "community-id-seed", 0, "Community ID seed")

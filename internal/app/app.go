@@ -18,6 +18,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/sinks/encode"
 	"github.com/pktpipe/pktpipe/sinks/file"
+	"github.com/pktpipe/pktpipe/sinks/kafka"
 	"github.com/pktpipe/pktpipe/sinks/pcapng"
 	"github.com/pktpipe/pktpipe/sinks/stdout"
 	"github.com/pktpipe/pktpipe/sources/pcapfile"
@@ -56,6 +57,10 @@ type Config struct {
 	Compress       string // none | gzip | zstd (file sink)
 	RotateBytes    int64
 	RotateInterval time.Duration
+	// Kafka sink overrides of what the kafka:// URL says.
+	KafkaTopic        string // topic or template with {event_type}
+	KafkaDrainTimeout time.Duration
+	KafkaSpill        string
 
 	// Processing.
 	Workers         int
@@ -219,7 +224,26 @@ func (p *Pipeline) buildSink(cfg Config) (pipeline.Sink, error) {
 		}
 		p.FileSink = fs
 		return fs, nil
+	case strings.HasPrefix(out, "kafka://"):
+		kc, err := kafka.ParseURL(out)
+		if err != nil {
+			return nil, err
+		}
+		if kc.Encoder == nil && !strings.Contains(out, "format=") {
+			kc.Format = format
+		}
+		if cfg.KafkaTopic != "" {
+			kc.Topic = cfg.KafkaTopic
+		}
+		if cfg.KafkaDrainTimeout > 0 {
+			kc.DrainTimeout = cfg.KafkaDrainTimeout
+		}
+		if cfg.KafkaSpill != "" {
+			kc.SpillPath = cfg.KafkaSpill
+		}
+		kc.Stats, kc.Log = cfg.Stats, cfg.Log
+		return kafka.New(kc)
 	default:
-		return nil, fmt.Errorf("-o %q: use - (stdout) or file:PATH", out)
+		return nil, fmt.Errorf("-o %q: use - (stdout), file:PATH or kafka://HOST:PORT/TOPIC", out)
 	}
 }

@@ -12,16 +12,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pktpipe/pktpipe/internal/kafkatest"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,55 +68,9 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// lockBroker takes an exclusive flock shared by every process that runs
-// these tests against the broker at addr, waiting at most wait.
-func lockBroker(addr string, wait time.Duration) (unlock func(), err error) {
-	path := filepath.Join(os.TempDir(), "pktpipe-kafka-tests-"+strings.ReplaceAll(addr, ":", "_")+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s (another test run uses the broker): %w", path, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func findKafkaSh() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		p := filepath.Join(dir, "test", "kafka", "kafka.sh")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("test/kafka/kafka.sh not found")
-		}
-		dir = parent
-	}
-}
-
-func answers(addr string) bool {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return false
-	}
-	conn.Close()
-	out, err := exec.Command("kcat", "-b", addr, "-L", "-m", "5").CombinedOutput()
-	return err == nil && strings.Contains(string(out), "broker")
-}
+func lockBroker(addr string, wait time.Duration) (func(), error) { return kafkatest.Lock(addr, wait) }
+func findKafkaSh() (string, error)                               { return kafkatest.Script() }
+func answers(addr string) bool                                   { return kafkatest.Answers(addr) }
 
 func needBroker(t *testing.T) {
 	t.Helper()
