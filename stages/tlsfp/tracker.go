@@ -431,7 +431,24 @@ func serverVersion(s *ServerInfo) uint16 {
 
 // CipherName returns the IANA name of a cipher suite as Go spells it, or
 // "0xC0AB" for one Go does not know.
-func CipherName(id uint16) string { return tls.CipherSuiteName(id) }
+func CipherName(id uint16) string {
+	if n, ok := cipherNames[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id) // "0xC0AB" for suites Go does not know
+}
+
+// cipherNames is built once: tls.CipherSuiteName builds Go's whole suite
+// list on every call, which showed up as the TLS stage's top allocation.
+var cipherNames = func() map[uint16]string {
+	m := map[uint16]string{}
+	for _, list := range [][]*tls.CipherSuite{tls.CipherSuites(), tls.InsecureCipherSuites()} {
+		for _, c := range list {
+			m[c.ID] = c.Name
+		}
+	}
+	return m
+}()
 
 // Event builds the tls event from what was learned, with h as its header
 // (the caller fills in the flow's tuple and the timestamp). It returns nil
