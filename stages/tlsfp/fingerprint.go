@@ -17,6 +17,10 @@ type Scratch struct {
 	u16 []uint16
 	ch  ClientHello
 	sh  ServerHello
+
+	// marker, when not zero, replaces JA4's transport character (set by
+	// ClientQUIC for hellos carried in QUIC CRYPTO frames).
+	marker byte
 }
 
 // ClientFingerprints are the fingerprints of one ClientHello.
@@ -41,6 +45,18 @@ func (s *Scratch) Client(h *ClientHello) ClientFingerprints {
 	f.JA3Hash = md5Hex(s.b)
 	f.JA4, f.JA4R = s.ja4(h, false)
 	f.JA4O, f.JA4RO = s.ja4(h, true)
+	return f
+}
+
+// ClientQUIC computes the fingerprints of a ClientHello that travelled in
+// QUIC CRYPTO frames (stages/quic): as Client, but JA4's first character
+// is 'q' whatever the extensions say, since the transport is known (a
+// draft-29 client's transport parameters use the draft codepoint 0xffa5,
+// which Client's extension test would not take for QUIC).
+func (s *Scratch) ClientQUIC(h *ClientHello) ClientFingerprints {
+	s.marker = 'q'
+	f := s.Client(h)
+	s.marker = 0
 	return f
 }
 
@@ -128,6 +144,9 @@ func appendDecList(b []byte, vs []uint16) []byte {
 func (s *Scratch) ja4(h *ClientHello, original bool) (hashed, raw string) {
 	b := s.b[:0]
 	b = appendJA4a(b, h)
+	if s.marker != 0 {
+		b[0] = s.marker
+	}
 	aLen := len(b)
 
 	// Ciphers, GREASE removed.
