@@ -49,4 +49,27 @@ generate:
 clean:
 	rm -rf bin
 
+# Installation (DESTDIR for staging, PREFIX for the tree). The unit goes to
+# SYSTEMDUNITDIR with ExecStart pointing at $(PREFIX)/bin; the example
+# config to the doc dir and /etc/pktpipe (the live config is never touched).
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+SYSCONFDIR     ?= /etc
+SYSTEMDUNITDIR ?= /etc/systemd/system
+.PHONY: install man
+
+# pktpipe(1) from the binary's own --help (deploy/genman; no extra tools).
+man: build
+	$(GO) run ./deploy/genman $(BIN) > bin/pktpipe.1
+
+install: build man
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pktpipe
+	install -D -m 0644 bin/pktpipe.1 $(DESTDIR)$(PREFIX)/share/man/man1/pktpipe.1
+	install -D -m 0644 deploy/pktpipe.yaml.example $(DESTDIR)$(PREFIX)/share/doc/pktpipe/pktpipe.yaml.example
+	install -D -m 0644 docs/operations.md $(DESTDIR)$(PREFIX)/share/doc/pktpipe/operations.md
+	install -D -m 0644 deploy/pktpipe.yaml.example $(DESTDIR)$(SYSCONFDIR)/pktpipe/pktpipe.yaml.example
+	install -d -m 0755 $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed 's|/usr/local/bin/pktpipe|$(PREFIX)/bin/pktpipe|; s|/etc/pktpipe/|$(SYSCONFDIR)/pktpipe/|' deploy/pktpipe.service > $(DESTDIR)$(SYSTEMDUNITDIR)/pktpipe.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/pktpipe.service
+
 -include test/kafka/kafka.mk
