@@ -7,8 +7,9 @@
 // when it fills and at Close. No allocation per packet once a tap's buffer
 // has grown. Packets of different taps (AF_PACKET fanout sockets) are
 // therefore interleaved in buffer-sized runs in the file, each run in its
-// socket's order; every packet of one flow comes from one socket, so
-// per-flow order is kept.
+// socket's order (every packet of one flow comes from one socket, so
+// per-flow order is kept); what the taps hold at Close is merged by
+// timestamp, so a short capture is in time order throughout.
 //
 // Interfaces: one Interface Description Block per (link type, interface
 // index) pair seen, written before the first packet that uses it, with
@@ -154,14 +155,12 @@ func (w *Writer) write(b []byte) bool {
 // Close writes what every tap holds, syncs and closes the file. Taps must
 // not be used during or after Close.
 func (w *Writer) Close() error {
-	for _, t := range w.taps {
-		t.Flush()
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return w.err
 	}
+	w.mergeTaps()
 	w.closed = true
 	err := w.bw.Flush()
 	if err == nil {
@@ -174,6 +173,46 @@ func (w *Writer) Close() error {
 		w.err = fmt.Errorf("pcapng %s: %w", w.path, err)
 	}
 	return w.err
+}
+
+// mergeTaps writes what the taps still hold in timestamp order (a k-way
+// merge of their runs, each in its own order), so that the end of a
+// capture — all of a short one — is ordered across fanout sockets: an
+// ICMP error that another socket saw stays after the packet it quotes.
+// Called with w.mu held.
+func (w *Writer) mergeTaps() {
+	type run struct {
+		t   *Tap
+		off int
+	}
+	var runs []*run
+	for _, t := range w.taps {
+		if len(t.buf) > 0 {
+			runs = append(runs, &run{t: t})
+		}
+	}
+	le := binary.LittleEndian
+	ts := func(r *run) uint64 { return uint64(le.Uint32(r.t.buf[r.off+12:]))<<32 | uint64(le.Uint32(r.t.buf[r.off+16:])) }
+	for len(runs) > 0 {
+		best := 0
+		for i := 1; i < len(runs); i++ {
+			if ts(runs[i]) < ts(runs[best]) {
+				best = i
+			}
+		}
+		r := runs[best]
+		n := int(le.Uint32(r.t.buf[r.off+4:]))
+		if w.write(r.t.buf[r.off : r.off+n]) {
+			w.packets.Inc()
+		} else {
+			w.failed.Inc()
+		}
+		r.off += n
+		if r.off >= len(r.t.buf) {
+			r.t.buf, r.t.n = r.t.buf[:0], 0
+			runs = append(runs[:best], runs[best+1:]...)
+		}
+	}
 }
 
 // Tap writes packets for one goroutine.
