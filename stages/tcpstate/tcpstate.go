@@ -8,7 +8,8 @@
 // Each side (originator = the flow's client, responder = its server) has
 // the state of Zeek's TCP analyzer: inactive, SYN sent, SYN/ACK sent,
 // partial (seen without a SYN), established, closed (FIN sent) or reset.
-// A SYN/ACK from the responder establishes both sides. conn.state is then
+// A SYN/ACK from the responder establishes it, and the originator too if
+// that had sent a SYN (S1 needs no third packet). conn.state is then
 // derived from the two as Zeek's conn_state() does: S0 (SYN, no reply), S1
 // (established, not closed), SF (both closed), REJ (SYN answered by RST),
 // S2/S3 (established, only the originator/responder closed), RSTO/RSTR
@@ -195,7 +196,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 			e.st = stSynAckSent
 			if d == flow.ToClient {
 				e.st = stEstablished
-				if peer.st != stPartial {
+				if peer.st == stSynSent {
 					peer.st = stEstablished
 				}
 			}
