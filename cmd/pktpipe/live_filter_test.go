@@ -55,7 +55,7 @@ func TestFilterMeansWhatTcpdumpMeans(t *testing.T) {
 	files := []string{sample}
 	for _, f := range []string{
 		"suricata-verify/tests/tls-alpn-log-detect-02/input.pcap", // RAW
-		"foxio-ja4/pcap/ipv6.pcapng",                             // NULL
+		"foxio-ja4/pcap/ipv6.pcapng",                              // NULL
 	} {
 		files = append(files, testenv.Conformance(t, f))
 	}

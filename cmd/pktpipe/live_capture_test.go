@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pktpipe/pktpipe/internal/testenv"
+	"github.com/pktpipe/pktpipe/sources/afpacket/netnstest"
+)
+
+// TestLiveCapture runs the pktpipe binary on one end of a veth pair in
+// throw-away namespaces (AF_PACKET with fanout 1 and 2, and eBPF), with
+// tcpdump capturing beside it, drives known traffic (3 pings, a TCP echo,
+// UDP to a closed port, a TLS handshake), stops both with SIGTERM, and
+// checks that:
+//   - the expected packets were delivered (counts by kind);
+//   - the live run's events equal those of `pktpipe -r` on its own -w
+//     capture (in_iface aside);
+//   - they equal those of `pktpipe -r` on tcpdump's capture of the same
+//     traffic, times aside (each capture stamps egress packets itself);
+//   - nothing is left attached to the interface afterwards.
+func TestLiveCapture(t *testing.T) {
+	testenv.NeedRoot(t)
+	testenv.NeedCommand(t, "tcpdump")
+	testenv.NeedCommand(t, "ping")
+	bin := filepath.Join(t.TempDir(), "pktpipe")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cert := selfSigned(t)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"afpacket", []string{"--capture", "afpacket", "--ring-timeout", "10ms"}},
+		{"afpacket-fanout2", []string{"--capture", "afpacket", "--fanout", "2", "--ring-timeout", "10ms"}},
+		{"ebpf", []string{"--capture", "ebpf"}},
+	} {
+		t.Run(c.name, func(t *testing.T) { liveCase(t, bin, cert, c.args) })
+	}
+}
+
+func liveCase(t *testing.T, bin string, cert tls.Certificate, args []string) {
+	// With fanout, an ICMP error hashes to its own socket, not to the
+	// socket of the flow it quotes: whether the worker sees it before or
+	// after that flow's packet depends on which dispatcher gets there
+	// first. Its delivery is asserted; its link to the flow is not
+	// compared (a known limit of PACKET_FANOUT_HASH, see README).
+	fanout := strings.Contains(strings.Join(args, " "), "--fanout")
+	p := netnstest.New(t)
+	dir := t.TempDir()
+	capFile := filepath.Join(dir, "capture.pcapng")
+	liveEvents := filepath.Join(dir, "live.json")
+	tdFile := filepath.Join(dir, "tcpdump.pcap")
+	const filter = "ip"
+
+	td := p.Command(0, "tcpdump", "-i", p.Dev[0], "--immediate-mode", "--time-stamp-precision", "nano", "-w", tdFile, filter)
+	waitFor(t, td, "listening on")
+	pp := exec.Command(bin, append(append([]string{"-i", p.Dev[0], "--netns", p.Path(0), "-w", capFile,
+		"-o", "file:" + liveEvents, "--workers", "2"}, args...), filter)...)
+	ppErr := waitFor(t, pp, "msg=capturing")
+
+	// Traffic from namespace 0 to namespace 1.
+	p.Run(t, 0, "ping", "-c", "3", "-i", "0.2", "-W", "2", p.V4[1].String())
+	var ln, tln net.Listener
+	must(t, p.Do(1, func() (err error) {
+		if ln, err = net.Listen("tcp", p.V4[1].String()+":7000"); err != nil {
+			return err
+		}
+		tln, err = tls.Listen("tcp", p.V4[1].String()+":7443", &tls.Config{Certificates: []tls.Certificate{cert}})
+		return err
+	}))
+	defer ln.Close()
+	defer tln.Close()
+	go func() { // echo once
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	go func() {
+		c, err := tln.Accept()
+		if err == nil {
+			c.(*tls.Conn).Handshake()
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	var tc, uc, sc net.Conn
+	must(t, p.Do(0, func() (err error) {
+		if tc, err = net.Dial("tcp", p.V4[1].String()+":7000"); err != nil {
+			return err
+		}
+		if uc, err = net.Dial("udp", p.V4[1].String()+":9"); err != nil {
+			return err
+		}
+		sc, err = net.Dial("tcp", p.V4[1].String()+":7443")
+		return err
+	}))
+	tc.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(tc, buf); err != nil {
+		t.Fatal(err)
+	}
+	tc.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, tc)
+	tc.Close()
+	uc.Write([]byte("x"))
+	uc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := uc.Read(buf); err == nil {
+		t.Fatal("UDP to a closed port was answered")
+	}
+	uc.Close()
+	tlsc := tls.Client(sc, &tls.Config{ServerName: "pktpipe.test", InsecureSkipVerify: true})
+	if err := tlsc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tlsc.Close()
+	// Let the last packets through both captures (AF_PACKET retires a
+	// block every 10ms here; tcpdump is in immediate mode).
+	time.Sleep(500 * time.Millisecond)
+
+	for _, c := range []*exec.Cmd{pp, td} {
+		c.Process.Signal(syscall.SIGTERM)
+	}
+	if err := pp.Wait(); err != nil {
+		t.Fatalf("pktpipe: %v\n%s", err, ppErr.String())
+	}
+	td.Wait()
+	if strings.Contains(strings.Join(args, " "), "ebpf") {
+		if out, _ := p.Command(0, "bpftool", "net", "show", "dev", p.Dev[0]).CombinedOutput(); strings.Contains(string(out), "tcx") {
+			t.Errorf("programs still attached after SIGTERM:\n%s", out)
+		}
+	}
+
+	live := readEvents(t, liveEvents)
+	checkTraffic(t, live, p.V4[0].String(), p.V4[1].String())
+
+	replay := filepath.Join(dir, "replay.json")
+	if out, err := exec.Command(bin, "-r", capFile, "-o", "file:"+replay).CombinedOutput(); err != nil {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	same(t, "pktpipe -r on the -w capture", live, readEvents(t, replay), false, fanout)
+	tdEvents := filepath.Join(dir, "td.json")
+	if out, err := exec.Command(bin, "-r", tdFile, "-o", "file:"+tdEvents).CombinedOutput(); err != nil {
+		t.Fatalf("tcpdump's capture: %v\n%s", err, out)
+	}
+	same(t, "pktpipe -r on tcpdump's capture", live, readEvents(t, tdEvents), true, fanout)
+	if !t.Failed() {
+		t.Logf("%d events, identical across live, -w replay and tcpdump's capture", len(live))
+	}
+}
+
+// checkTraffic asserts the packets the test sent are all there.
+func checkTraffic(t *testing.T, evs []map[string]any, a, b string) {
+	t.Helper()
+	var pingOK, udpOK, unreach, tcpEcho, tlsOK bool
+	for _, e := range evs {
+		f, _ := e["flow"].(map[string]any)
+		switch {
+		case e["event_type"] == "flow" && e["proto"] == "ICMP" && e["src_ip"] == a:
+			pingOK = num(f["pkts_toserver"]) == 3 && num(f["pkts_toclient"]) == 3
+		case e["event_type"] == "flow" && e["proto"] == "UDP" && e["dest_ip"] == b:
+			udpOK = num(f["pkts_toserver"]) == 1 && num(f["pkts_toclient"]) == 0
+		case e["event_type"] == "icmp_feedback" || e["icmp_feedback"] != nil:
+			unreach = unreach || strings.Contains(toJSON(e), "port-unreachable")
+		case e["event_type"] == "flow" && e["proto"] == "TCP" && num(e["dest_port"]) == 7000:
+			// 5 bytes each way, and the three-way handshake and FINs.
+			tcpEcho = num(f["pkts_toserver"]) >= 4 && num(f["pkts_toclient"]) >= 3 && f["state"] == "closed"
+		case e["event_type"] == "tls":
+			tlsOK = strings.Contains(toJSON(e), "pktpipe.test")
+		}
+	}
+	if !pingOK || !udpOK || !unreach || !tcpEcho || !tlsOK {
+		t.Errorf("ping 3+3 %v, UDP 1 %v, port-unreachable %v, TCP echo %v, TLS sni %v\n%s",
+			pingOK, udpOK, unreach, tcpEcho, tlsOK, strings.Join(lines(evs), "\n"))
+	}
+}
+
+func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+func lines(evs []map[string]any) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, toJSON(e))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// same compares two event sets after sorting, without in_iface (and
+// without anything derived from capture times when noTimes: flow_id
+// hashes the flow's start time too).
+func same(t *testing.T, what string, a, b []map[string]any, noTimes, looseICMP bool) {
+	t.Helper()
+	norm := func(evs []map[string]any) []string {
+		for _, e := range evs {
+			strip(e, noTimes)
+			if looseICMP {
+				delete(e, "icmp_feedback")
+				if e["event_type"] == "icmp_feedback" {
+					delete(e, "flow_id")
+				}
+			}
+		}
+		return lines(evs)
+	}
+	x, y := norm(a), norm(b)
+	if strings.Join(x, "\n") == strings.Join(y, "\n") {
+		return
+	}
+	t.Errorf("%s: %d vs %d events differ\nlive:\n%s\nother:\n%s", what, len(x), len(y), strings.Join(x, "\n"), strings.Join(y, "\n"))
+}
+
+func strip(m map[string]any, noTimes bool) {
+	for k, v := range m {
+		if k == "in_iface" || (noTimes && (k == "timestamp" || k == "flow_id" || k == "start" || k == "end" || k == "age" ||
+			strings.Contains(k, "rtt") || strings.HasSuffix(k, "_ms") || strings.HasSuffix(k, "_us") || strings.HasSuffix(k, "_ns"))) {
+			delete(m, k)
+			continue
+		}
+		switch sub := v.(type) {
+		case map[string]any:
+			strip(sub, noTimes)
+		case []any:
+			for _, x := range sub {
+				if m, ok := x.(map[string]any); ok {
+					strip(m, noTimes)
+				}
+			}
+		}
+	}
+}
+
+func readEvents(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseLines(t, string(b))
+}
+
+// waitFor starts cmd and returns once its stderr has printed marker; the
+// rest of stderr is collected in the returned builder.
+func waitFor(t *testing.T, cmd *exec.Cmd, marker string) *strings.Builder {
+	t.Helper()
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); pw.Close() })
+	var sb strings.Builder
+	seen := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		found := false
+		for sc.Scan() {
+			sb.WriteString(sc.Text() + "\n")
+			if !found && strings.Contains(sc.Text(), marker) {
+				found = true
+				close(seen)
+			}
+		}
+	}()
+	select {
+	case <-seen:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not print %q:\n%s", cmd.Path, marker, sb.String())
+	}
+	return &sb
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pktpipe.test"}, DNSNames: []string{"pktpipe.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
