@@ -53,7 +53,7 @@ func (d *DNS) EncodeBody(w Writer) {
 		w.String(d.RCode)
 	}
 	if d.HasRTT {
-		durMS(w, "rtt", d.RTTNS)
+		durMS(w, "rtt_ms", "rtt_ns", d.RTTNS)
 	}
 	w.EndObject()
 }

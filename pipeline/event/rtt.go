@@ -52,12 +52,12 @@ func (r *RTT) EncodeBody(w Writer) {
 		if r.Refused {
 			w.Key("refused")
 			w.Bool(true)
-			durMS(w, "rst", r.RSTNS)
+			durMS(w, "rst_ms", "rst_ns", r.RSTNS)
 			break
 		}
-		durMS(w, "handshake", r.HandshakeNS)
-		durMS(w, "server", r.ServerNS)
-		durMS(w, "client", r.ClientNS)
+		durMS(w, "handshake_ms", "handshake_ns", r.HandshakeNS)
+		durMS(w, "server_ms", "server_ns", r.ServerNS)
+		durMS(w, "client_ms", "client_ns", r.ClientNS)
 	default:
 		if r.Kind == RTTICMPEcho {
 			w.Key("id")
@@ -78,7 +78,7 @@ func (r *RTT) EncodeBody(w Writer) {
 				w.String(r.RCode)
 			}
 		}
-		durMS(w, "rtt", r.NS)
+		durMS(w, "rtt_ms", "rtt_ns", r.NS)
 	}
 	if r.SYNRetransmitted {
 		w.Key("syn_retransmitted")
@@ -95,11 +95,12 @@ func (r *RTT) EncodeBody(w Writer) {
 	w.EndObject()
 }
 
-// durMS writes name_ms (float milliseconds) and name_ns (integer).
-func durMS(w Writer, name string, ns int64) {
-	w.Key(name + "_ms")
+// durMS writes a duration as float milliseconds and integer nanoseconds.
+// The keys are passed whole (constants) so encoding allocates nothing.
+func durMS(w Writer, msKey, nsKey string, ns int64) {
+	w.Key(msKey)
 	w.Float(float64(ns) / 1e6)
-	w.Key(name + "_ns")
+	w.Key(nsKey)
 	w.Int(ns)
 }
 
@@ -141,14 +142,14 @@ func (*RTTSummary) Key() string { return "rtt" }
 func (s *RTTSummary) Encode(w Writer) {
 	w.BeginObject()
 	if s.Handshake {
-		durMS(w, "handshake", s.HandshakeNS)
-		durMS(w, "server", s.ServerNS)
-		durMS(w, "client", s.ClientNS)
+		durMS(w, "handshake_ms", "handshake_ns", s.HandshakeNS)
+		durMS(w, "server_ms", "server_ns", s.ServerNS)
+		durMS(w, "client_ms", "client_ns", s.ClientNS)
 	}
 	if s.Refused {
 		w.Key("refused")
 		w.Bool(true)
-		durMS(w, "rst", s.RSTNS)
+		durMS(w, "rst_ms", "rst_ns", s.RSTNS)
 	}
 	if s.SYNRetransmitted {
 		w.Key("syn_retransmitted")
@@ -169,9 +170,9 @@ func (s *RTTStats) encode(w Writer, key string) {
 	w.Uint(s.Count)
 	if s.Count > 0 {
 		avg := s.SumNS / int64(s.Count)
-		durMS(w, "min", s.MinNS)
-		durMS(w, "avg", avg)
-		durMS(w, "max", s.MaxNS)
+		durMS(w, "min_ms", "min_ns", s.MinNS)
+		durMS(w, "avg_ms", "avg_ns", avg)
+		durMS(w, "max_ms", "max_ns", s.MaxNS)
 	}
 	w.Key("unanswered")
 	w.Uint(s.Unanswered)
