@@ -1,0 +1,113 @@
+package quic
+
+import (
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// Analyzer runs a Tracker on every UDP flow whose first datagram looks
+// like a QUIC Initial, inside a stages/flow Processor. It emits one quic
+// event per flow when the client's hello is read, and adds a quic
+// summary to the flow record. One per worker.
+type Analyzer struct {
+	slot int
+	w    Worker
+	free []*Tracker // trackers to reuse, so a connection costs no buffers
+
+	hellos, gaveUp, undecryptable *stats.Counter
+}
+
+// maxFree caps the trackers kept for reuse.
+const maxFree = 256
+
+// notQUIC marks a UDP flow whose first datagram was not a QUIC Initial:
+// a pointer in the state slot does not allocate, and later packets cost
+// one type assertion.
+var notQUIC = new(Tracker)
+
+// Config configures an Analyzer.
+type Config struct {
+	Stats *stats.Registry // optional
+}
+
+// New returns an analyzer for one worker's flow.Processor.
+func New(cfg Config) *Analyzer {
+	a := &Analyzer{}
+	if r := cfg.Stats; r != nil {
+		a.hellos = r.Counter("pktpipe_quic_client_hellos_total", "QUIC ClientHellos decrypted and reassembled from Initial packets.")
+		a.gaveUp = r.Counter("pktpipe_quic_gave_up_total", "QUIC connections abandoned: reassembly cap, too many fragments or packets without a complete hello, or undecryptable Initials.")
+		a.undecryptable = r.Counter("pktpipe_quic_undecryptable_total", "QUIC Initial packets that did not authenticate with the derived Initial keys.")
+	}
+	return a
+}
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(slot int) { a.slot = slot }
+
+// Packet implements flow.Analyzer.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
+	if f.Proto() != packet.ProtoUDP {
+		return
+	}
+	tr, _ := f.State(a.slot).(*Tracker)
+	if tr == notQUIC {
+		return
+	}
+	payload := p.Payload()
+	if tr == nil {
+		if dir != flow.ToServer || !Plausible(payload) {
+			f.SetState(a.slot, notQUIC)
+			return
+		}
+		tr = a.get()
+		f.SetState(a.slot, tr)
+	}
+	if tr.Done() || len(payload) == 0 {
+		return
+	}
+	if tr.Datagram(Dir(dir), payload) {
+		if a.hellos != nil {
+			a.hellos.Inc()
+		}
+		var h event.Header
+		f.FillHeader(&h, p.Timestamp)
+		em.Emit(tr.Event(h))
+	}
+}
+
+// ICMPError implements flow.Analyzer (nothing to do).
+func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
+
+// End implements flow.Analyzer: the flow record gets the quic summary.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	if tr, _ := f.State(a.slot).(*Tracker); tr != nil && tr != notQUIC {
+		rec.Extra = append(rec.Extra, tr.Summary())
+		if a.gaveUp != nil && tr.GaveUp && tr.Client == nil {
+			a.gaveUp.Inc()
+		}
+		if a.undecryptable != nil && tr.Undecryptable > 0 {
+			a.undecryptable.Add(tr.Undecryptable)
+		}
+		a.put(tr)
+	}
+	f.SetState(a.slot, nil)
+}
+
+func (a *Analyzer) get() *Tracker {
+	if n := len(a.free); n > 0 {
+		tr := a.free[n-1]
+		a.free = a.free[:n-1]
+		return tr
+	}
+	return &Tracker{Worker: &a.w}
+}
+
+func (a *Analyzer) put(tr *Tracker) {
+	tr.Reset()
+	if len(a.free) < maxFree {
+		a.free = append(a.free, tr)
+	}
+}
