@@ -1,11 +1,13 @@
 package event
 
-// QUIC is the record of one QUIC client hello (stages/quic): written when
-// the ClientHello carried in the client's Initial packets has been
-// decrypted and reassembled, with the packet that completed it as the
-// timestamp. Src is the client. Field names follow Suricata EVE's quic
-// object (version, sni, ja3, ja4, extensions); the fields EVE lacks are
-// documented where they are written.
+// QUIC is the record of one TLS hello carried in QUIC Initial packets
+// (stages/quic), written when the hello has been decrypted and
+// reassembled, with the packet that completed it as the timestamp. As in
+// Suricata, the client's hello and the server's are two records: the
+// client's has sni, ja3, ja4 and its extensions, the server's ja3s, its
+// extensions and (beyond EVE) tls_version and cipher. Src is the client in
+// both. Field names follow Suricata EVE's quic object; the fields EVE lacks
+// are documented where they are written.
 type QUIC struct {
 	Header
 
@@ -18,7 +20,12 @@ type QUIC struct {
 	JA4          string
 	JA4R         string // ja4_r: raw, sorted (beyond EVE)
 	ClientALPNs  []string
-	Extensions   []QUICExtension // ClientHello extensions, wire order, GREASE included (as EVE)
+	Extensions   []QUICExtension // the hello's extensions, wire order, GREASE included (as EVE)
+
+	// Server hello.
+	JA3S, JA3SHash string
+	TLSVersion     string // negotiated, as tls.version writes it (beyond EVE)
+	Cipher         string // chosen cipher suite's IANA name (beyond EVE)
 
 	// Beyond EVE.
 	Retry    bool // the server sent a Retry before this hello (quic.retry)
@@ -53,8 +60,17 @@ func (q *QUIC) EncodeBody(w Writer) {
 		str("string", q.JA3)
 		w.EndObject()
 	}
+	if q.JA3SHash != "" {
+		w.Key("ja3s")
+		w.BeginObject()
+		str("hash", q.JA3SHash)
+		str("string", q.JA3S)
+		w.EndObject()
+	}
 	str("ja4", q.JA4)
 	str("ja4_r", q.JA4R)
+	str("tls_version", q.TLSVersion)
+	str("cipher", q.Cipher)
 	if len(q.ClientALPNs) > 0 {
 		w.Key("client_alpns")
 		w.BeginArray()

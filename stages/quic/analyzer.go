@@ -9,9 +9,9 @@ import (
 )
 
 // Analyzer runs a Tracker on every UDP flow whose first datagram looks
-// like a QUIC Initial, inside a stages/flow Processor. It emits one quic
-// event per flow when the client's hello is read, and adds a quic
-// summary to the flow record. One per worker.
+// like a QUIC Initial, inside a stages/flow Processor. It emits a quic
+// event when the client's hello is read and another when the server's is,
+// and adds a quic summary to the flow record. One per worker.
 type Analyzer struct {
 	slot int
 	w    Worker
@@ -68,13 +68,19 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	if tr.Done() || len(payload) == 0 {
 		return
 	}
-	if tr.Datagram(Dir(dir), payload) {
-		if a.hellos != nil {
-			a.hellos.Inc()
-		}
+	client, server := tr.Datagram(Dir(dir), payload)
+	if client || server {
 		var h event.Header
 		f.FillHeader(&h, p.Timestamp)
-		em.Emit(tr.Event(h))
+		if client {
+			if a.hellos != nil {
+				a.hellos.Inc()
+			}
+			em.Emit(tr.ClientEvent(h))
+		}
+		if server {
+			em.Emit(tr.ServerEvent(h))
+		}
 	}
 }
 

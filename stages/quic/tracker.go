@@ -61,8 +61,11 @@ type ClientHello struct {
 
 // ServerHello is what a tracker keeps of the server's hello.
 type ServerHello struct {
-	TLSVersion uint16 // negotiated (supported_versions)
-	Cipher     uint16
+	Version        uint32 // QUIC version of the Initial that carried it
+	TLSVersion     uint16 // negotiated (supported_versions)
+	Cipher         uint16
+	Extensions     []event.QUICExtension
+	JA3S, JA3SHash string
 }
 
 // Tracker follows the Initial packets of one QUIC connection (one UDP
@@ -119,14 +122,15 @@ func Plausible(b []byte) bool {
 }
 
 // Datagram handles one UDP payload of the connection. It reports whether
-// it completed the client's hello (t.Client is then set).
-func (t *Tracker) Datagram(d Dir, b []byte) (clientDone bool) {
+// it completed the client's hello (t.Client is then set) and the server's
+// (t.Server).
+func (t *Tracker) Datagram(d Dir, b []byte) (client, server bool) {
 	if t.Done() {
-		return false
+		return false, false
 	}
 	d &= 1
 	t.dgrams[d]++
-	hadClient := t.Client != nil
+	hadClient, hadServer := t.Client != nil, t.Server != nil
 	for len(b) > 0 {
 		h, ok := parseLong(b)
 		if !ok {
@@ -154,7 +158,7 @@ func (t *Tracker) Datagram(d Dir, b []byte) (clientDone bool) {
 	if t.dgrams[d] > maxDatagrams && (d == ToServer && t.Client == nil || d == ToClient && t.Server == nil) {
 		t.GaveUp = true
 	}
-	return !hadClient && t.Client != nil
+	return !hadClient && t.Client != nil, !hadServer && t.Server != nil
 }
 
 func (t *Tracker) versionNegotiation(list []byte) {
@@ -306,7 +310,17 @@ func (t *Tracker) serverHello(typ uint8, body []byte) {
 		t.GaveUp = true
 		return
 	}
-	t.Server = &ServerHello{TLSVersion: w.sh.Negotiated(), Cipher: w.sh.Cipher}
+	sh := &w.sh
+	fp := w.fp.Server(sh)
+	s := &ServerHello{
+		Version: t.version, TLSVersion: sh.Negotiated(), Cipher: sh.Cipher,
+		JA3S: fp.JA3S, JA3SHash: fp.JA3SHash,
+		Extensions: make([]event.QUICExtension, 0, len(sh.Extensions)),
+	}
+	for _, e := range sh.Extensions {
+		s.Extensions = append(s.Extensions, event.QUICExtension{Type: e.Type, Name: extName(e.Type)})
+	}
+	t.Server = s
 	t.streams[ToClient].reset()
 }
 
@@ -324,9 +338,9 @@ func VersionString(v uint32) string {
 	return strconv.FormatUint(uint64(v), 16)
 }
 
-// Event builds the quic event of the client's hello with header h (nil if
-// the hello has not been read).
-func (t *Tracker) Event(h event.Header) *event.QUIC {
+// ClientEvent builds the quic event of the client's hello with header h
+// (nil if the hello has not been read).
+func (t *Tracker) ClientEvent(h event.Header) *event.QUIC {
 	c := t.Client
 	if c == nil {
 		return nil
@@ -336,6 +350,21 @@ func (t *Tracker) Event(h event.Header) *event.QUIC {
 		JA3: c.JA3, JA3Hash: c.JA3Hash, JA4: c.JA4, JA4R: c.JA4R,
 		ClientALPNs: c.ALPNs, Extensions: c.Extensions,
 		Retry: c.Retry, Initials: c.Initials,
+	}
+}
+
+// ServerEvent builds the quic event of the server's hello with header h
+// (nil if the hello has not been read).
+func (t *Tracker) ServerEvent(h event.Header) *event.QUIC {
+	s := t.Server
+	if s == nil {
+		return nil
+	}
+	return &event.QUIC{
+		Header: h, Version: VersionString(s.Version),
+		JA3S: s.JA3S, JA3SHash: s.JA3SHash, Extensions: s.Extensions,
+		TLSVersion: tlsfp.VersionName(s.TLSVersion), Cipher: tlsfp.CipherName(s.Cipher),
+		Retry: t.retried,
 	}
 }
 

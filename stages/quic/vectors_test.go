@@ -237,7 +237,7 @@ func TestRFCHandshake(t *testing.T) {
 			if !Plausible(unhex(t, tc.client)) {
 				t.Fatal("client Initial not plausible")
 			}
-			if !tr.Datagram(ToServer, unhex(t, tc.client)) {
+			if c, _ := tr.Datagram(ToServer, unhex(t, tc.client)); !c {
 				t.Fatalf("client hello not read: %+v", tr)
 			}
 			c := tr.Client
@@ -275,7 +275,7 @@ func TestRFCHandshake(t *testing.T) {
 			if !tr.retried || !bytes.Equal(tr.retry[:tr.retryLen], unhex(t, "f067a5502a4262b5")) {
 				t.Fatalf("%s: retry not recorded", tc.name)
 			}
-			if !tr.Datagram(ToServer, unhex(t, tc.client)) {
+			if c, _ := tr.Datagram(ToServer, unhex(t, tc.client)); !c {
 				t.Fatalf("%s: hello not read after the retry", tc.name)
 			}
 			if !tr.Client.Retry {

@@ -1,0 +1,132 @@
+package quic
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/stages/decode"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// quicEvent is a quic event and the 1-based index of the packet whose
+// processing emitted it (Suricata's pcap_cnt).
+type quicEvent struct {
+	*event.QUIC
+	pcapCnt int
+}
+
+// result is what running a capture gave.
+type result struct {
+	events  []quicEvent
+	flows   []*event.Flow
+	packets int
+}
+
+// summaries returns the quic summaries of the flow records.
+func (r *result) summaries() []*event.QUICSummary {
+	var out []*event.QUICSummary
+	for _, f := range r.flows {
+		for _, x := range f.Extra {
+			if s, ok := x.(*event.QUICSummary); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+type pktSource interface {
+	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+}
+
+// openCapture opens a pcap or pcapng file.
+func openCapture(t testing.TB, path string) (pktSource, func(gopacket.CaptureInfo) packet.LinkType) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) >= 4 && bytes.Equal(raw[:4], []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
+		r, err := pcapgo.NewNgReader(bytes.NewReader(raw), pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, func(ci gopacket.CaptureInfo) packet.LinkType {
+			if ifc, err := r.Interface(ci.InterfaceIndex); err == nil {
+				return packet.LinkType(ifc.LinkType)
+			}
+			return packet.LinkType(r.LinkType())
+		}
+	}
+	r, err := pcapgo.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := packet.LinkType(r.LinkType())
+	if r.LinkType() == layers.LinkTypeRaw {
+		lt = packet.LinkRaw
+	}
+	return r, func(gopacket.CaptureInfo) packet.LinkType { return lt }
+}
+
+// runCapture feeds a capture, packet by packet, through stages/decode and
+// a flow.Processor hosting a quic Analyzer (the pipeline's worker minus
+// the channels), so each event can be tied to the packet that caused it.
+func runCapture(t testing.TB, path string) *result {
+	t.Helper()
+	src, linkType := openCapture(t, path)
+	out := make(chan *event.Batch, 1024)
+	em := pipeline.NewEmitter(out)
+	proc := flow.NewProcessor(flow.Config{Workers: 1}, New(Config{}))
+	dec := decode.New()
+	res := &result{}
+	var last int64
+	collect := func(cnt int) {
+		em.Flush()
+		for {
+			select {
+			case b := <-out:
+				for _, e := range b.Events {
+					switch e := e.(type) {
+					case *event.QUIC:
+						res.events = append(res.events, quicEvent{e, cnt})
+					case *event.Flow:
+						res.flows = append(res.flows, e)
+					}
+				}
+				b.Events = b.Events[:0] // events are kept; do not clear them into the pool
+			default:
+				return
+			}
+		}
+	}
+	for {
+		data, ci, err := src.ReadPacketData()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		res.packets++
+		last = ci.Timestamp.UnixNano()
+		pk := packet.Packet{Data: data, OrigLen: uint32(ci.Length), Timestamp: ci.Timestamp.UnixNano(), LinkType: linkType(ci), IfIndex: -1}
+		dec.Decode(&pk)
+		proc.Packet(&pk, em)
+		collect(res.packets)
+	}
+	proc.Flush(last, em)
+	collect(0)
+	return res
+}
