@@ -239,6 +239,12 @@ func (t *Tracker) initial(d Dir, pkt []byte, h *longHeader) {
 	}
 	t.Decrypted[d]++
 	t.largest[d] = max(t.largest[d], int64(pn))
+	t.crypto(d, plain)
+}
+
+// crypto takes the frames of a decrypted Initial of direction d.
+func (t *Tracker) crypto(d Dir, plain []byte) {
+	w := t.Worker
 	s := &t.streams[d]
 	w.cur = s
 	if w.addFn == nil {
