@@ -116,9 +116,19 @@ func TestMetricsMatchTheRun(t *testing.T) {
 
 var (
 	opsBinOnce sync.Once
+	opsBinDir  string
 	opsBinPath string
 	opsBinErr  error
 )
+
+// TestMain removes the binary that opsBinary built for the whole package.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if opsBinDir != "" {
+		os.RemoveAll(opsBinDir)
+	}
+	os.Exit(code)
+}
 
 // pktpipeBinary builds the command once per test process, in a directory
 // any user may read (for the setpriv test).
@@ -130,6 +140,7 @@ func opsBinary(t *testing.T) string {
 			opsBinErr = err
 			return
 		}
+		opsBinDir = dir
 		os.Chmod(dir, 0o755)
 		opsBinPath = filepath.Join(dir, "pktpipe")
 		if out, err := exec.Command("go", "build", "-o", opsBinPath, ".").CombinedOutput(); err != nil {
