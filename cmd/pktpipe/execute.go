@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,7 +29,8 @@ func execute(ctx context.Context, o *options, stdin io.Reader, stdout, stderr io
 			New: o.timeoutNew, TCP: o.timeoutTCP, UDP: o.timeoutUDP, ICMP: o.timeoutICMP,
 		},
 		CommunityIDSeed: uint16(o.cidSeed), NoCommunityID: o.noCommunity,
-		Stats: stats.NewRegistry(), Log: log,
+		Analyzers: analyzerList(o.analyzers),
+		Stats:     stats.NewRegistry(), Log: log,
 	}
 	if f, ok := stderr.(*os.File); ok && !o.noProgress && pcapfile.ProgressWanted(f) {
 		cfg.Progress = stderr
@@ -108,4 +110,21 @@ func versionString() string {
 		out += " (" + rev + dirty + ")"
 	}
 	return out + " " + goVer
+}
+
+// analyzerList turns --analyzers into app.Config.Analyzers ("all" = nil).
+func analyzerList(s string) []string {
+	if s == "" || s == "all" {
+		return nil
+	}
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	if out == nil {
+		return []string{} // "--analyzers ," = none
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/pktpipe/pktpipe/internal/app"
 	"io"
 	"log/slog"
 	"runtime"
@@ -44,6 +45,7 @@ type options struct {
 	timeoutICMP  time.Duration
 	timeoutNew   time.Duration
 	batchPackets int
+	analyzers    string
 
 	logLevel slog.Level
 
@@ -135,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeoutUDP, "flow-timeout-udp", 0, "idle timeout of UDP flows (0 = default)")
 	fs.DurationVar(&o.timeoutICMP, "flow-timeout-icmp", 0, "idle timeout of ICMP flows (0 = default)")
 	fs.DurationVar(&o.timeoutNew, "flow-timeout-new", 0, "idle timeout of flows seen in one direction only (0 = default)")
+	fs.StringVar(&o.analyzers, "analyzers", "all", "per-flow analyzers to run, comma-separated: all, or some of "+strings.Join(app.AnalyzerNames, ","))
 	fs.IntVar(&o.batchPackets, "batch-packets", 0, "packets per batch between stages (0 = 256)")
 	fs.StringVar(&level, "log-level", "info", "log level on stderr: debug, info, warn, error")
 	o.live.register(fs)
@@ -172,6 +175,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--flow-cap must be at least the number of workers")
 	case o.cidSeed > 0xffff:
 		return nil, errors.New("--community-id-seed must fit in 16 bits")
+	}
+	if err := app.CheckAnalyzers(analyzerList(o.analyzers)); err != nil {
+		return nil, fmt.Errorf("--analyzers: %v", err)
 	}
 	if err := o.live.validate(o); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ type Config struct {
 	Timeouts        flow.Timeouts
 	CommunityIDSeed uint16
 	NoCommunityID   bool
+	// Analyzers names the per-flow analyzers to run (AnalyzerNames); nil
+	// runs them all.
+	Analyzers []string
 
 	Stats *stats.Registry
 	Log   *slog.Logger
@@ -92,6 +96,9 @@ func Build(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
+	}
+	if err := CheckAnalyzers(cfg.Analyzers); err != nil {
+		return nil, err
 	}
 	sources := cfg.Sources
 	if len(sources) == 0 {
@@ -183,15 +190,46 @@ func (s *tapSink) Close() error {
 	return errors.Join(werr, s.Sink.Close())
 }
 
-// Analyzers returns a fresh set of per-flow analyzers for one worker.
+// AnalyzerNames are the per-flow analyzers, in the order they run.
+var AnalyzerNames = []string{"tls", "icmp_feedback", "tcpstate", "dns", "rtt"}
+
+// Analyzers returns a fresh set of per-flow analyzers for one worker: all
+// of them, or those cfg.Analyzers names.
 func Analyzers(cfg Config) []flow.Analyzer {
+	on := func(name string) bool { return cfg.Analyzers == nil || slices.Contains(cfg.Analyzers, name) }
 	var as []flow.Analyzer
-	as = append(as, tlsfp.NewAnalyzer())
-	as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
-	// TCP state; DNS before RTT (dns reports into rtt's flow summary, so its End runs first).
-	rttA := rtt.New(rtt.Config{Stats: cfg.Stats})
-	as = append(as, tcpstate.New(), dns.New(rttA, cfg.Stats), rttA)
+	if on("tls") {
+		as = append(as, tlsfp.NewAnalyzer())
+	}
+	if on("icmp_feedback") {
+		as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
+	}
+	if on("tcpstate") {
+		as = append(as, tcpstate.New())
+	}
+	// DNS runs before RTT: it reports into rtt's flow summary, so its End
+	// must run first.
+	var rttA *rtt.Analyzer
+	if on("rtt") {
+		rttA = rtt.New(rtt.Config{Stats: cfg.Stats})
+	}
+	if on("dns") {
+		as = append(as, dns.New(rttA, cfg.Stats))
+	}
+	if rttA != nil {
+		as = append(as, rttA)
+	}
 	return as
+}
+
+// CheckAnalyzers reports an unknown analyzer name.
+func CheckAnalyzers(names []string) error {
+	for _, n := range names {
+		if !slices.Contains(AnalyzerNames, n) {
+			return fmt.Errorf("unknown analyzer %q (choices: %s)", n, strings.Join(AnalyzerNames, ", "))
+		}
+	}
+	return nil
 }
 
 func (p *Pipeline) buildSink(cfg Config) (pipeline.Sink, error) {

@@ -70,6 +70,9 @@ type options struct {
 	profile string
 }
 
+// cliAnalyzers is -analyzers: passed to each child, used by the pipeline modes.
+var cliAnalyzers string
+
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -84,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.cache, "cache", filepath.Join(os.TempDir(), "pktpipe-bench"), "directory where generated captures are kept")
 	fs.BoolVar(&o.regen, "regen", false, "rewrite the capture even if the cache holds it")
 	fs.BoolVar(&o.json, "json", false, "print the conditions and results as JSON instead of a table")
+	fs.StringVar(&cliAnalyzers, "analyzers", "", "per-flow analyzers of the pipeline modes, comma-separated (default: all; \"none\" for none)")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of each measurement into `DIR` (MODE-RUN.pprof)")
 	// A child: one measurement.
 	mode := fs.String("mode", "", "internal: run one measurement `MODE` on -file and print its result as JSON")
@@ -230,7 +234,7 @@ func parent(o *options, stdout, stderr io.Writer) error {
 
 // measure runs one measurement in a child process and returns its result.
 func measure(exe, mode, capture string, workers int, profile string) Result {
-	cmd := exec.Command(exe, "-mode", mode, "-file", capture, "-workers", strconv.Itoa(workers), "-profile", profile)
+	cmd := exec.Command(exe, "-mode", mode, "-file", capture, "-workers", strconv.Itoa(workers), "-profile", profile, "-analyzers", cliAnalyzers)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	runErr := cmd.Run()

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/gopacket/gopacket/pcapgo"
@@ -214,7 +215,7 @@ func runSource(capture string, each func(*packet.Batch)) (uint64, error) {
 func runPipeline(capture, outDir string, workers int, r *Result) error {
 	cfg := app.Config{
 		Files: []string{capture}, Format: cliFormat, Compress: cliCompress,
-		Workers: workers, FlowCap: cliFlowCap, Stats: stats.NewRegistry(),
+		Workers: workers, FlowCap: cliFlowCap, Stats: stats.NewRegistry(), Analyzers: analyzerSet(),
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if outDir != "" {
@@ -238,4 +239,15 @@ func runPipeline(capture, outDir string, workers int, r *Result) error {
 		r.OutBytes = dirBytes(outDir)
 	}
 	return err
+}
+
+// analyzerSet is -analyzers as app.Config.Analyzers (nil = all).
+func analyzerSet() []string {
+	switch cliAnalyzers {
+	case "":
+		return nil
+	case "none":
+		return []string{}
+	}
+	return strings.Split(cliAnalyzers, ",")
 }

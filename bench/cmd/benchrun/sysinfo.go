@@ -103,7 +103,7 @@ func dirBytes(dir string) int64 {
 // before an analyzer was added.
 func analyzers() []string {
 	names := []string{}
-	for _, a := range app.Analyzers(app.Config{}) {
+	for _, a := range app.Analyzers(app.Config{Analyzers: analyzerSet()}) {
 		names = append(names, strings.TrimPrefix(fmt.Sprintf("%T", a), "*"))
 	}
 	return names
