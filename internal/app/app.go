@@ -27,6 +27,7 @@ import (
 	"github.com/pktpipe/pktpipe/stages/dns"
 	"github.com/pktpipe/pktpipe/stages/flow"
 	"github.com/pktpipe/pktpipe/stages/icmpfb"
+	"github.com/pktpipe/pktpipe/stages/quic"
 	"github.com/pktpipe/pktpipe/stages/rtt"
 	"github.com/pktpipe/pktpipe/stages/tcpstate"
 	"github.com/pktpipe/pktpipe/stages/tlsfp"
@@ -191,7 +192,7 @@ func (s *tapSink) Close() error {
 }
 
 // AnalyzerNames are the per-flow analyzers, in the order they run.
-var AnalyzerNames = []string{"tls", "icmp_feedback", "tcpstate", "dns", "rtt"}
+var AnalyzerNames = []string{"tls", "quic", "icmp_feedback", "tcpstate", "dns", "rtt"}
 
 // Analyzers returns a fresh set of per-flow analyzers for one worker: all
 // of them, or those cfg.Analyzers names.
@@ -200,6 +201,9 @@ func Analyzers(cfg Config) []flow.Analyzer {
 	var as []flow.Analyzer
 	if on("tls") {
 		as = append(as, tlsfp.NewAnalyzer())
+	}
+	if on("quic") {
+		as = append(as, quic.New(quic.Config{Stats: cfg.Stats}))
 	}
 	if on("icmp_feedback") {
 		as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
