@@ -58,19 +58,21 @@
 //
 // # Output
 //
-// One quic event per connection, when the ClientHello completes, with
-// EVE's quic fields (version, sni, ja3, ja4, extensions with names and the
-// server_name/alpn values) plus ja4_r, client_alpns, retry and initials.
-// The event's timestamp is the packet that completed the hello. EVE's
-// pcap_cnt (that packet's index in the capture) is not set:
-// packet.Packet does not carry the capture index, so the tests check
-// Suricata's pcap_cnt by feeding packets one at a time instead. The flow
-// record gets a "quic" summary (event.QUICSummary): version, SNI, JA4,
-// ALPNs, the ServerHello's TLS version and cipher, Retry, Version
-// Negotiation, Initial counts and a state.
+// Two quic events per connection, as Suricata logs them: one when the
+// ClientHello completes, with EVE's quic fields (version, sni, ja3, ja4,
+// extensions with names and the server_name/alpn values) plus ja4_r,
+// client_alpns, retry and initials; one when the ServerHello completes,
+// with ja3s and its extensions plus tls_version and cipher. Each event's
+// timestamp is the packet that completed its hello. EVE's pcap_cnt (that
+// packet's index in the capture) is not set: packet.Packet does not carry
+// the capture index, so the tests check Suricata's pcap_cnt by feeding
+// packets one at a time instead. The flow record gets a "quic" summary
+// (event.QUICSummary): version, SNI, JA4, ALPNs, the ServerHello's TLS
+// version and cipher, Retry, Version Negotiation, Initial counts and a
+// state.
 //
-// Not done: gQUIC (Q0xx/T05x: cyu and ua), keys beyond Initial (Handshake
-// and 1-RTT need the TLS secrets), a second quic event for the
-// ServerHello (Suricata logs one per packet; here it goes to the flow
-// summary), and ECH (the outer hello is what is fingerprinted).
+// Not done: gQUIC (Q0xx/T05x: EVE's cyu and ua), keys beyond Initial
+// (Handshake and 1-RTT need the TLS secrets, so the server's ALPN and
+// certificate stay hidden), Retry integrity tags are not verified, and
+// ECH (the outer hello is what is fingerprinted).
 package quic
