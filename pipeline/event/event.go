@@ -10,6 +10,7 @@ package event
 
 import (
 	"net/netip"
+	"strconv"
 	"sync"
 )
 
@@ -101,24 +102,10 @@ func ProtoName(p uint8) string {
 
 var protoNums = func() (t [256]string) {
 	for i := range t {
-		t[i] = itoa(i)
+		t[i] = strconv.Itoa(i)
 	}
 	return
 }()
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b [3]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(b[n:])
-}
 
 // Encode writes a whole event as one top-level object: the common header
 // in EVE's order, then the type's own fields.

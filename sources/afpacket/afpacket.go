@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pktpipe/pktpipe/internal/netns"
 	"net"
 	"os"
 	"runtime"
@@ -185,7 +186,10 @@ func NewGroup(cfg Config) ([]*Source, error) {
 	}
 	var err error
 	if cfg.Netns != "" {
-		err = inNetns(cfg.Netns, open)
+		err = netns.Do(cfg.Netns, open)
+		if err != nil {
+			err = fmt.Errorf("afpacket: %w", err)
+		}
 	} else {
 		err = open()
 	}
@@ -529,36 +533,3 @@ type sockaddrLL struct {
 const tpacketAlignedHdrLen = (int(unsafe.Sizeof(unix.Tpacket3Hdr{})) + unix.TPACKET_ALIGNMENT - 1) &^ (unix.TPACKET_ALIGNMENT - 1)
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// inNetns runs fn on a locked thread switched into the namespace at path;
-// sockets it opens stay in that namespace.
-func inNetns(path string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("afpacket: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("afpacket: netns: %w", err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("afpacket: setns %s: %w: entering a network namespace needs CAP_SYS_ADMIN", path, err)
-		}
-		return fmt.Errorf("afpacket: setns %s: %w", path, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Keep the thread locked: the runtime then discards it rather
-		// than reuse a thread left in the wrong namespace.
-		return fmt.Errorf("afpacket: setns back: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}

@@ -31,10 +31,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pktpipe/pktpipe/internal/netns"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -164,7 +164,10 @@ func New(cfg Config) (*Source, error) {
 	s := &Source{cfg: cfg, name: "ebpf:" + cfg.Interface}
 	var err error
 	if cfg.Netns != "" {
-		err = inNetns(cfg.Netns, s.open)
+		err = netns.Do(cfg.Netns, s.open)
+		if err != nil {
+			err = fmt.Errorf("ebpf: %w", err)
+		}
 	} else {
 		err = s.open()
 	}
@@ -461,33 +464,4 @@ func sortByTime(ps []packet.Packet) {
 		}
 		ps[j] = p
 	}
-}
-
-// inNetns runs fn on a locked thread switched into the namespace at path;
-// an ifindex given to the kernel from there is resolved in that namespace.
-func inNetns(path string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("ebpf: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("ebpf: netns: %w", err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("ebpf: setns %s: %w", path, capErr(err, "CAP_SYS_ADMIN"))
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Keep the thread locked so the runtime discards it.
-		return fmt.Errorf("ebpf: setns back: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }

@@ -23,6 +23,8 @@
 // queries expire after 10 s of packet time or when the flow ends.
 package dns
 
+import "strconv"
+
 import "errors"
 
 // Header is the fixed 12-byte DNS header.
@@ -216,7 +218,7 @@ var rcodeNames = [...]string{"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTI
 
 var smallNums = func() (t [256]string) {
 	for i := range t {
-		t[i] = fmtInt(i)
+		t[i] = strconv.Itoa(i)
 	}
 	return
 }()
@@ -225,19 +227,5 @@ func itoa(i int) string {
 	if i >= 0 && i < len(smallNums) {
 		return smallNums[i]
 	}
-	return fmtInt(i)
-}
-
-func fmtInt(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b [20]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(b[n:])
+	return strconv.Itoa(i)
 }
