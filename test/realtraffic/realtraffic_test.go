@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pktpipe/pktpipe/internal/app"
 	"github.com/pktpipe/pktpipe/internal/testenv"
@@ -89,11 +90,22 @@ func endpoint(ev map[string]any) string {
 // as uppercase colon-separated hex, the SHA-1 fingerprint lowercase.
 func certFields(t *testing.T, c cert) map[string]string {
 	t.Helper()
-	out := mustRun(t, "openssl", "x509", "-in", c.certPEM, "-noout", "-subject", "-issuer", "-serial", "-fingerprint", "-sha1")
+	out := mustRun(t, "openssl", "x509", "-in", c.certPEM, "-noout", "-subject", "-issuer", "-serial", "-fingerprint", "-sha1",
+		"-startdate", "-enddate", "-ext", "subjectAltName")
 	f := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if san, ok := strings.CutPrefix(strings.TrimSpace(line), "DNS:"); ok {
+			f["san"] = strings.ReplaceAll(san, ", DNS:", ",")
+			continue
+		}
 		k, v, _ := strings.Cut(line, "=")
 		switch k {
+		case "notBefore", "notAfter":
+			tm, err := time.Parse("Jan _2 15:04:05 2006 MST", v)
+			if err != nil {
+				t.Fatalf("openssl x509 %s: %v", k, err)
+			}
+			f[strings.ToLower(k)] = tm.UTC().Format("2006-01-02T15:04:05")
 		case "subject", "issuer":
 			f[k] = strings.ReplaceAll(v, " = ", "=")
 		case "serial":
@@ -106,7 +118,7 @@ func certFields(t *testing.T, c cert) map[string]string {
 			f["fingerprint"] = strings.ToLower(v)
 		}
 	}
-	if len(f) != 4 {
+	if len(f) != 7 {
 		t.Fatalf("openssl x509 output not understood:\n%s", out)
 	}
 	return f
@@ -311,6 +323,14 @@ func TestRealTraffic(t *testing.T) {
 			eq("extra", "issuerdn", pstr(ev, "tls", "issuerdn"), want["issuer"])
 			eq("extra", "serial", pstr(ev, "tls", "serial"), want["serial"])
 			eq("extra", "fingerprint", pstr(ev, "tls", "fingerprint"), want["fingerprint"])
+			eq("extra", "notbefore", pstr(ev, "tls", "notbefore"), want["notbefore"])
+			eq("extra", "notafter", pstr(ev, "tls", "notafter"), want["notafter"])
+			var sans []string
+			list, _ := path(ev, "tls", "subjectaltname").([]any)
+			for _, a := range list {
+				sans = append(sans, fmt.Sprint(a))
+			}
+			eq("extra", "subjectaltname", strings.Join(sans, ","), want["san"])
 			extra = append(extra, "cert "+c.certCheck.name)
 		}
 		if r.cols["extra"] == "ok" || r.cols["extra"] == "" {
