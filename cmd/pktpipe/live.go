@@ -43,13 +43,14 @@ type liveOptions struct {
 	ringBlock   byteSize
 	ringTimeout time.Duration
 	perfBuffer  byteSize
+	ebpfAttach  string
 	netns       string
 	write       string
 	user        string
 }
 
 func (l *liveOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&l.capture, "capture", "afpacket", "live capture method: afpacket (TPACKET_V3 ring) or ebpf (TCX program, Linux 6.6+)")
+	fs.StringVar(&l.capture, "capture", "afpacket", "live capture method: afpacket (TPACKET_V3 ring) or ebpf (TCX program; tc filters where TCX is missing)")
 	fs.IntVar(&l.fanout, "fanout", 1, "AF_PACKET: `N` sockets in one fanout group (flow hash), each with its own dispatcher")
 	fs.IntVar(&l.snaplen, "snaplen", 0, "bytes kept per packet (0 = 262144 for afpacket, 65000 for ebpf)")
 	fs.BoolVar(&l.promisc, "promisc", false, "put the interface in promiscuous mode while capturing")
@@ -57,6 +58,7 @@ func (l *liveOptions) register(fs *flag.FlagSet) {
 	fs.Var(&l.ringBlock, "ring-block-size", "AF_PACKET: bytes per ring block, a multiple of the page size (0 = 1M)")
 	fs.DurationVar(&l.ringTimeout, "ring-timeout", 0, "AF_PACKET: the kernel hands over a partly filled block after this (0 = 64ms)")
 	fs.Var(&l.perfBuffer, "perf-buffer", "eBPF: perf buffer `SIZE` per CPU (0 = 1M)")
+	fs.StringVar(&l.ebpfAttach, "ebpf-attach", "auto", "eBPF: attach with `MODE` tcx (Linux 6.6+), tc (clsact qdisc and cls_bpf filters, removed on exit) or auto (tcx, else tc)")
 	fs.StringVar(&l.netns, "netns", "", "capture on -i inside the network namespace at `PATH` (e.g. /var/run/netns/NAME)")
 	fs.StringVar(&l.write, "w", "", "also write the packets read (after the filter) to `FILE` as pcapng, for replay with -r")
 	fs.StringVar(&l.user, "user", "", "after opening the capture, drop root privileges to user `NAME` (uid, gid and groups)")
@@ -68,6 +70,11 @@ func (l *liveOptions) validate(o *options) error {
 	default:
 		return fmt.Errorf("--capture %q: use afpacket or ebpf", l.capture)
 	}
+	switch l.ebpfAttach {
+	case ebpf.AttachAuto, ebpf.AttachTCX, ebpf.AttachTC:
+	default:
+		return fmt.Errorf("--ebpf-attach %q: use auto, tcx or tc", l.ebpfAttach)
+	}
 	live := o.iface != ""
 	switch {
 	case l.fanout < 1:
@@ -77,8 +84,12 @@ func (l *liveOptions) validate(o *options) error {
 	case l.snaplen < 0:
 		return errors.New("--snaplen must not be negative")
 	case !live && (l.fanout > 1 || l.promisc || l.ringBlocks != 0 || l.ringBlock != 0 || l.ringTimeout != 0 ||
-		l.perfBuffer != 0 || l.netns != "" || l.snaplen != 0 || l.user != "" || l.capture != "afpacket"):
-		return errors.New("--capture, --fanout, --snaplen, --promisc, --ring-*, --perf-buffer, --netns and --user apply to live capture (-i)")
+		l.perfBuffer != 0 || l.netns != "" || l.snaplen != 0 || l.user != "" || l.capture != "afpacket" || l.ebpfAttach != ebpf.AttachAuto):
+		return errors.New("--capture, --fanout, --snaplen, --promisc, --ring-*, --perf-buffer, --ebpf-attach, --netns and --user apply to live capture (-i)")
+	case l.ebpfAttach != ebpf.AttachAuto && l.capture != "ebpf":
+		return errors.New("--ebpf-attach applies to --capture ebpf")
+	case l.ebpfAttach == ebpf.AttachTC && l.user != "":
+		return errors.New("--ebpf-attach tc with --user: removing the tc filters at exit needs CAP_NET_ADMIN, which --user gives up (use tcx, whose links go with the process)")
 	case l.capture == "ebpf" && l.snaplen > ebpf.MaxSnaplen:
 		return fmt.Errorf("--snaplen %d: the eBPF source copies at most %d bytes", l.snaplen, ebpf.MaxSnaplen)
 	}
@@ -118,6 +129,7 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 	}
 
 	var srcs []pipeline.Source
+	attachMode := ""
 	switch l.capture {
 	case "afpacket":
 		acfg := afpacket.Config{
@@ -148,7 +160,7 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 	case "ebpf":
 		ecfg := ebpf.Config{
 			Interface: o.iface, Netns: l.netns, Snaplen: l.snaplen,
-			PerCPUBuffer: int(l.perfBuffer), Stats: cfg.Stats,
+			PerCPUBuffer: int(l.perfBuffer), Attach: l.ebpfAttach, Stats: cfg.Stats,
 		}
 		if o.filter != "" {
 			// The source delivers Ethernet frames; the whole expression
@@ -164,6 +176,21 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 		if err != nil {
 			return fmt.Errorf("-i %s: %w", o.iface, err)
 		}
+		if s.AttachMode() == ebpf.AttachTC {
+			if l.user != "" {
+				// auto fell back to tc (no TCX on this kernel).
+				_ = s.Close()
+				return fmt.Errorf("-i %s: this kernel has no TCX, and the tc filters used instead could not be removed at exit after --user drops CAP_NET_ADMIN: run without --user", o.iface)
+			}
+			removed, others := s.StaleFilters()
+			if removed > 0 {
+				cfg.Log.Warn("removed tc filters left by pktpipe processes that no longer run", "interface", o.iface, "filters", removed)
+			}
+			if len(others) > 0 {
+				cfg.Log.Info("other pktpipe tc filters on the interface (processes still running)", "interface", o.iface, "filters", others)
+			}
+		}
+		attachMode = s.AttachMode()
 		srcs = append(srcs, s)
 		ifName := map[int32]string{int32(s.IfIndex()): o.iface}
 		cfg.PcapIfName = func(i int32) string { return ifName[i] }
@@ -179,8 +206,11 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 			return err
 		}
 	}
-	cfg.Log.Info("capturing", "interface", o.iface, "capture", l.capture, "sources", len(srcs),
-		"filter", o.filter, "uid", os.Getuid())
+	attrs := []any{"interface", o.iface, "capture", l.capture, "sources", len(srcs), "filter", o.filter, "uid", os.Getuid()}
+	if attachMode != "" {
+		attrs = append(attrs, "attach", attachMode)
+	}
+	cfg.Log.Info("capturing", attrs...)
 	return nil
 }
 

@@ -6,7 +6,8 @@
 // one interface), each with its own attach id and direction constants and
 // all sharing the events map, and attaches them with TCX links owned by
 // this process: nothing is pinned, so the kernel detaches them when the
-// links are closed or the process dies. Run reads samples with a
+// links are closed or the process dies (the tc fallback below is the
+// exception). Run reads samples with a
 // perf.Reader (per-CPU buffers, a wakeup watermark of a quarter buffer and
 // a read deadline so that a quiet link still delivers), copies them into
 // pooled batches reusing one Record (no allocation per sample), and counts
@@ -21,9 +22,17 @@
 // sees the same. Captured bytes are capped at 65000 per packet, because a
 // perf record must stay under 64 KiB.
 //
-// Requirements: Linux 6.6 or later for TCX (the clsact/cls_bpf fallback for
-// older kernels is not implemented: New fails with a clear error), and
-// CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN (or root).
+// Attaching: TCX (Linux 6.6+) by default. Config.Attach "tc" (or "auto",
+// the default, on a kernel where TCX is not supported) attaches the same
+// programs as direct-action cls_bpf filters on a clsact qdisc through
+// netlink instead (see tc.go): those are not owned by the process, so Run
+// and Close remove them (and the qdisc if the source added it), and a
+// crashed run's filters are found by name and removed by the next start.
+//
+// Requirements: Linux 6.6 or later for TCX, or any kernel with clsact and
+// cls_bpf direct-action (4.5+) for the tc fallback; CAP_BPF + CAP_PERFMON
+// + CAP_NET_ADMIN (or root). In tc mode CAP_NET_ADMIN is needed again at
+// exit to remove the filters.
 package ebpf
 
 import (
@@ -73,10 +82,20 @@ type Config struct {
 	Watermark    int           // bytes that wake the reader; default PerCPUBuffer/4
 	ReadTimeout  time.Duration // how long a quiet link may hold samples back; default 75ms
 
+	// Attach is AttachAuto (""), AttachTCX or AttachTC.
+	Attach string
+
 	Filter KernelFilter
 
 	Stats *stats.Registry // nil: a private registry
 }
+
+// Attach modes.
+const (
+	AttachAuto = "auto" // TCX, or tc when the kernel does not support TCX
+	AttachTCX  = "tcx"  // TCX links only
+	AttachTC   = "tc"   // clsact qdisc and cls_bpf direct-action filters
+)
 
 // KernelFilter is evaluated in the program, before anything is copied.
 // Zero fields match anything; set fields must all match. It reads
@@ -115,6 +134,13 @@ func (c *Config) defaults() error {
 	if c.Stats == nil {
 		c.Stats = stats.NewRegistry()
 	}
+	switch c.Attach {
+	case "":
+		c.Attach = AttachAuto
+	case AttachAuto, AttachTCX, AttachTC:
+	default:
+		return fmt.Errorf("ebpf: attach mode %q: use auto, tcx or tc", c.Attach)
+	}
 	return nil
 }
 
@@ -127,6 +153,8 @@ type Source struct {
 	events *ebpf.Map
 	colls  []*ebpf.Collection
 	links  []link.Link
+	tc     *tcAttach // the tc fallback, when in use
+	mode   string    // AttachTCX or AttachTC once attached
 	rd     *perf.Reader
 
 	monoToWall int64 // add to bpf_ktime_get_ns to get Unix ns
@@ -226,19 +254,38 @@ func (s *Source) open() error {
 			return fmt.Errorf("ebpf: loading the capture program: %w", capErr(err, "CAP_BPF and CAP_PERFMON"))
 		}
 		s.colls = append(s.colls, coll)
-		l, err := link.AttachTCX(link.TCXOptions{
-			Interface: ifi.Index,
-			Program:   coll.Programs[pbpf.CaptureProgCapture],
-			Attach:    a.at,
-			Anchor:    link.Tail(),
-		})
-		if err != nil {
-			if errors.Is(err, ebpf.ErrNotSupported) {
-				return fmt.Errorf("ebpf: attaching to %s: TCX is not supported by this kernel (needs Linux 6.6+; the clsact fallback is not implemented): %w", cfg.Interface, err)
+		prog := coll.Programs[pbpf.CaptureProgCapture]
+		if s.mode == "" && cfg.Attach != AttachTC {
+			l, err := link.AttachTCX(link.TCXOptions{
+				Interface: ifi.Index,
+				Program:   prog,
+				Attach:    a.at,
+				Anchor:    link.Tail(),
+			})
+			switch {
+			case err == nil:
+				s.links = append(s.links, l)
+				continue
+			case errors.Is(err, ebpf.ErrNotSupported) && cfg.Attach == AttachAuto && id == 0:
+				// Fall back to tc for every attachment.
+			case errors.Is(err, ebpf.ErrNotSupported):
+				return fmt.Errorf("ebpf: attaching to %s: TCX is not supported by this kernel (needs Linux 6.6+; --ebpf-attach tc or auto uses a clsact qdisc instead): %w", cfg.Interface, err)
+			default:
+				return fmt.Errorf("ebpf: attaching to %s: %w", cfg.Interface, capErr(err, "CAP_NET_ADMIN"))
 			}
-			return fmt.Errorf("ebpf: attaching to %s: %w", cfg.Interface, capErr(err, "CAP_NET_ADMIN"))
 		}
-		s.links = append(s.links, l)
+		if s.tc == nil {
+			s.mode = AttachTC
+			if s.tc, err = newTCAttach(ifi.Index, cfg.Interface); err != nil {
+				return fmt.Errorf("ebpf: %w", err)
+			}
+		}
+		if err := s.tc.attach(prog.FD(), a.dir); err != nil {
+			return fmt.Errorf("ebpf: %w", err)
+		}
+	}
+	if s.mode == "" {
+		s.mode = AttachTCX
 	}
 
 	s.rd, err = perf.NewReaderWithOptions(s.events, cfg.PerCPUBuffer, perf.ReaderOptions{Watermark: cfg.Watermark})
@@ -319,19 +366,38 @@ func (s *Source) Name() string { return s.name }
 // IfIndex is the interface's index in its namespace.
 func (s *Source) IfIndex() int { return s.ifIndex }
 
-// detach closes the links; the programs stop running at once.
-func (s *Source) detach() {
+// AttachMode is how the programs were attached: AttachTCX or AttachTC.
+func (s *Source) AttachMode() string { return s.mode }
+
+// StaleFilters reports, in tc mode, how many filters of pktpipe processes
+// that no longer run were removed at start, and the names of filters of
+// live pktpipe processes found on the interface (left alone).
+func (s *Source) StaleFilters() (removed int, others []string) {
+	if s.tc == nil {
+		return 0, nil
+	}
+	return s.tc.staleFreed, s.tc.staleKept
+}
+
+// detach closes the links or removes the tc filters; the programs stop
+// running at once. It reports what it could not remove.
+func (s *Source) detach() error {
 	for _, l := range s.links {
 		_ = l.Close()
 	}
 	s.links = nil
+	err := s.tc.detach()
+	s.tc = nil
+	return err
 }
 
 // Close detaches and releases everything. Run calls it on return; it is
-// safe to call more than once.
+// safe to call more than once. Its error (tc mode only) names the filters
+// or qdisc it could not remove and the tc command that removes them.
 func (s *Source) Close() error {
+	var err error
 	s.closeOnce.Do(func() {
-		s.detach()
+		err = s.detach()
 		if s.rd != nil {
 			_ = s.rd.Close()
 		}
@@ -342,17 +408,20 @@ func (s *Source) Close() error {
 			_ = s.events.Close()
 		}
 	})
-	return nil
+	return err
 }
 
 // Run copies samples into batches until ctx is cancelled. On cancel it
 // detaches the programs, drains what the perf buffers still hold, sends
 // it, and closes everything.
-func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
+func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) (err error) {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("ebpf: Run called twice")
 	}
-	defer s.Close()
+	var detachErr error
+	defer func() {
+		err = errors.Join(err, detachErr, s.Close())
+	}()
 	if s.rd == nil {
 		return errors.New("ebpf: source is closed")
 	}
@@ -394,7 +463,7 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 				if ctx.Err() != nil {
 					// Stop the programs, then take what they wrote
 					// before that without waiting.
-					s.detach()
+					detachErr = s.detach()
 					draining = true
 					s.rd.SetDeadline(time.Now())
 					continue
