@@ -41,6 +41,7 @@ package kafka
 import (
 	"container/heap"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -115,6 +116,7 @@ type Sink struct {
 	outstanding map[*record]struct{}
 	pending     []*record
 	retries     retryHeap
+	lastErr     error // the latest failed produce, for Close's error
 
 	m metrics
 }
@@ -466,6 +468,7 @@ func (s *Sink) send(batch []*record) {
 	s.m.produceErrs.Inc()
 	s.logRetry(err, len(batch))
 	s.mu.Lock()
+	s.lastErr = err
 	s.scheduleRetry(batch, time.Now())
 	s.mu.Unlock()
 }
@@ -509,7 +512,37 @@ func (s *Sink) logRetry(err error, n int) {
 	}
 	lastRetryLog.t = time.Now()
 	inN, inB := s.inflight()
+	if h := errHint(err); h != "" {
+		// Retrying will not help until the configuration or the broker
+		// changes: say so plainly, as an error.
+		s.cfg.Log.Error("kafka: "+h+"; will retry", "err", err, "events", n, "inflight_events", inN, "inflight_bytes", inB)
+		return
+	}
 	s.cfg.Log.Warn("kafka: produce failed; will retry", "err", err, "events", n, "inflight_events", inN, "inflight_bytes", inB)
+}
+
+// errHint names the cause of authentication and TLS failures in the words
+// of the sink's options; other errors get "".
+func errHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	msg := err.Error()
+	switch {
+	case errors.Is(err, kafkago.SASLAuthenticationFailed) || strings.Contains(msg, "SASL Authentication failed"):
+		return "SASL authentication failed (check the user, password and sasl mechanism)"
+	case errors.Is(err, kafkago.UnsupportedSASLMechanism) || errors.Is(err, kafkago.IllegalSASLState):
+		return "SASL authentication failed: the broker does not accept this sasl mechanism here"
+	case errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid) ||
+		strings.Contains(msg, "x509: "):
+		return "the broker's TLS certificate is not trusted (check tls_ca and tls_server_name)"
+	case strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "tls: "):
+		return "the TLS handshake failed (does the broker require a client certificate, tls_cert and tls_key? is the listener TLS at all?)"
+	}
+	return ""
 }
 
 // completion is kafka-go's callback for one partition batch.
@@ -553,6 +586,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 		}
 	}
 	if len(retry) > 0 {
+		s.lastErr = err
 		s.scheduleRetry(retry, now)
 	}
 	s.m.inflightN.Set(int64(s.inflightN))
@@ -680,7 +714,17 @@ drain:
 		errs = append(errs, err)
 	}
 	if n > 0 {
-		errs = append(errs, fmt.Errorf("kafka: %d events not delivered were spilled to %s (%d unacknowledged at close, %d too large)", n, s.cfg.SpillPath, len(rest), s.m.failed.Load()))
+		s.mu.Lock()
+		last := s.lastErr
+		s.mu.Unlock()
+		why := ""
+		if last != nil && len(rest) > 0 {
+			why = "; last produce error: " + last.Error()
+			if h := errHint(last); h != "" {
+				why = "; " + h + ": " + last.Error()
+			}
+		}
+		errs = append(errs, fmt.Errorf("kafka: %d events not delivered were spilled to %s (%d unacknowledged at close, %d too large)%s", n, s.cfg.SpillPath, len(rest), s.m.failed.Load(), why))
 	}
 	return errors.Join(errs...)
 }
