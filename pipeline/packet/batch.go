@@ -46,18 +46,27 @@ func (b *Batch) Append(data []byte) *Packet {
 	return p
 }
 
-// AppendPacket copies p (bytes and metadata) into the batch.
+// AppendPacket copies p (bytes and metadata) into the batch. The caller
+// checks Full first, as for Append.
 func (b *Batch) AppendPacket(p *Packet) *Packet {
-	q := b.Append(p.Data)
-	data := q.Data
-	*q = *p
-	q.Data = data
+	if b.Full(len(p.Data)) {
+		panic("packet: AppendPacket on a full batch")
+	}
+	off := len(b.buf)
+	b.buf = append(b.buf, p.Data...)
+	b.Packets = append(b.Packets, *p)
+	q := &b.Packets[len(b.Packets)-1]
+	q.Data = b.buf[off:len(b.buf):len(b.buf)]
 	return q
 }
 
 // Reset empties the batch for reuse.
 func (b *Batch) Reset() {
-	clear(b.Packets) // drop Data slices so stale arenas are not kept alive
+	// Drop the Data slices so that stale arenas are not kept alive; the
+	// rest of each entry is overwritten whole by the next Append.
+	for i := range b.Packets {
+		b.Packets[i].Data = nil
+	}
 	b.Packets = b.Packets[:0]
 	b.buf = b.buf[:0]
 	b.Now = 0

@@ -89,7 +89,11 @@
 // registration order; ICMPError for ICMP errors; End exactly once when the
 // flow ends, before its record is emitted: it may add an event.Extension
 // to rec.Extra, emit events of its own, and must drop its per-flow state
-// (the slot is cleared after End returns). Analyzers run on the worker's
+// (the slot is cleared after End returns). An analyzer that needs no more
+// of a flow's packets (its handshake is read, or the flow is not its
+// protocol) calls Flow.SkipPackets: from then on the Processor does not
+// call its Packet for that flow (a bit test on the entry), while
+// ICMPError and End are still called. Analyzers run on the worker's
 // goroutine and may keep their own scratch state without locks.
 package flow
 
@@ -173,6 +177,7 @@ type Flow struct {
 	clientSrc   bool  // the client is key.Src
 	live        bool
 	flags       [2]uint8       // TCP flags by Dir
+	skip        uint32         // analyzers (bit per slot) that want no more packets
 	key         packet.FlowKey // canonical
 	first, last int64
 	pkts, bytes [2]uint64 // by Dir
@@ -272,6 +277,16 @@ func (f *Flow) State(i int) any {
 func (f *Flow) SetState(i int, v any) {
 	if uint(i) < uint(len(f.state)) {
 		f.state[i] = v
+	}
+}
+
+// SkipPackets tells the Processor that the analyzer in slot needs no more
+// of f's packets: its Packet is no longer called for f (ICMPError and End
+// still are). It holds until f ends. Slots from 32 on are not tracked:
+// their Packet is always called.
+func (f *Flow) SkipPackets(slot int) {
+	if uint(slot) < 32 {
+		f.skip |= 1 << slot
 	}
 }
 

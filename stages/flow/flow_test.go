@@ -504,3 +504,32 @@ func quoteKeyOf(p packet.Packet) packet.FlowKey {
 	k, _ := packet.QuoteKey(&p.Meta)
 	return k
 }
+
+// skipper asks for no more packets after its third one of a flow.
+type skipper struct {
+	slot        int
+	pkts, ended int
+}
+
+func (s *skipper) SetSlot(i int) { s.slot = i }
+func (s *skipper) Packet(f *Flow, _ *packet.Packet, _ Dir, _ *pipeline.Emitter) {
+	if s.pkts++; f.Packets(ToServer)+f.Packets(ToClient) == 3 {
+		f.SkipPackets(s.slot)
+	}
+}
+func (s *skipper) ICMPError(*Flow, *packet.Packet, *pipeline.Emitter) {}
+func (s *skipper) End(*Flow, *event.Flow, *pipeline.Emitter)          { s.ended++ }
+
+// TestSkipPackets: an analyzer that skips a flow's packets gets none of
+// them after asking, still gets End, and a new flow on a reused entry
+// starts without the skip; the other analyzers see every packet.
+func TestSkipPackets(t *testing.T) {
+	sk, rec := &skipper{}, &recorder{}
+	p := NewProcessor(Config{MaxFlows: 1}, sk, rec)
+	pkts := append(handshakeFin(0), handshakeFin(10*sec)...) // the second reuses the entry
+	fl := flows(run(t, p, pkts, 3))
+	if sk.pkts != 6 || sk.ended != 2 || len(fl) != 2 || len(rec.dirs) != len(pkts) {
+		t.Fatalf("skipper saw %d packets and %d ends (want 6 and 2); recorder saw %d of %d; %d flows",
+			sk.pkts, sk.ended, len(rec.dirs), len(pkts), len(fl))
+	}
+}

@@ -309,8 +309,10 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 		p.unlink(i)
 		p.pushFront(c, i)
 	}
-	for _, a := range p.analyzers {
-		a.Packet(f, pk, dir, em)
+	for j, a := range p.analyzers {
+		if f.skip&(1<<j) == 0 { // 0 for j >= 32: always called
+			a.Packet(f, pk, dir, em)
+		}
 	}
 }
 

@@ -29,9 +29,12 @@ func NewAnalyzer() *Analyzer { return &Analyzer{} }
 // SetSlot implements flow.SlotUser.
 func (a *Analyzer) SetSlot(slot int) { a.slot = slot }
 
-// Packet implements flow.Analyzer.
+// Packet implements flow.Analyzer. A flow that is not TCP, or whose
+// handshake has been reported, asks the flow table to skip this analyzer
+// for its further packets.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
 	if f.Proto() != packet.ProtoTCP {
+		f.SkipPackets(a.slot)
 		return
 	}
 	tr, _ := f.State(a.slot).(*Tracker)
@@ -46,6 +49,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	if tr.Segment(Dir(dir), m.Seq, m.TCPFlags, p.Payload(), p.Timestamp) {
 		a.report(f, tr, p.Timestamp, em)
 		f.SetState(a.slot, finished)
+		f.SkipPackets(a.slot)
 	}
 }
 

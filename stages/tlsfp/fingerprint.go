@@ -18,6 +18,8 @@ type Scratch struct {
 	ch  ClientHello
 	sh  ServerHello
 
+	bufs bufPool // the trackers' reassembly buffers
+
 	// marker, when not zero, replaces JA4's transport character (set by
 	// ClientQUIC for hellos carried in QUIC CRYPTO frames).
 	marker byte

@@ -25,6 +25,7 @@ type pendingSeg struct {
 // ([recOff:]), with hsLen <= recOff. Record headers are squeezed out in
 // place, so one buffer serves both layers.
 type half struct {
+	pool     *bufPool // where buf comes from and goes back to (nil: the heap)
 	started  bool
 	next     uint32 // sequence number of the next in-order byte
 	accepted int    // stream bytes taken into buf so far (the cap)
@@ -97,7 +98,7 @@ func (h *half) take(p []byte) {
 		return
 	}
 	if h.buf == nil {
-		h.buf = make([]byte, 0, max(len(p), 2048))
+		h.buf = h.pool.get(len(p))
 	}
 	h.buf = append(h.buf, p...)
 	h.accepted += len(p)
@@ -122,6 +123,7 @@ func (h *half) hold(seq uint32, p []byte, off int32) {
 
 // release frees the buffers; the half takes nothing more until reopened.
 func (h *half) release() {
+	h.pool.put(h.buf)
 	h.buf, h.pending = nil, nil
 	h.hsStart, h.hsLen, h.recOff, h.partial = 0, 0, 0, 0
 }
@@ -131,7 +133,38 @@ func (h *half) release() {
 func (h *half) shrink() {
 	h.compact()
 	if len(h.buf) == 0 && h.partial == 0 {
+		h.pool.put(h.buf)
 		h.buf = nil
+	}
+}
+
+// maxPooledBufs caps the reassembly buffers a worker keeps for reuse
+// (each at most MaxBuffer plus append's slack).
+const maxPooledBufs = 64
+
+// bufPool recycles reassembly buffers between the trackers of one worker
+// (it lives in their shared Scratch): nothing a tracker keeps aliases a
+// buffer once released (results are copied out of the messages), so a
+// handshake costs no buffer allocation once the pool is warm. A nil pool
+// allocates and lets go.
+type bufPool struct {
+	free [][]byte
+}
+
+func (p *bufPool) get(n int) []byte {
+	if p != nil {
+		if k := len(p.free); k > 0 {
+			b := p.free[k-1]
+			p.free = p.free[:k-1]
+			return b
+		}
+	}
+	return make([]byte, 0, max(n, 2048))
+}
+
+func (p *bufPool) put(b []byte) {
+	if p != nil && b != nil && len(p.free) < maxPooledBufs {
+		p.free = append(p.free, b[:0])
 	}
 }
 

@@ -102,7 +102,11 @@ func (t *Tracker) Segment(d Dir, seq uint32, flags uint8, payload []byte, ts int
 	if t.state[d] != stActive || t.res.NotTLS {
 		return t.Done()
 	}
-	if t.half[d].segment(seq, flags&0x02 != 0, payload) {
+	h := &t.half[d]
+	if h.pool == nil {
+		h.pool = &t.scratch().bufs
+	}
+	if h.segment(seq, flags&0x02 != 0, payload) {
 		t.process(d, ts)
 	}
 	return t.Done()
