@@ -174,6 +174,11 @@ func checkTraffic(t *testing.T, evs []map[string]any, a, b string) {
 	t.Helper()
 	var pingOK, udpOK, unreach, tcpEcho, tlsOK bool
 	for _, e := range evs {
+		// The live sources number their packets: every event but the
+		// flow records carries pcap_cnt.
+		if _, has := e["pcap_cnt"]; has != (e["event_type"] != "flow") || has && num(e["pcap_cnt"]) < 1 {
+			t.Errorf("pcap_cnt wrong or missing: %s", toJSON(e))
+		}
 		f, _ := e["flow"].(map[string]any)
 		switch {
 		case e["event_type"] == "flow" && e["proto"] == "ICMP" && e["src_ip"] == a:
@@ -206,9 +211,11 @@ func lines(evs []map[string]any) []string {
 	return out
 }
 
-// same compares two event sets after sorting, without in_iface (and
-// without anything derived from capture times when noTimes: flow_id
-// hashes the flow's start time too).
+// same compares two event sets after sorting, without in_iface and
+// pcap_cnt (a position in one source's stream: per socket with fanout,
+// and counting packets a user-space filter then drops, which -w leaves
+// out), and without anything derived from capture times when noTimes
+// (flow_id hashes the flow's start time too).
 func same(t *testing.T, what string, a, b []map[string]any, noTimes, looseICMP bool) {
 	t.Helper()
 	norm := func(evs []map[string]any) []string {
@@ -232,7 +239,7 @@ func same(t *testing.T, what string, a, b []map[string]any, noTimes, looseICMP b
 
 func strip(m map[string]any, noTimes bool) {
 	for k, v := range m {
-		if k == "in_iface" || (noTimes && (k == "timestamp" || k == "flow_id" || k == "start" || k == "end" || k == "age" ||
+		if k == "in_iface" || k == "pcap_cnt" || (noTimes && (k == "timestamp" || k == "flow_id" || k == "start" || k == "end" || k == "age" ||
 			strings.Contains(k, "rtt") || strings.HasSuffix(k, "_ms") || strings.HasSuffix(k, "_us") || strings.HasSuffix(k, "_ns"))) {
 			delete(m, k)
 			continue

@@ -52,7 +52,9 @@ type Config struct {
 	WritePcap  string
 	PcapIfName func(ifIndex int32) string
 
-	// Output: "-" (Stdout), "file:PATH".
+	// Output: "-" (Stdout), "file:PATH". Sink, when set, is used instead
+	// (tests: sinks/memsink).
+	Sink           pipeline.Sink
 	Output         string
 	Stdout         io.Writer
 	Format         string // json | msgpack
@@ -237,6 +239,9 @@ func CheckAnalyzers(names []string) error {
 }
 
 func (p *Pipeline) buildSink(cfg Config) (pipeline.Sink, error) {
+	if cfg.Sink != nil {
+		return cfg.Sink, nil
+	}
 	format := cfg.Format
 	if format == "" {
 		format = encode.FormatJSON

@@ -42,7 +42,12 @@ type Packet struct {
 	LinkType  LinkType  // how to read Data
 	IfIndex   int32     // capture interface (pcapng interface id, or ifindex); -1 if unknown
 	Direction Direction // ingress/egress where the source knows it
-	Meta      Meta      // filled by the decode stage
+	// Index is the packet's 1-based position in its source's stream, as
+	// Suricata's pcap_cnt: for capture files, across all the files read
+	// (the frame number in the input, before any filter expression); for
+	// a live source, since it started, per socket. 0 = unknown.
+	Index uint64
+	Meta  Meta // filled by the decode stage
 }
 
 // Meta is the decoded summary of a packet: everything the flow, ICMP, TLS

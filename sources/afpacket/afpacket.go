@@ -17,7 +17,9 @@
 // With Config.Fanout = N, NewGroup opens N sockets in one PACKET_FANOUT
 // group (hash mode with defragmentation, so both directions of a flow and
 // all fragments of a datagram reach the same socket); each is its own
-// pipeline.Source and so gets its own dispatcher.
+// pipeline.Source and so gets its own dispatcher. A packet's Index
+// (pcap_cnt) counts the packets its socket delivered since Run started, so
+// with fanout it is per socket, not per interface.
 package afpacket
 
 import (
@@ -395,6 +397,7 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 		cur       = 0
 		b         *packet.Batch
 		lastTS    int64
+		idx       uint64 // packets copied out so far: the last one's Index
 		vlanBuf   = make([]byte, snap+4)
 		pfd       = [2]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN | unix.POLLERR}, {Fd: int32(s.wakeFd), Events: unix.POLLIN}}
 		nextStats = time.Now().Add(s.cfg.StatsInterval)
@@ -470,6 +473,8 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 			p.OrigLen = origLen
 			p.Timestamp = int64(h.Sec)*1e9 + int64(h.Nsec)
 			p.LinkType = s.linkType
+			idx++
+			p.Index = idx
 			sll := (*sockaddrLL)(unsafe.Pointer(&block[off+tpacketAlignedHdrLen]))
 			p.IfIndex = sll.ifindex
 			if sll.pkttype == unix.PACKET_OUTGOING {

@@ -42,7 +42,10 @@ func TestPing(t *testing.T) {
 				t.Fatal(err)
 			}
 			var req, rep int
-			for _, p := range c.Packets(0) {
+			for i, p := range c.Packets(0) {
+				if p.Index != uint64(i+1) { // pcap_cnt: the position in this source's stream
+					t.Errorf("packet %d has Index %d", i+1, p.Index)
+				}
 				in, ok := netnstest.Parse(p.Data)
 				if !ok || !in.IsEcho() {
 					continue

@@ -14,6 +14,9 @@
 // samples the kernel could not store per CPU in
 // pktpipe_ebpf_lost_samples_total.
 //
+// A packet's Index (pcap_cnt) counts the packets Run has sent, in the
+// order they leave the source (each batch sorted by time), from 1.
+//
 // Timestamps come from bpf_ktime_get_ns (CLOCK_MONOTONIC) and are moved to
 // the wall clock by an offset measured once in New.
 //
@@ -435,10 +438,17 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 		lastTS   int64
 		maxBytes = pool.MaxPacketBytes()
 		nSamples uint64
+		idx      uint64 // packets sent so far: the last one's Index
 		draining bool
 	)
 	send := func() {
 		sortByTime(b.Packets)
+		// Index follows the order packets leave the source (after the
+		// sort), so it grows along the stream the pipeline sees.
+		for i := range b.Packets {
+			idx++
+			b.Packets[i].Index = idx
+		}
 		b.Now = lastTS
 		out <- b
 		b = nil

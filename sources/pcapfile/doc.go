@@ -25,6 +25,9 @@
 //     their length. Anything larger is reported as corrupt rather than
 //     trusted, so garbage cannot make the reader allocate or wait for
 //     gigabytes.
+//   - Each packet's Index is its 1-based record number across all the
+//     files of a Run, in reading order (Suricata's pcap_cnt, Wireshark's
+//     frame number for a single file); a Run starts again from 1.
 //   - Packets longer than the pool's MaxPacketBytes are cut to it and
 //     counted (a loss counter), never passed to Append (which would panic).
 //   - On a format error the batch in hand is sent first, then the error is

@@ -54,6 +54,10 @@ func drainCtx(t testing.TB, ctx context.Context, src *Source, pool *packet.Pool,
 			if p.Timestamp > b.Now {
 				t.Errorf("batch Now %d before packet time %d", b.Now, p.Timestamp)
 			}
+			// Index is the position in the run's stream, across files.
+			if want := uint64(len(got) + 1); p.Index != want {
+				t.Errorf("packet %d has Index %d", want, p.Index)
+			}
 			got = append(got, pkt{bytes.Clone(p.Data), p.OrigLen, p.Timestamp, p.LinkType, p.IfIndex})
 		}
 		b.Release()

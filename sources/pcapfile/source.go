@@ -96,7 +96,8 @@ type run struct {
 	now  int64 // latest packet time sent so far
 	pace *pacer
 	prog *progress
-	done int64 // compressed bytes of the files finished
+	done int64  // compressed bytes of the files finished
+	idx  uint64 // packets read so far, across files: the last packet's Index
 
 	// counts not yet added to the registry (added once per batch)
 	nPkts, nBytes, nTrunc uint64
@@ -185,6 +186,8 @@ func (rn *run) files(op *opener, rd *reader) error {
 			p.Timestamp = rec.ts
 			p.LinkType = rec.link
 			p.IfIndex = rec.ifIndex
+			rn.idx++
+			p.Index = rn.idx
 			rn.now = max(rn.now, rec.ts)
 			rn.nPkts++
 			rn.nBytes += uint64(len(data))

@@ -91,7 +91,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		}
 		s := a.get(f)
 		a.expire(f, s, p.Timestamp)
-		a.message(f, s, pl, p.Timestamp, em, -1)
+		a.message(f, s, pl, p, em, -1)
 		return
 	}
 	// TCP
@@ -106,7 +106,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	a.expire(f, s, p.Timestamp)
 	fr := &s.fr[d]
 	if fr.Segment(m.Seq, pl) && s.stash[d].ok {
-		a.emit(f, s, &s.stash[d].ev, p.Timestamp, em)
+		a.emit(f, s, &s.stash[d].ev, p, em)
 		s.stash[d].ok = false
 	}
 	for {
@@ -118,7 +118,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		if !complete {
 			di = int(d)
 		}
-		a.message(f, s, msg, p.Timestamp, em, di)
+		a.message(f, s, msg, p, em, di)
 	}
 }
 
@@ -128,9 +128,9 @@ func (a *Analyzer) expire(f *flow.Flow, s *state, now int64) {
 	}
 }
 
-// message decodes one DNS message; stashDir >= 0 defers its events to the
-// segment that completes it.
-func (a *Analyzer) message(f *flow.Flow, s *state, b []byte, ts int64, em *pipeline.Emitter, stashDir int) {
+// message decodes one DNS message, carried (or completed) by packet p;
+// stashDir >= 0 defers its events to the segment that completes it.
+func (a *Analyzer) message(f *flow.Flow, s *state, b []byte, p *packet.Packet, em *pipeline.Emitter, stashDir int) {
 	m := &a.msg
 	if err := m.Parse(b); err != nil {
 		a.cBad.Inc()
@@ -149,15 +149,18 @@ func (a *Analyzer) message(f *flow.Flow, s *state, b []byte, ts int64, em *pipel
 		st.ok, st.ev = true, ev
 		return
 	}
-	a.emit(f, s, &ev, ts, em)
+	a.emit(f, s, &ev, p, em)
 }
 
 // emit matches a message with the outstanding queries and emits its dns
-// event (and rtt event).
-func (a *Analyzer) emit(f *flow.Flow, s *state, d *event.DNS, ts int64, em *pipeline.Emitter) {
+// event (and rtt event), stamped with packet p: the one that carried or
+// completed the message (its time and, as pcap_cnt, its Index).
+func (a *Analyzer) emit(f *flow.Flow, s *state, d *event.DNS, p *packet.Packet, em *pipeline.Emitter) {
+	ts := p.Timestamp
 	ev := new(event.DNS)
 	*ev = *d
 	f.FillHeader(&ev.Header, ts)
+	ev.PcapCnt = p.Index
 	key := uint32(d.ID)
 	if !d.Answer {
 		if _, dropped := s.pend.Request(key, ts); dropped && a.rtt != nil {

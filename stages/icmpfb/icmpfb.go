@@ -222,6 +222,7 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emitte
 		return
 	}
 	f.FillHeader(&ev.Header, p.Timestamp)
+	ev.PcapCnt = p.Index
 	fb.Matched = true
 	dir, _ := f.DirOf(qk)
 	fb.Direction = dir.String()
@@ -263,7 +264,7 @@ func (a *Analyzer) count(v event.Verdict) {
 // ICMP packet's own addresses.
 func (a *Analyzer) unmatchedHeader(h *event.Header, p *packet.Packet, qk packet.FlowKey, hasKey bool) {
 	m := &p.Meta
-	*h = event.Header{Timestamp: p.Timestamp, VLAN: m.VLAN, IfIndex: p.IfIndex}
+	*h = event.Header{Timestamp: p.Timestamp, VLAN: m.VLAN, IfIndex: p.IfIndex, PcapCnt: p.Index}
 	if !hasKey {
 		h.SrcIP, h.DestIP, h.Proto = m.Src, m.Dst, m.Proto
 		return

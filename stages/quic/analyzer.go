@@ -72,6 +72,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	if client || server {
 		var h event.Header
 		f.FillHeader(&h, p.Timestamp)
+		h.PcapCnt = p.Index
 		if client {
 			if a.hellos != nil {
 				a.hellos.Inc()

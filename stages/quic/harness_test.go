@@ -19,11 +19,11 @@ import (
 	"github.com/pktpipe/pktpipe/stages/flow"
 )
 
-// quicEvent is a quic event and the 1-based index of the packet whose
-// processing emitted it (Suricata's pcap_cnt).
+// quicEvent is a quic event (its PcapCnt is the index of the packet whose
+// processing emitted it; TestSuricataVerify checks pcap_cnt on a real
+// pipeline run).
 type quicEvent struct {
 	*event.QUIC
-	pcapCnt int
 }
 
 // result is what running a capture gave.
@@ -82,7 +82,7 @@ func openCapture(t testing.TB, path string) (pktSource, func(gopacket.CaptureInf
 
 // runCapture feeds a capture, packet by packet, through stages/decode and
 // a flow.Processor hosting a quic Analyzer (the pipeline's worker minus
-// the channels), so each event can be tied to the packet that caused it.
+// the channels), numbering packets as a source does (Index).
 func runCapture(t testing.TB, path string) *result {
 	t.Helper()
 	src, linkType := openCapture(t, path)
@@ -92,7 +92,7 @@ func runCapture(t testing.TB, path string) *result {
 	dec := decode.New()
 	res := &result{}
 	var last int64
-	collect := func(cnt int) {
+	collect := func() {
 		em.Flush()
 		for {
 			select {
@@ -100,7 +100,7 @@ func runCapture(t testing.TB, path string) *result {
 				for _, e := range b.Events {
 					switch e := e.(type) {
 					case *event.QUIC:
-						res.events = append(res.events, quicEvent{e, cnt})
+						res.events = append(res.events, quicEvent{e})
 					case *event.Flow:
 						res.flows = append(res.flows, e)
 					}
@@ -121,12 +121,34 @@ func runCapture(t testing.TB, path string) *result {
 		}
 		res.packets++
 		last = ci.Timestamp.UnixNano()
-		pk := packet.Packet{Data: data, OrigLen: uint32(ci.Length), Timestamp: ci.Timestamp.UnixNano(), LinkType: linkType(ci), IfIndex: -1}
+		pk := packet.Packet{Data: data, OrigLen: uint32(ci.Length), Timestamp: ci.Timestamp.UnixNano(), LinkType: linkType(ci), IfIndex: -1, Index: uint64(res.packets)}
 		dec.Decode(&pk)
 		proc.Packet(&pk, em)
-		collect(res.packets)
+		collect()
 	}
 	proc.Flush(last, em)
-	collect(0)
+	collect()
 	return res
+}
+
+// clientEvents and serverEvents split a run's quic events by the hello
+// they report.
+func (r *result) clientEvents() []quicEvent {
+	var out []quicEvent
+	for _, e := range r.events {
+		if e.JA4 != "" || e.SNI != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *result) serverEvents() []quicEvent {
+	var out []quicEvent
+	for _, e := range r.events {
+		if e.JA3SHash != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -206,6 +206,7 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		a.refused.Inc()
 		ev := &event.RTT{Kind: event.RTTTCPHandshake, Refused: true, RSTNS: ts - h.synTS, SYNRetransmitted: h.synRetrans}
 		f.FillHeader(&ev.Header, ts)
+		ev.PcapCnt = p.Index
 		em.Emit(ev)
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPAck && dir == flow.ToServer:
 		s, ok := f.State(a.slot).(*state)
@@ -224,6 +225,7 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 			SYNRetransmitted: h.synRetrans, SYNACKRetransmitted: h.synacks > 1,
 		}
 		f.FillHeader(&ev.Header, ts)
+		ev.PcapCnt = p.Index
 		em.Emit(ev)
 	}
 }
@@ -252,6 +254,7 @@ func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
 	a.measured[KindEcho].Inc()
 	ev := &event.RTT{Kind: event.RTTICMPEcho, ID: m.ICMPID, Seq: m.ICMPSeq, NS: d, Retransmitted: dup}
 	f.FillHeader(&ev.Header, ts)
+	ev.PcapCnt = p.Index
 	em.Emit(ev)
 }
 

@@ -47,7 +47,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	}
 	m := &p.Meta
 	if tr.Segment(Dir(dir), m.Seq, m.TCPFlags, p.Payload(), p.Timestamp) {
-		a.report(f, tr, p.Timestamp, em)
+		a.report(f, tr, p.Timestamp, p.Index, em)
 		f.SetState(a.slot, finished)
 		f.SkipPackets(a.slot)
 	}
@@ -57,18 +57,22 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 
 // End implements flow.Analyzer: a handshake still open (one direction
-// missing, or the flow cut short) is reported with what was seen.
+// missing, or the flow cut short) is reported with what was seen, without
+// pcap_cnt (no packet completed it; Suricata's flow-end records have none).
 func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, em *pipeline.Emitter) {
 	if tr, _ := f.State(a.slot).(*Tracker); tr != nil && tr != finished {
-		a.report(f, tr, f.Last(), em)
+		a.report(f, tr, f.Last(), 0, em)
 	}
 	f.SetState(a.slot, nil)
 }
 
-func (a *Analyzer) report(f *flow.Flow, tr *Tracker, ts int64, em *pipeline.Emitter) {
+// report emits the handshake's event, stamped with ts and the Index of the
+// packet that completed it (0: none).
+func (a *Analyzer) report(f *flow.Flow, tr *Tracker, ts int64, idx uint64, em *pipeline.Emitter) {
 	if tr.HasHandshake() {
 		var h event.Header
 		f.FillHeader(&h, ts)
+		h.PcapCnt = idx
 		em.Emit(tr.Event(h))
 	}
 	a.put(tr)
