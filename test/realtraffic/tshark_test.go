@@ -226,7 +226,15 @@ const hrrRandom = "cf:21:ad:74:e5:9a:61:11:be:1d:8c:02:1e:65:b8:91:c2:a2:11:16:7
 // echo and DNS response times.
 func runTshark(t *testing.T, bin, pcap string) *tsharkView {
 	t.Helper()
-	cmd := exec.Command(bin, "-n", "-r", pcap, "-T", "json")
+	// Decode the test's server ports as TLS rather than relying on
+	// tshark's heuristics, and let it reassemble out-of-order segments
+	// (off by default in 4.0): under load, a split ClientHello's segments
+	// were once seen in an order the heuristic did not recognise.
+	args := []string{"-n", "-o", "tcp.reassemble_out_of_order:TRUE"}
+	for _, p := range []int{portECDSA, portRSA, portHRR} {
+		args = append(args, "-d", fmt.Sprintf("tcp.port==%d,tls", p))
+	}
+	cmd := exec.Command(bin, append(args, "-r", pcap, "-T", "json")...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
