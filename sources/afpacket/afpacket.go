@@ -15,9 +15,15 @@
 // the Flood benchmark in this package for the measured difference.
 //
 // With Config.Fanout = N, NewGroup opens N sockets in one PACKET_FANOUT
-// group (hash mode with defragmentation, so both directions of a flow and
-// all fragments of a datagram reach the same socket); each is its own
-// pipeline.Source and so gets its own dispatcher. A packet's Index
+// group; each is its own pipeline.Source and so gets its own dispatcher.
+// The group runs bpf/fanout.c (PACKET_FANOUT_EBPF, with defragmentation):
+// a symmetric flow hash, so both directions of a flow and all fragments of
+// a datagram reach the same socket, that hashes an ICMP or ICMPv6 error by
+// the packet it quotes, so the error reaches the socket, and so the
+// dispatcher, of the flow it is about, in order behind that flow's packet.
+// If the program cannot be loaded (no CAP_BPF, say) the group falls back
+// to PACKET_FANOUT_HASH, which hashes an error by its own addresses, and
+// logs a warning. A packet's Index
 // (pcap_cnt) counts the packets its socket delivered since Run started, so
 // with fanout it is per socket, not per interface.
 package afpacket
@@ -27,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/pktpipe/pktpipe/internal/netns"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -73,8 +80,13 @@ type Config struct {
 	// single socket without fanout.
 	Fanout int
 	// FanoutID joins (or creates) this group id, for sharing a group with
-	// other processes. 0 lets the kernel pick an unused id.
+	// other processes. 0 lets the kernel pick an unused id. The first
+	// socket sets the group's eBPF program (the other processes' must be
+	// pktpipe's too); a group already in hash mode makes this one fall
+	// back to hash mode.
 	FanoutID uint16
+	// FanoutHash forces PACKET_FANOUT_HASH instead of the eBPF program.
+	FanoutHash bool
 
 	// Filter is a classic BPF program attached with SO_ATTACH_FILTER. Its
 	// accept returns larger than Snaplen are lowered to Snaplen. When nil
@@ -84,6 +96,8 @@ type Config struct {
 
 	Stats         *stats.Registry // where ring statistics go; nil: a private registry
 	StatsInterval time.Duration   // how often PACKET_STATISTICS is read while running
+
+	Log *slog.Logger // the fallback to hash mode is logged here; nil: slog.Default()
 }
 
 func (c *Config) defaults() error {
@@ -111,6 +125,9 @@ func (c *Config) defaults() error {
 	if c.Stats == nil {
 		c.Stats = stats.NewRegistry()
 	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
 	page := os.Getpagesize()
 	switch {
 	case c.BlockSize%page != 0:
@@ -135,6 +152,8 @@ type Source struct {
 	cfg      Config
 	ifIndex  int32
 	linkType packet.LinkType
+
+	fanoutMode string // FanoutEBPF, FanoutHash, or "" without fanout
 
 	packets, drops, freezes *stats.Counter
 
@@ -162,13 +181,13 @@ func NewGroup(cfg Config) ([]*Source, error) {
 	}
 	n := max(cfg.Fanout, 1)
 	var group []*Source
-	fail := func(err error) ([]*Source, error) {
+	closeAll := func() {
 		for _, s := range group {
 			s.Close()
 		}
-		return nil, err
+		group = nil
 	}
-	open := func() error {
+	open := func(mode string) error {
 		fanoutID := uint32(cfg.FanoutID)
 		for i := range n {
 			s, err := open(cfg, i)
@@ -176,27 +195,63 @@ func NewGroup(cfg Config) ([]*Source, error) {
 				return err
 			}
 			group = append(group, s)
-			if n > 1 {
-				id, err := s.joinFanout(fanoutID, i == 0 && cfg.FanoutID == 0)
+			if n == 1 {
+				break
+			}
+			s.fanoutMode = mode
+			if mode == FanoutEBPF && i == 0 {
+				// Loaded before the group exists, so that a failure
+				// leaves nothing behind to undo.
+				prog, err := loadFanoutProg(s.linkType == packet.LinkEthernet)
 				if err != nil {
-					return err
+					return &ebpfFanoutError{err}
+				}
+				defer prog.Close() // the group keeps its own reference
+				id, err := s.joinFanout(fanoutID, cfg.FanoutID == 0, mode)
+				if err != nil {
+					return &ebpfFanoutError{err}
 				}
 				fanoutID = id
+				if err := s.setFanoutProg(prog); err != nil {
+					return &ebpfFanoutError{fmt.Errorf("afpacket %s: %w", cfg.Interface, err)}
+				}
+				continue
 			}
+			id, err := s.joinFanout(fanoutID, i == 0 && cfg.FanoutID == 0, mode)
+			if err != nil {
+				return err
+			}
+			fanoutID = id
 		}
 		return nil
 	}
-	var err error
-	if cfg.Netns != "" {
-		err = netns.Do(cfg.Netns, open)
-		if err != nil {
-			err = fmt.Errorf("afpacket: %w", err)
+	try := func(mode string) error {
+		var err error
+		if cfg.Netns != "" {
+			err = netns.Do(cfg.Netns, func() error { return open(mode) })
+			if err != nil {
+				err = fmt.Errorf("afpacket: %w", err)
+			}
+		} else {
+			err = open(mode)
 		}
-	} else {
-		err = open()
+		if err != nil {
+			closeAll()
+		}
+		return err
+	}
+	mode := FanoutEBPF
+	if cfg.FanoutHash {
+		mode = FanoutHash
+	}
+	err := try(mode)
+	if ee := (*ebpfFanoutError)(nil); errors.As(err, &ee) {
+		cfg.Log.Warn("afpacket: PACKET_FANOUT_EBPF unavailable, using PACKET_FANOUT_HASH: an ICMP error may reach another socket than the flow it quotes, and be reported unmatched",
+			"interface", cfg.Interface, "err", ee.err)
+		err = try(FanoutHash)
 	}
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	return group, nil
 }
@@ -330,15 +385,20 @@ func (s *Source) attachFilter() error {
 const bpfRetK = 0x06
 
 // joinFanout puts the socket in group id (with unique, the kernel picks a
-// free id) and returns the group's id.
-func (s *Source) joinFanout(id uint32, unique bool) (uint32, error) {
+// free id) in FanoutEBPF or FanoutHash mode, both with
+// PACKET_FANOUT_FLAG_DEFRAG (the kernel reassembles IPv4 fragments before
+// either mode looks at them), and returns the group's id.
+func (s *Source) joinFanout(id uint32, unique bool, fanoutMode string) (uint32, error) {
 	mode := uint32(unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_DEFRAG)
+	if fanoutMode == FanoutEBPF {
+		mode = unix.PACKET_FANOUT_EBPF | unix.PACKET_FANOUT_FLAG_DEFRAG
+	}
 	if unique {
 		mode |= unix.PACKET_FANOUT_FLAG_UNIQUEID
 		id = 0
 	}
 	if err := unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, int(id|mode<<16)); err != nil {
-		return 0, fmt.Errorf("afpacket %s: PACKET_FANOUT group %d: %w", s.cfg.Interface, id, err)
+		return 0, fmt.Errorf("afpacket %s: PACKET_FANOUT (%s) group %d: %w", s.cfg.Interface, fanoutMode, id, err)
 	}
 	if unique {
 		v, err := unix.GetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
