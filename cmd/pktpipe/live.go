@@ -135,7 +135,7 @@ func (l *liveOptions) configure(o *options, cfg *app.Config) error {
 		acfg := afpacket.Config{
 			Interface: o.iface, Netns: l.netns,
 			BlockSize: int(l.ringBlock), BlockCount: l.ringBlocks, BlockTimeout: l.ringTimeout,
-			Snaplen: l.snaplen, Promisc: l.promisc, Fanout: l.fanout, Stats: cfg.Stats,
+			Snaplen: l.snaplen, Promisc: l.promisc, Fanout: l.fanout, Stats: cfg.Stats, Log: cfg.Log,
 		}
 		if o.filter != "" {
 			lt, err := l.linkType(o.iface)

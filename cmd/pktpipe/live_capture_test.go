@@ -58,12 +58,6 @@ func TestLiveCapture(t *testing.T) {
 }
 
 func liveCase(t *testing.T, bin string, cert tls.Certificate, args []string) {
-	// With fanout, an ICMP error hashes to its own socket, not to the
-	// socket of the flow it quotes: whether the worker sees it before or
-	// after that flow's packet depends on which dispatcher gets there
-	// first. Its delivery is asserted; its link to the flow is not
-	// compared (a known limit of PACKET_FANOUT_HASH, see README).
-	fanout := strings.Contains(strings.Join(args, " "), "--fanout")
 	p := netnstest.New(t)
 	dir := t.TempDir()
 	capFile := filepath.Join(dir, "capture.pcapng")
@@ -158,12 +152,12 @@ func liveCase(t *testing.T, bin string, cert tls.Certificate, args []string) {
 	if out, err := exec.Command(bin, "-r", capFile, "-o", "file:"+replay).CombinedOutput(); err != nil {
 		t.Fatalf("replay: %v\n%s", err, out)
 	}
-	same(t, "pktpipe -r on the -w capture", live, readEvents(t, replay), false, fanout)
+	same(t, "pktpipe -r on the -w capture", live, readEvents(t, replay), false)
 	tdEvents := filepath.Join(dir, "td.json")
 	if out, err := exec.Command(bin, "-r", tdFile, "-o", "file:"+tdEvents).CombinedOutput(); err != nil {
 		t.Fatalf("tcpdump's capture: %v\n%s", err, out)
 	}
-	same(t, "pktpipe -r on tcpdump's capture", live, readEvents(t, tdEvents), true, fanout)
+	same(t, "pktpipe -r on tcpdump's capture", live, readEvents(t, tdEvents), true)
 	if !t.Failed() {
 		t.Logf("%d events, identical across live, -w replay and tcpdump's capture", len(live))
 	}
@@ -216,17 +210,11 @@ func lines(evs []map[string]any) []string {
 // and counting packets a user-space filter then drops, which -w leaves
 // out), and without anything derived from capture times when noTimes
 // (flow_id hashes the flow's start time too).
-func same(t *testing.T, what string, a, b []map[string]any, noTimes, looseICMP bool) {
+func same(t *testing.T, what string, a, b []map[string]any, noTimes bool) {
 	t.Helper()
 	norm := func(evs []map[string]any) []string {
 		for _, e := range evs {
 			strip(e, noTimes)
-			if looseICMP {
-				delete(e, "icmp_feedback")
-				if e["event_type"] == "icmp_feedback" {
-					delete(e, "flow_id")
-				}
-			}
 		}
 		return lines(evs)
 	}
