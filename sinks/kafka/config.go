@@ -1,11 +1,13 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -43,7 +45,10 @@ type Config struct {
 
 	// kafka-go batching. A batch goes out when it holds BatchSize messages
 	// or BatchBytes bytes, or BatchTimeout after its first message.
-	BatchSize    int           // default 10000 (so BatchBytes is what bounds a batch)
+	// BatchSize is also what each batch costs however few messages it
+	// holds: kafka-go allocates room for BatchSize messages (152 B each)
+	// when it opens a batch, so 10000 would be 1.5 MB per batch.
+	BatchSize    int           // default 1000
 	BatchBytes   int           // default 1 MiB; raised to MaxMessageBytes if smaller
 	BatchTimeout time.Duration // default 10ms (kafka-go's 1s default is a trap)
 	// MaxMessageBytes is the largest message (key + value) sent; larger
@@ -54,6 +59,9 @@ type Config struct {
 	// The in-flight budget: events accepted by Write and not yet
 	// acknowledged by the broker (queued, sent, or waiting to be retried).
 	// Write blocks while the budget is used up: that is the backpressure.
+	// MaxInflightBytes counts memory, not message bytes: each event's key
+	// and value buffers (their allocated capacity) plus ~300 B of
+	// bookkeeping (its record and kafka-go Message).
 	MaxInflight      int   // default 100000 events
 	MaxInflightBytes int64 // default 64 MiB
 	// MaxBlock bounds how long one Write waits for budget before it gives
@@ -81,6 +89,10 @@ type Config struct {
 
 	Stats *stats.Registry
 	Log   *slog.Logger
+
+	// dial replaces the transport's dialer (tests: a broker outage without
+	// restarting the broker).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // TLSConfig enables TLS to the brokers.
@@ -115,7 +127,7 @@ func (c *Config) defaults() {
 		c.SchemaVersion = "1"
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 10000
+		c.BatchSize = 1000
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 1000000

@@ -9,7 +9,9 @@
 //   - An in-flight budget (events and bytes) is taken when Write accepts a
 //     batch and given back when the broker acknowledges it (Completion).
 //     While the budget is used up Write blocks, up to MaxBlock: that is the
-//     backpressure on the pipeline. Memory is bounded by the budget.
+//     backpressure on the pipeline. Memory is bounded by the budget,
+//     which counts each event's buffers and bookkeeping; kafka-go's share
+//     is bounded by maxOpenCalls, BatchSize and the zstd codec (zstd.go).
 //   - A batch the writer reports as failed is not dropped: its messages
 //     wait (exponential backoff with jitter) and are produced again, with
 //     no limit on attempts; retries hold their budget. Delivery is at
@@ -50,6 +52,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -84,12 +87,30 @@ const (
 // Message.WriterData through to Completion.
 type record struct {
 	msg      kafkago.Message
-	size     int64
+	size     int64 // key + value, as the broker sees it
+	cost     int64 // what it holds in memory: see recordCost
 	accepted time.Time
 	due      time.Time // when a retry may go
 	attempts int
 	state    recState
+	call     *sendCall // the WriteMessages call that holds it (stateSent)
 }
+
+// recordOverhead is the memory an accepted event holds besides its key
+// and value buffers: the record (with its kafka-go Message), its entry
+// in the outstanding map and its slot in the pending or retry queue.
+const recordOverhead = int64(unsafe.Sizeof(record{})) + 64
+
+// recordCost is what r counts against the byte budget: memory, not
+// message size, so that the budget bounds the sink's memory. For a
+// 600-byte event the buffers' size classes and the overhead add ~60%.
+func recordCost(r *record) int64 {
+	return int64(cap(r.msg.Key)+cap(r.msg.Value)) + recordOverhead
+}
+
+// sendCall is one WriteMessages call, open until each of its messages has
+// come back (acknowledged, failed or refused).
+type sendCall struct{ open int }
 
 // Sink is a pipeline.Sink that produces to Kafka. Write, Flush and Close
 // are called from one goroutine; Completion runs on kafka-go's.
@@ -116,6 +137,7 @@ type Sink struct {
 	outstanding map[*record]struct{}
 	pending     []*record
 	retries     retryHeap
+	openCalls   int   // WriteMessages calls not yet fully completed
 	lastErr     error // the latest failed produce, for Close's error
 
 	m metrics
@@ -144,7 +166,7 @@ func newMetrics(r *stats.Registry) metrics {
 		latSumUS:    r.Counter("pktpipe_kafka_ack_latency_seconds_sum_us", "Sum of accept-to-ack latency, microseconds."),
 		latCount:    r.Counter("pktpipe_kafka_ack_latency_seconds_count", "Acknowledged events measured."),
 		inflightN:   r.Gauge("pktpipe_kafka_inflight_events", "Events accepted and not yet acknowledged."),
-		inflightB:   r.Gauge("pktpipe_kafka_inflight_bytes", "Bytes (key+value) accepted and not yet acknowledged."),
+		inflightB:   r.Gauge("pktpipe_kafka_inflight_bytes", "Memory held for events accepted and not yet acknowledged: key and value buffers plus each event's bookkeeping."),
 	}
 	for _, b := range latencyBounds {
 		m.latBuckets = append(m.latBuckets, r.Counter("pktpipe_kafka_ack_latency_seconds_bucket",
@@ -192,6 +214,10 @@ func New(cfg Config) (*Sink, error) {
 		outstanding: map[*record]struct{}{},
 		m:           newMetrics(cfg.Stats),
 	}
+	dial := cfg.dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
+	}
 	s.w = &kafkago.Writer{
 		Addr:                   kafkago.TCP(cfg.Brokers...),
 		Balancer:               &kafkago.Murmur2Balancer{},
@@ -209,7 +235,7 @@ func New(cfg Config) (*Sink, error) {
 		Compression:            codec,
 		AllowAutoTopicCreation: !cfg.NoAutoCreateTopics,
 		Transport: &kafkago.Transport{
-			Dial:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			Dial:        dial,
 			DialTimeout: 5 * time.Second,
 			ClientID:    cfg.ClientID,
 			TLS:         tlsCfg,
@@ -298,7 +324,8 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 			tooBig = append(tooBig, r)
 			continue
 		}
-		size += r.size
+		r.cost = recordCost(r)
+		size += r.cost
 		recs = append(recs, r)
 	}
 	if len(tooBig) > 0 {
@@ -370,7 +397,7 @@ func (s *Sink) release(r *record) {
 	r.state = stateDone
 	delete(s.outstanding, r)
 	s.inflightN--
-	s.inflightB -= r.size
+	s.inflightB -= r.cost
 }
 
 func signal(c chan struct{}) {
@@ -382,6 +409,31 @@ func signal(c chan struct{}) {
 
 // maxSend bounds the messages per WriteMessages call.
 const maxSend = 4096
+
+// maxOpenCalls bounds the WriteMessages calls whose messages kafka-go
+// still holds. The bound is on kafka-go's memory, not ours: every call
+// can open a batch on each partition it touches, and each batch allocates
+// room for BatchSize messages (152 B each) however few it holds. While
+// the broker is down, batches fail slowly (WriterAttempts with backoff)
+// and retries come due one by one: without this bound, each retry opened
+// fresh batches of a handful of messages, and the partitions' queues held
+// hundreds of them (1.3 GB of 1.5 MB arrays for 13k events within an
+// 8 MiB budget). Messages waiting here cost only their budget.
+const maxOpenCalls = 4
+
+// callDone notes that r has left kafka-go; s.mu is held.
+func (s *Sink) callDone(r *record) {
+	c := r.call
+	if c == nil {
+		return
+	}
+	r.call = nil
+	c.open--
+	if c.open == 0 {
+		s.openCalls--
+		signal(s.wake)
+	}
+}
 
 // sendLoop hands pending and due retry messages to kafka-go. It is the only
 // caller of WriteMessages, so a broker that does not answer metadata
@@ -396,20 +448,28 @@ func (s *Sink) sendLoop() {
 		s.mu.Lock()
 		batch = batch[:0]
 		n := min(len(s.pending), maxSend)
+		if s.openCalls >= maxOpenCalls {
+			n = 0 // wait for a call to complete (callDone wakes us)
+		}
 		batch = append(batch, s.pending[:n]...)
 		clear(s.pending[:n])
 		s.pending = s.pending[n:]
 		if len(s.pending) == 0 {
 			s.pending = nil // let the backing array go
 		}
-		for len(batch) < maxSend && len(s.retries) > 0 && !s.retries[0].due.After(now) {
+		for s.openCalls < maxOpenCalls && len(batch) < maxSend && len(s.retries) > 0 && !s.retries[0].due.After(now) {
 			batch = append(batch, heap.Pop(&s.retries).(*record))
 		}
-		for _, r := range batch {
-			r.state = stateSent
+		if len(batch) > 0 {
+			c := &sendCall{open: len(batch)}
+			s.openCalls++
+			for _, r := range batch {
+				r.state = stateSent
+				r.call = c
+			}
 		}
 		var next time.Duration = time.Hour
-		if len(s.retries) > 0 {
+		if s.openCalls < maxOpenCalls && len(s.retries) > 0 {
 			next = max(time.Until(s.retries[0].due), time.Millisecond)
 		}
 		s.mu.Unlock()
@@ -452,6 +512,9 @@ func (s *Sink) send(batch []*record) {
 		// Cannot happen while BatchBytes > MaxMessageBytes; handled anyway.
 		r := tooLarge.Message.WriterData.(*record)
 		s.mu.Lock()
+		for _, o := range batch {
+			s.callDone(o)
+		}
 		s.release(r)
 		for _, o := range batch {
 			if o != r {
@@ -465,10 +528,20 @@ func (s *Sink) send(batch []*record) {
 		signal(s.space)
 		return
 	}
-	s.m.produceErrs.Inc()
-	s.logRetry(err, len(batch))
+	stopping := s.senderCtx.Err() != nil
+	if !stopping {
+		s.m.produceErrs.Inc()
+		s.logRetry(err, len(batch))
+	}
 	s.mu.Lock()
-	s.lastErr = err
+	if !stopping {
+		// Close cancelled the call: keep the error that explains the
+		// outage for Close's message.
+		s.lastErr = err
+	}
+	for _, r := range batch {
+		s.callDone(r)
+	}
 	s.scheduleRetry(batch, time.Now())
 	s.mu.Unlock()
 }
@@ -560,6 +633,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 		if !ok {
 			continue
 		}
+		s.callDone(r)
 		switch {
 		case r.state == stateDone:
 			if err == nil {
