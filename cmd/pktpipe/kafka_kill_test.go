@@ -62,10 +62,14 @@ func kafkaSh(t *testing.T, sh, verb string) {
 // 2×: Go's GC (GOGC=100) lets the heap reach twice what is live. Before
 // the fix (sinks/kafka: open calls bounded, BatchSize 1000, 1 MiB zstd
 // window) this run reached 228 MiB during the outage and 967 MiB in all,
-// with the live heap at 2.8 GB of kafka-go batch arrays; after it, 93–110.
+// with the live heap at 2.8 GB of kafka-go batch arrays; after it, 93–110
+// MiB during the outage and up to 120 MiB in all. fixed is set to twice
+// what the profiles show (48 MiB): on a loaded CI machine the catch-up
+// burst after the restart varies, and the test is there to catch growth
+// of the 228/967 MiB kind, not to measure the last megabytes.
 const (
 	killBudgetBytes = 8 << 20
-	killFixedBytes  = 24 << 20
+	killFixedBytes  = 48 << 20
 )
 
 // TestKafkaBrokerKilledDuringReplay replays a capture into the real broker
