@@ -4,15 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/pktpipe/pktpipe/internal/netns"
 	"net"
 	"os"
 	"os/user"
-	"runtime"
 	"strconv"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pktpipe/pktpipe/internal/app"
 	"github.com/pktpipe/pktpipe/pipeline"
@@ -226,7 +224,10 @@ func (l *liveOptions) linkType(iface string) (packet.LinkType, error) {
 	}
 	var err error
 	if l.netns != "" {
-		err = inNetns(l.netns, look)
+		err = netns.Do(l.netns, look)
+		if err != nil {
+			err = fmt.Errorf("--netns: %w", err)
+		}
 	} else {
 		err = look()
 	}
@@ -237,33 +238,6 @@ func (l *liveOptions) linkType(iface string) (packet.LinkType, error) {
 		return packet.LinkEthernet, nil
 	}
 	return packet.LinkRaw, nil
-}
-
-// inNetns runs fn on a locked thread switched into the namespace at path.
-func inNetns(path string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("--netns: %w", err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("--netns %s: %w (entering a namespace needs CAP_SYS_ADMIN)", path, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("--netns: setns back: %w", err) // thread stays locked and is discarded
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }
 
 // dropPrivileges switches every thread of the process to name's uid, gid

@@ -15,10 +15,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/pktpipe/pktpipe/internal/netns"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -108,33 +108,7 @@ func (p *Pair) Command(i int, args ...string) *exec.Cmd {
 func (p *Pair) Do(i int, fn func() error) error { return InNetns(p.Path(i), fn) }
 
 // InNetns runs fn on a locked OS thread switched into the namespace at path.
-func InNetns(path string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", path, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: the runtime discards it when the
-		// goroutine exits instead of reusing a thread in the wrong netns.
-		return fmt.Errorf("setns back: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+func InNetns(path string, fn func() error) error { return netns.Do(path, fn) }
 
 func run(t testing.TB, args ...string) string {
 	t.Helper()
