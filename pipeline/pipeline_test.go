@@ -91,7 +91,7 @@ type countEvent struct {
 	n int
 }
 
-func (*countEvent) Type() Type                { return "count" }
+func (*countEvent) Type() Type                  { return "count" }
 func (c *countEvent) EncodeBody(w event.Writer) { w.Key("n"); w.Int(int64(c.n)) }
 
 type Type = event.Type

@@ -172,9 +172,9 @@ func paragraphs(b *strings.Builder, lines []string) {
 
 // options turns flag.PrintDefaults output into a .TP list:
 //
-//	  -name type
-//	    	usage (default x)
-//	  -x	usage
+//	-name type
+//	  	usage (default x)
+//	-x	usage
 func options(b *strings.Builder, lines []string) {
 	for _, l := range lines {
 		switch {

@@ -192,7 +192,9 @@ func (w *Writer) mergeTaps() {
 		}
 	}
 	le := binary.LittleEndian
-	ts := func(r *run) uint64 { return uint64(le.Uint32(r.t.buf[r.off+12:]))<<32 | uint64(le.Uint32(r.t.buf[r.off+16:])) }
+	ts := func(r *run) uint64 {
+		return uint64(le.Uint32(r.t.buf[r.off+12:]))<<32 | uint64(le.Uint32(r.t.buf[r.off+16:]))
+	}
 	for len(runs) > 0 {
 		best := 0
 		for i := 1; i < len(runs); i++ {
