@@ -41,38 +41,12 @@ func TestPing(t *testing.T) {
 			if err := c.Stop(); err != nil {
 				t.Fatal(err)
 			}
-			var req, rep int
 			for i, p := range c.Packets(0) {
 				if p.Index != uint64(i+1) { // pcap_cnt: the position in this source's stream
 					t.Errorf("packet %d has Index %d", i+1, p.Index)
 				}
-				in, ok := netnstest.Parse(p.Data)
-				if !ok || !in.IsEcho() {
-					continue
-				}
-				want := packet.DirIngress
-				if in.IsEchoRequest() {
-					req++
-					want = packet.DirEgress
-				} else {
-					rep++
-				}
-				if p.Direction != want {
-					t.Errorf("echo (request=%v) has direction %d, want %d", in.IsEchoRequest(), p.Direction, want)
-				}
-				if p.IfIndex != int32(np.IfIndex[0]) || p.LinkType != packet.LinkEthernet {
-					t.Errorf("ifindex %d linktype %d, want %d, Ethernet", p.IfIndex, p.LinkType, np.IfIndex[0])
-				}
-				if int(p.OrigLen) != len(p.Data) {
-					t.Errorf("orig len %d != captured %d", p.OrigLen, len(p.Data))
-				}
-				if d := time.Since(time.Unix(0, p.Timestamp)); d < 0 || d > time.Minute {
-					t.Errorf("timestamp %v is not recent", time.Unix(0, p.Timestamp))
-				}
 			}
-			if req != 5 || rep != 5 {
-				t.Fatalf("saw %d echo requests and %d replies, want 5 and 5", req, rep)
-			}
+			netnstest.CheckPings(t, np, c.Packets(0), 5)
 			id := fmt.Sprintf(`pktpipe_afpacket_packets_total{interface="%s",socket="0"}`, np.Dev[0])
 			if n, _ := reg.Value(id); n < 10 {
 				t.Errorf("%s = %v, want >= 10", id, n)

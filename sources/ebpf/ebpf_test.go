@@ -90,35 +90,7 @@ func pingCase(t *testing.T, np *netnstest.Pair, mode, v string) {
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	var req, rep int
-	for _, p := range c.Packets(0) {
-		in, ok := netnstest.Parse(p.Data)
-		if !ok || !in.IsEcho() {
-			continue
-		}
-		want := packet.DirIngress
-		if in.IsEchoRequest() {
-			req++
-			want = packet.DirEgress
-		} else {
-			rep++
-		}
-		if p.Direction != want {
-			t.Errorf("echo (request=%v) has direction %d, want %d", in.IsEchoRequest(), p.Direction, want)
-		}
-		if p.IfIndex != int32(np.IfIndex[0]) || p.LinkType != packet.LinkEthernet {
-			t.Errorf("ifindex %d linktype %d, want %d, Ethernet", p.IfIndex, p.LinkType, np.IfIndex[0])
-		}
-		if int(p.OrigLen) != len(p.Data) {
-			t.Errorf("orig len %d != captured %d", p.OrigLen, len(p.Data))
-		}
-		if d := time.Since(time.Unix(0, p.Timestamp)); d < 0 || d > time.Minute {
-			t.Errorf("timestamp %v is not recent", time.Unix(0, p.Timestamp))
-		}
-	}
-	if req != 5 || rep != 5 {
-		t.Fatalf("saw %d echo requests and %d replies, want 5 and 5", req, rep)
-	}
+	netnstest.CheckPings(t, np, c.Packets(0), 5)
 	if l := reg.Losses(); len(l) != 0 {
 		t.Errorf("losses: %v", l)
 	}

@@ -508,3 +508,40 @@ func (r FloodResult) String() string {
 		r.Sent, r.Took.Round(time.Millisecond), float64(r.Sent)/r.Took.Seconds(), r.Delivered, r.Received,
 		100*float64(r.Received)/float64(max(r.Delivered, 1)), rate, perPkt, r.Mallocs)
 }
+
+// CheckPings checks what a live source captured on namespace 0's end of
+// the pair while it pinged the other end `count` times: exactly count
+// requests (egress) and count replies (ingress), each with the pair's
+// ifindex, Ethernet link type, whole frames and recent timestamps.
+func CheckPings(t testing.TB, p *Pair, pkts []packet.Packet, count int) {
+	t.Helper()
+	var req, rep int
+	for _, pk := range pkts {
+		in, ok := Parse(pk.Data)
+		if !ok || !in.IsEcho() {
+			continue
+		}
+		want := packet.DirIngress
+		if in.IsEchoRequest() {
+			req++
+			want = packet.DirEgress
+		} else {
+			rep++
+		}
+		if pk.Direction != want {
+			t.Errorf("echo (request=%v) has direction %d, want %d", in.IsEchoRequest(), pk.Direction, want)
+		}
+		if pk.IfIndex != int32(p.IfIndex[0]) || pk.LinkType != packet.LinkEthernet {
+			t.Errorf("ifindex %d linktype %d, want %d, Ethernet", pk.IfIndex, pk.LinkType, p.IfIndex[0])
+		}
+		if int(pk.OrigLen) != len(pk.Data) {
+			t.Errorf("orig len %d != captured %d", pk.OrigLen, len(pk.Data))
+		}
+		if d := time.Since(time.Unix(0, pk.Timestamp)); d < 0 || d > time.Minute {
+			t.Errorf("timestamp %v is not recent", time.Unix(0, pk.Timestamp))
+		}
+	}
+	if req != count || rep != count {
+		t.Fatalf("saw %d echo requests and %d replies, want %d and %d", req, rep, count, count)
+	}
+}
