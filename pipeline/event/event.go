@@ -182,3 +182,36 @@ func (b *Batch) Release() {
 	b.Events = b.Events[:0]
 	batchPool.Put(b)
 }
+
+// optString writes k: v unless v is empty.
+func optString(w Writer, k, v string) {
+	if v != "" {
+		w.Key(k)
+		w.String(v)
+	}
+}
+
+// optStrings writes k: [vs...] unless vs is empty.
+func optStrings(w Writer, k string, vs []string) {
+	if len(vs) > 0 {
+		w.Key(k)
+		w.BeginArray()
+		for _, v := range vs {
+			w.String(v)
+		}
+		w.EndArray()
+	}
+}
+
+// hashObject writes EVE's k: {hash, string} (ja3, ja3s) unless hash is
+// empty.
+func hashObject(w Writer, k, hash, s string) {
+	if hash == "" {
+		return
+	}
+	w.Key(k)
+	w.BeginObject()
+	optString(w, "hash", hash)
+	optString(w, "string", s)
+	w.EndObject()
+}

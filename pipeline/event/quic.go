@@ -45,47 +45,22 @@ func (*QUIC) Type() Type { return TypeQUIC }
 func (q *QUIC) EncodeBody(w Writer) {
 	w.Key("quic")
 	w.BeginObject()
-	str := func(k, v string) {
-		if v != "" {
-			w.Key(k)
-			w.String(v)
-		}
-	}
-	str("version", q.Version)
-	str("sni", q.SNI)
-	if q.JA3Hash != "" {
-		w.Key("ja3")
-		w.BeginObject()
-		str("hash", q.JA3Hash)
-		str("string", q.JA3)
-		w.EndObject()
-	}
-	if q.JA3SHash != "" {
-		w.Key("ja3s")
-		w.BeginObject()
-		str("hash", q.JA3SHash)
-		str("string", q.JA3S)
-		w.EndObject()
-	}
-	str("ja4", q.JA4)
-	str("ja4_r", q.JA4R)
-	str("tls_version", q.TLSVersion)
-	str("cipher", q.Cipher)
-	if len(q.ClientALPNs) > 0 {
-		w.Key("client_alpns")
-		w.BeginArray()
-		for _, a := range q.ClientALPNs {
-			w.String(a)
-		}
-		w.EndArray()
-	}
+	optString(w, "version", q.Version)
+	optString(w, "sni", q.SNI)
+	hashObject(w, "ja3", q.JA3Hash, q.JA3)
+	hashObject(w, "ja3s", q.JA3SHash, q.JA3S)
+	optString(w, "ja4", q.JA4)
+	optString(w, "ja4_r", q.JA4R)
+	optString(w, "tls_version", q.TLSVersion)
+	optString(w, "cipher", q.Cipher)
+	optStrings(w, "client_alpns", q.ClientALPNs)
 	if len(q.Extensions) > 0 {
 		w.Key("extensions")
 		w.BeginArray()
 		for i := range q.Extensions {
 			e := &q.Extensions[i]
 			w.BeginObject()
-			str("name", e.Name)
+			optString(w, "name", e.Name)
 			w.Key("type")
 			w.Uint(uint64(e.Type))
 			if len(e.Values) > 0 {
@@ -140,25 +115,12 @@ func (*QUICSummary) Key() string { return "quic" }
 
 func (s *QUICSummary) Encode(w Writer) {
 	w.BeginObject()
-	str := func(k, v string) {
-		if v != "" {
-			w.Key(k)
-			w.String(v)
-		}
-	}
-	str("version", s.Version)
-	str("sni", s.SNI)
-	str("ja4", s.JA4)
-	if len(s.ClientALPNs) > 0 {
-		w.Key("client_alpns")
-		w.BeginArray()
-		for _, a := range s.ClientALPNs {
-			w.String(a)
-		}
-		w.EndArray()
-	}
-	str("tls_version", s.TLSVersion)
-	str("cipher", s.Cipher)
+	optString(w, "version", s.Version)
+	optString(w, "sni", s.SNI)
+	optString(w, "ja4", s.JA4)
+	optStrings(w, "client_alpns", s.ClientALPNs)
+	optString(w, "tls_version", s.TLSVersion)
+	optString(w, "cipher", s.Cipher)
 	if s.Retry {
 		w.Key("retry")
 		w.Bool(true)
@@ -179,6 +141,6 @@ func (s *QUICSummary) Encode(w Writer) {
 		w.Key("undecryptable")
 		w.Uint(s.Undecryptable)
 	}
-	str("state", s.State)
+	optString(w, "state", s.State)
 	w.EndObject()
 }

@@ -63,51 +63,23 @@ func (*TLS) Type() Type { return TypeTLS }
 func (t *TLS) EncodeBody(w Writer) {
 	w.Key("tls")
 	w.BeginObject()
-	str := func(k, v string) {
-		if v != "" {
-			w.Key(k)
-			w.String(v)
-		}
-	}
-	strs := func(k string, vs []string) {
-		if len(vs) > 0 {
-			w.Key(k)
-			w.BeginArray()
-			for _, v := range vs {
-				w.String(v)
-			}
-			w.EndArray()
-		}
-	}
-	str("subject", t.Subject)
-	str("issuerdn", t.IssuerDN)
-	strs("subjectaltname", t.SubjectAltName)
-	str("serial", t.Serial)
-	str("fingerprint", t.Fingerprint)
-	str("sni", t.SNI)
-	str("version", t.Version)
-	str("notbefore", t.NotBefore)
-	str("notafter", t.NotAfter)
-	if t.JA3Hash != "" {
-		w.Key("ja3")
-		w.BeginObject()
-		str("hash", t.JA3Hash)
-		str("string", t.JA3)
-		w.EndObject()
-	}
-	if t.JA3SHash != "" {
-		w.Key("ja3s")
-		w.BeginObject()
-		str("hash", t.JA3SHash)
-		str("string", t.JA3S)
-		w.EndObject()
-	}
-	str("ja4", t.JA4)
-	str("ja4_r", t.JA4R)
-	str("ja4_o", t.JA4O)
-	str("ja4_ro", t.JA4RO)
-	strs("client_alpns", t.ClientALPNs)
-	strs("server_alpns", t.ServerALPNs)
+	optString(w, "subject", t.Subject)
+	optString(w, "issuerdn", t.IssuerDN)
+	optStrings(w, "subjectaltname", t.SubjectAltName)
+	optString(w, "serial", t.Serial)
+	optString(w, "fingerprint", t.Fingerprint)
+	optString(w, "sni", t.SNI)
+	optString(w, "version", t.Version)
+	optString(w, "notbefore", t.NotBefore)
+	optString(w, "notafter", t.NotAfter)
+	hashObject(w, "ja3", t.JA3Hash, t.JA3)
+	hashObject(w, "ja3s", t.JA3SHash, t.JA3S)
+	optString(w, "ja4", t.JA4)
+	optString(w, "ja4_r", t.JA4R)
+	optString(w, "ja4_o", t.JA4O)
+	optString(w, "ja4_ro", t.JA4RO)
+	optStrings(w, "client_alpns", t.ClientALPNs)
+	optStrings(w, "server_alpns", t.ServerALPNs)
 	if t.Client != nil {
 		w.Key("client_handshake")
 		t.Client.encode(w, false)
@@ -116,7 +88,7 @@ func (t *TLS) EncodeBody(w Writer) {
 		w.Key("server_handshake")
 		t.Server.encode(w, true)
 	}
-	str("cipher", t.Cipher)
+	optString(w, "cipher", t.Cipher)
 	if t.HasHelloRTT {
 		w.Key("hello_rtt_ms")
 		w.Float(t.HelloRTTms)
@@ -128,17 +100,11 @@ func (t *TLS) EncodeBody(w Writer) {
 	if r := t.Retry; r != nil {
 		w.Key("retry")
 		w.BeginObject()
-		if r.JA3Hash != "" {
-			w.Key("ja3")
-			w.BeginObject()
-			str("hash", r.JA3Hash)
-			str("string", r.JA3)
-			w.EndObject()
-		}
-		str("ja4", r.JA4)
-		str("ja4_r", r.JA4R)
-		str("ja4_o", r.JA4O)
-		str("ja4_ro", r.JA4RO)
+		hashObject(w, "ja3", r.JA3Hash, r.JA3)
+		optString(w, "ja4", r.JA4)
+		optString(w, "ja4_r", r.JA4R)
+		optString(w, "ja4_o", r.JA4O)
+		optString(w, "ja4_ro", r.JA4RO)
 		w.EndObject()
 	}
 	if t.Truncated {
