@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -64,4 +65,28 @@ func Conformance(t testing.TB, sub ...string) string {
 	_, err := os.Stat(p)
 	Need(t, err == nil, "conformance data at "+p)
 	return p
+}
+
+// childEnv marks the copy of a test binary that WithoutCaps started.
+const childEnv = "PKTPIPE_TEST_CHILD"
+
+// InCapsChild reports whether this process is the copy of the test binary
+// that WithoutCaps started; the test then runs its checks and returns.
+func InCapsChild() bool { return os.Getenv(childEnv) == "nocaps" }
+
+// WithoutCaps re-runs the test named name in a copy of the test binary
+// whose capability bounding set lacks drop (setpriv syntax, e.g.
+// "-net_raw" or "-bpf,-perfmon"), with extra environment variables, and
+// fails t unless the copy's test passed. It returns the copy's output.
+func WithoutCaps(t testing.TB, name, drop string, env ...string) string {
+	t.Helper()
+	NeedRoot(t)
+	setpriv := NeedCommand(t, "setpriv")
+	cmd := exec.Command(setpriv, "--bounding-set="+drop, os.Args[0], "-test.run=^"+name+"$", "-test.v")
+	cmd.Env = append(append(os.Environ(), childEnv+"=nocaps"), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("%s without capabilities %s: %v\n%s", name, drop, err, out)
+	}
+	return string(out)
 }

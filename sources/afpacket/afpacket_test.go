@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -186,7 +184,7 @@ func TestBadInterface(t *testing.T) {
 // TestNoCapNetRaw re-runs itself without CAP_NET_RAW and checks that the
 // error names the missing capability.
 func TestNoCapNetRaw(t *testing.T) {
-	if os.Getenv("PKTPIPE_TEST_CHILD") == "nocap" {
+	if testenv.InCapsChild() {
 		_, err := afpacket.New(afpacket.Config{Interface: "lo"})
 		if err == nil || !strings.Contains(err.Error(), "CAP_NET_RAW") {
 			t.Fatalf("error %v does not name CAP_NET_RAW", err)
@@ -194,15 +192,7 @@ func TestNoCapNetRaw(t *testing.T) {
 		t.Log(err)
 		return
 	}
-	testenv.NeedRoot(t)
-	setpriv := testenv.NeedCommand(t, "setpriv")
-	cmd := exec.Command(setpriv, "--bounding-set=-net_raw", os.Args[0], "-test.run=^TestNoCapNetRaw$", "-test.v")
-	cmd.Env = append(os.Environ(), "PKTPIPE_TEST_CHILD=nocap")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS") {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	t.Logf("%s", out)
+	t.Log(testenv.WithoutCaps(t, "TestNoCapNetRaw", "-net_raw"))
 }
 
 // TestVLANTagRestored sends 802.1Q-tagged frames across the veth pair and

@@ -558,7 +558,7 @@ func TestTCSharesTheQdisc(t *testing.T) {
 // TestNoCaps re-runs itself without CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
 // and CAP_SYS_ADMIN and checks that the error names what is missing.
 func TestNoCaps(t *testing.T) {
-	if os.Getenv("PKTPIPE_TEST_CHILD") == "nocap" {
+	if testenv.InCapsChild() {
 		_, err := ebpf.New(ebpf.Config{Interface: "lo"})
 		if err == nil || !strings.Contains(err.Error(), "CAP_BPF") {
 			t.Fatalf("error %v does not name CAP_BPF", err)
@@ -566,13 +566,5 @@ func TestNoCaps(t *testing.T) {
 		t.Log(err)
 		return
 	}
-	testenv.NeedRoot(t)
-	setpriv := testenv.NeedCommand(t, "setpriv")
-	cmd := exec.Command(setpriv, "--bounding-set=-bpf,-perfmon,-net_admin,-sys_admin", os.Args[0], "-test.run=^TestNoCaps$", "-test.v")
-	cmd.Env = append(os.Environ(), "PKTPIPE_TEST_CHILD=nocap")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS") {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	t.Logf("%s", out)
+	t.Log(testenv.WithoutCaps(t, "TestNoCaps", "-bpf,-perfmon,-net_admin,-sys_admin"))
 }
