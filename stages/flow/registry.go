@@ -1,0 +1,170 @@
+package flow
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/pktpipe/pktpipe/pipeline/registry"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+)
+
+// AnalyzerSpec declares a per-flow analyzer to the registry. An analyzer
+// package registers its spec in init; stages/all imports every one.
+type AnalyzerSpec struct {
+	Name  string // --analyzers name, metric label
+	Usage string // one line for --help
+	// Needs are the analyzers this one reports into (dns needs rtt): they
+	// are turned on with it, built before it (its constructor gets their
+	// instances in AnalyzerEnv.Needed) and run after it, so that its End
+	// precedes theirs.
+	Needs []string
+	// Order places the analyzer among those that do not depend on each
+	// other: lower runs first. It decides the order of events a flow's end
+	// emits, so it is part of the output.
+	Order int
+	// NewOptions returns the analyzer's settings with their defaults; nil
+	// when it has none. One value is shared by all workers' instances.
+	NewOptions func() registry.Options
+	// New builds one worker's instance.
+	New func(opts registry.Options, env AnalyzerEnv) (Analyzer, error)
+}
+
+// AnalyzerEnv is what every analyzer instance is built with.
+type AnalyzerEnv struct {
+	Worker  int // this worker's index
+	Workers int
+	// Flow is the flow table's configuration (Community ID seed, timeouts).
+	Flow  Config
+	Stats *stats.Registry
+	Log   *slog.Logger
+	// Needed holds this worker's instances of the spec's Needs, by name.
+	Needed map[string]Analyzer
+}
+
+var analyzers = registry.NewSet[AnalyzerSpec]("analyzer")
+
+// RegisterAnalyzer adds an analyzer; a duplicate name panics.
+func RegisterAnalyzer(s AnalyzerSpec) { analyzers.Add(s.Name, s) }
+
+// UnregisterAnalyzer removes an analyzer (tests' throw-away analyzers).
+func UnregisterAnalyzer(name string) { analyzers.Remove(name) }
+
+// AnalyzerNames lists every registered analyzer in run order.
+func AnalyzerNames() []string {
+	specs, err := ResolveAnalyzers(nil)
+	if err != nil {
+		return analyzers.Names()
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// ResolveAnalyzers returns the specs of names and of everything they need,
+// in run order; nil names means every registered analyzer. An unknown
+// name, a need that is not registered, or a cycle of needs is a usage
+// error.
+func ResolveAnalyzers(names []string) ([]AnalyzerSpec, error) {
+	if names == nil {
+		names = analyzers.Names()
+	}
+	on := map[string]AnalyzerSpec{}
+	var add func(name, by string) error
+	add = func(name, by string) error {
+		if _, ok := on[name]; ok {
+			return nil
+		}
+		s, ok := analyzers.Get(name)
+		if !ok {
+			if by != "" {
+				return registry.Usagef("analyzer %q needs %q, which is not registered", by, name)
+			}
+			return registry.Usagef("unknown analyzer %q (choices: %s)", name, strings.Join(analyzers.Names(), ", "))
+		}
+		on[name] = s
+		for _, n := range s.Needs {
+			if err := add(n, name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		if err := add(n, ""); err != nil {
+			return nil, err
+		}
+	}
+	// Kahn's algorithm on "runs before" edges (an analyzer runs before
+	// what it needs), taking the lowest Order among the ready ones.
+	blockers := map[string]int{} // analyzers that must run before this one
+	for _, s := range on {
+		for _, n := range s.Needs {
+			blockers[n]++
+		}
+	}
+	var ready, order []AnalyzerSpec
+	for _, s := range on {
+		if blockers[s.Name] == 0 {
+			ready = append(ready, s)
+		}
+	}
+	for len(ready) > 0 {
+		slices.SortFunc(ready, func(a, b AnalyzerSpec) int {
+			return cmp.Or(cmp.Compare(a.Order, b.Order), strings.Compare(a.Name, b.Name))
+		})
+		s := ready[0]
+		ready = ready[1:]
+		order = append(order, s)
+		for _, n := range s.Needs {
+			if blockers[n]--; blockers[n] == 0 {
+				ready = append(ready, on[n])
+			}
+		}
+	}
+	if len(order) < len(on) {
+		var stuck []string
+		for name := range on {
+			if blockers[name] > 0 {
+				stuck = append(stuck, name)
+			}
+		}
+		slices.Sort(stuck)
+		return nil, registry.Usagef("analyzers %s need each other in a cycle", strings.Join(stuck, ", "))
+	}
+	return order, nil
+}
+
+// BuildAnalyzers builds one worker's instances of specs (in run order, as
+// ResolveAnalyzers returns them), each with its options from opts (by
+// name; a missing entry takes the spec's defaults). What an analyzer needs
+// is built before it.
+func BuildAnalyzers(specs []AnalyzerSpec, opts map[string]registry.Options, env AnalyzerEnv) ([]Analyzer, error) {
+	built := make(map[string]Analyzer, len(specs))
+	out := make([]Analyzer, len(specs))
+	for i := len(specs) - 1; i >= 0; i-- { // needs run later, so build from the end
+		s := specs[i]
+		o := opts[s.Name]
+		if o == nil {
+			o = registry.NoOptions{}
+			if s.NewOptions != nil {
+				o = s.NewOptions()
+			}
+		}
+		e := env
+		e.Needed = make(map[string]Analyzer, len(s.Needs))
+		for _, n := range s.Needs {
+			e.Needed[n] = built[n]
+		}
+		a, err := s.New(o, e)
+		if err != nil {
+			return nil, fmt.Errorf("analyzer %s: %w", s.Name, err)
+		}
+		built[s.Name], out[i] = a, a
+	}
+	return out, nil
+}
