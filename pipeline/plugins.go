@@ -63,6 +63,10 @@ type Opened struct {
 	IfName func(ifIndex int32) string
 	// Attrs describe the capture for the start-up log line.
 	Attrs []any
+	// CloseNeedsPrivileges is set when Close needs privileges that --user
+	// would give up (tc filters are removed with CAP_NET_ADMIN): the app
+	// then refuses --user rather than leave them behind.
+	CloseNeedsPrivileges bool
 }
 
 // RegisterSource adds a source kind; a duplicate kind panics.
@@ -87,6 +91,9 @@ type SinkSpec struct {
 	Check func(target string, opts registry.Options) error
 	// Open creates the sink for target, the whole -o value.
 	Open func(target string, opts registry.Options, env SinkEnv) (Sink, error)
+	// Redact returns target fit for logs, metrics and config check (no
+	// password). Nil: target is shown as it is.
+	Redact func(target string) string
 }
 
 // SinkEnv is what every sink is opened with.
