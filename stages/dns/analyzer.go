@@ -13,12 +13,21 @@ import (
 // DNS: 53 (DNS) and 5353 (mDNS).
 func isDNSPort(p uint16) bool { return p == 53 || p == 5353 }
 
-// Analyzer emits dns events and times queries (a flow.Analyzer). With an
-// rtt.Analyzer it also emits an rtt event per answered query and adds the
-// DNS figures to that analyzer's flow summary; it must then be registered
-// before it.
+// Timings receives the query timings the DNS analyzer measures (stages/rtt's
+// Analyzer is one): an rtt event per answered query, and the DNS figures
+// of the flow summary. The Timings' End must run after the DNS analyzer's,
+// which the registry's Needs ordering guarantees.
+type Timings interface {
+	ObserveDNS(f *flow.Flow, answered bool, ns int64, unanswered int)
+	UnmatchedDNS()
+	Timeout() int64  // ns of packet time a query waits for its answer
+	MaxPending() int // outstanding queries per flow
+}
+
+// Analyzer emits dns events and times queries (a flow.Analyzer), reporting
+// the timings to a Timings when it has one.
 type Analyzer struct {
-	rtt     *rtt.Analyzer
+	rtt     Timings
 	timeout int64
 	max     int
 	slot    int
@@ -31,7 +40,7 @@ type Analyzer struct {
 var _ flow.Analyzer = (*Analyzer)(nil)
 
 // New returns one worker's DNS analyzer. r may be nil (no rtt events).
-func New(r *rtt.Analyzer, reg *stats.Registry) *Analyzer {
+func New(r Timings, reg *stats.Registry) *Analyzer {
 	if reg == nil {
 		reg = stats.NewRegistry()
 	}
@@ -57,9 +66,8 @@ type state struct {
 // events are stamped with that segment's time, as Wireshark's reassembly
 // does).
 type stash struct {
-	ok  bool
-	ev  event.DNS
-	rtt bool
+	ok bool
+	ev event.DNS
 }
 
 func (a *Analyzer) get(f *flow.Flow) *state {
