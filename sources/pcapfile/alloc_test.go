@@ -12,7 +12,7 @@ import (
 // readAllInto runs the hot loop the source runs: next, then Append.
 func readAllInto(t testing.TB, rd *reader, br *bytes.Reader, data []byte, b *packet.Batch) int {
 	br.Reset(data)
-	if err := rd.reset("x", br); err != nil {
+	if err := rd.reset("x", br, ""); err != nil {
 		t.Fatal(err)
 	}
 	n := 0

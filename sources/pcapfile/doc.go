@@ -34,6 +34,18 @@
 //     returned; on context cancellation the batch in hand is sent and Run
 //     returns nil. Cancellation is seen between batches and during replay
 //     sleeps; a read blocked on stdin is not interrupted.
+//   - Offsets in errors count decompressed bytes; for gzip or zstd input
+//     the message says "offset N in the decompressed (gzip) stream", since
+//     N can exceed the size of the file itself.
+//   - A capture of a link type the decoder (stages/decode) cannot read is
+//     read all the same, but its packets can only end as
+//     malformed=unknown_link: the source warns on Config.Log, once per file
+//     and link type, naming it.
+//   - Close frees the decompressors and the read buffer, which Run keeps
+//     from one run to the next; Run closes each file as it finishes it.
+//   - The kind "pcap" (register.go) builds the source from the registry's
+//     SourceEnv, with --replay-speed as its option, and turns a filter
+//     expression into a user-space filter.
 //   - Replay pacing (Config.ReplaySpeed) computes each packet's due time
 //     from its capture timestamp relative to the first packet; a batch is
 //     sent before sleeping so that due packets are never held back.

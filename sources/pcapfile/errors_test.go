@@ -36,7 +36,12 @@ func TestTruncatedPcap(t *testing.T) {
 				}
 				continue
 			}
-			wantErr(t, err, int64(last), "cut.pcap: offset "+fmt.Sprint(last)+": "+tc.msg)
+			where := "offset " + fmt.Sprint(last)
+			if comp == "gzip" {
+				// The offset counts decompressed bytes, and says so.
+				where += " in the decompressed (gzip) stream"
+			}
+			wantErr(t, err, int64(last), "cut.pcap: "+where+": "+tc.msg)
 		}
 	}
 }

@@ -18,6 +18,7 @@ type opener struct {
 	zs    *zstd.Decoder
 	cnt   countingReader // compressed bytes read, for the progress bar
 	f     *os.File       // the open file, closed by close
+	comp  string         // the open file's compression: "", "gzip" or "zstd"
 }
 
 // countingReader counts the bytes read through it.
@@ -47,6 +48,7 @@ func (o *opener) open(name string) (io.Reader, error) {
 		o.f, raw = f, f
 	}
 	o.cnt = countingReader{r: raw}
+	o.comp = ""
 	var magic [4]byte
 	n, err := io.ReadFull(&o.cnt, magic[:])
 	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
@@ -62,6 +64,7 @@ func (o *opener) open(name string) (io.Reader, error) {
 		if err := o.gz.Reset(src); err != nil {
 			return nil, &Error{File: displayName(name), Msg: "bad gzip header", Err: err}
 		}
+		o.comp = "gzip"
 		return o.gz, nil
 	case n == 4 && magic == [4]byte{0x28, 0xb5, 0x2f, 0xfd}:
 		if o.zs == nil {
@@ -77,6 +80,7 @@ func (o *opener) open(name string) (io.Reader, error) {
 		if err := o.zs.Reset(src); err != nil {
 			return nil, &Error{File: displayName(name), Msg: "bad zstd stream", Err: err}
 		}
+		o.comp = "zstd"
 		return o.zs, nil
 	}
 	return src, nil
@@ -89,7 +93,7 @@ func (o *opener) close() {
 	}
 }
 
-// release frees the decompressors at the end of a run.
+// release frees the decompressors (Source.Close).
 func (o *opener) release() {
 	o.close()
 	if o.zs != nil {

@@ -36,6 +36,7 @@ type record struct {
 // as a slice of the read buffer, valid until the following call.
 type reader struct {
 	name string
+	comp string // compression of the stream ("" plain): offsets are into its decompressed bytes
 	br   *bufio.Reader
 	off  int64 // stream offset of br's next unread byte
 	skip int   // bytes of the record last returned, discarded on the next call
@@ -80,7 +81,7 @@ func (r *reader) u64(b []byte) uint64 {
 }
 
 func (r *reader) errf(off int64, format string, args ...any) error {
-	return &Error{File: r.name, Offset: off, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: r.name, Offset: off, Compression: r.comp, Msg: fmt.Sprintf(format, args...)}
 }
 
 // short reports a Peek that returned fewer than want bytes: at EOF the
@@ -89,12 +90,13 @@ func (r *reader) short(err error, what string, want, have int) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return r.errf(r.off, "truncated %s (want %d bytes, have %d)", what, want, have)
 	}
-	return &Error{File: r.name, Offset: r.off, Msg: "reading " + what, Err: err}
+	return &Error{File: r.name, Offset: r.off, Compression: r.comp, Msg: "reading " + what, Err: err}
 }
 
-// reset starts reading a new stream and parses its file header.
-func (r *reader) reset(name string, src io.Reader) error {
-	*r = reader{name: name, br: r.br, ifaces: r.ifaces[:0]}
+// reset starts reading a new stream (decompressed from comp, "" when
+// plain) and parses its file header.
+func (r *reader) reset(name string, src io.Reader, comp string) error {
+	*r = reader{name: name, comp: comp, br: r.br, ifaces: r.ifaces[:0]}
 	r.br.Reset(src)
 	m, err := r.br.Peek(4)
 	switch {

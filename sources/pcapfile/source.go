@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ type Config struct {
 	Progress    io.Writer       // progress bar destination; nil: none (see ProgressWanted)
 	Stdin       io.Reader       // what "-" reads; nil: os.Stdin
 	Stats       *stats.Registry // nil: a private registry
+	Log         *slog.Logger    // warnings (undecodable link types); nil: slog.Default()
 }
 
 // Source reads capture files; it implements pipeline.Source.
@@ -29,6 +31,9 @@ type Source struct {
 	total int64 // compressed bytes of all files; 0 when unknown (stdin, pipes)
 	clk   clock
 	rd    *reader // kept between runs (its 1 MiB buffer)
+	op    *opener // kept between runs (its decompressors)
+	// closed is set by Close: Run then refuses to start.
+	closed bool
 
 	packets   *stats.Counter
 	bytes     *stats.Counter
@@ -50,6 +55,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.Stats == nil {
 		cfg.Stats = stats.NewRegistry()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
 	s := &Source{cfg: cfg, clk: &wallClock{}}
 	stdin := 0
@@ -86,6 +94,19 @@ func New(cfg Config) (*Source, error) {
 // Name implements pipeline.Source. Run must not be called concurrently.
 func (s *Source) Name() string { return "pcapfile" }
 
+// Close releases the decompressors and the read buffer, and closes a file
+// left open. Call it after Run has returned; it is safe to call more than
+// once, and Run fails afterwards.
+func (s *Source) Close() error {
+	if s.op != nil {
+		s.op.release()
+		s.op = nil
+	}
+	s.rd = nil
+	s.closed = true
+	return nil
+}
+
 // run is the state of one Run.
 type run struct {
 	s    *Source
@@ -102,6 +123,8 @@ type run struct {
 	// counts not yet added to the registry (added once per batch)
 	nPkts, nBytes, nTrunc uint64
 	sent                  uint64 // packets sent, for the progress bar
+
+	links linkCheck // link types of the current file
 }
 
 var errStop = errors.New("stopped") // ctx cancelled: end quietly
@@ -111,6 +134,9 @@ var errStop = errors.New("stopped") // ctx cancelled: end quietly
 // file and offset) for bad input, after sending every packet read before
 // the fault.
 func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
+	if s.closed {
+		return errors.New("pcapfile: source is closed")
+	}
 	rn := &run{s: s, ctx: ctx, pool: pool, out: out}
 	if s.cfg.ReplaySpeed > 0 {
 		rn.pace = &pacer{speed: s.cfg.ReplaySpeed, clk: s.clk}
@@ -118,8 +144,11 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 	if s.cfg.Progress != nil && s.total > 0 {
 		rn.prog = &progress{w: s.cfg.Progress, total: s.total}
 	}
-	op := &opener{stdin: s.cfg.Stdin}
-	defer op.release()
+	if s.op == nil {
+		s.op = &opener{stdin: s.cfg.Stdin}
+	}
+	op := s.op
+	defer op.close() // the file; Close frees the decompressors
 	if s.rd == nil {
 		s.rd = newReader()
 	}
@@ -147,9 +176,10 @@ func (rn *run) files(op *opener, rd *reader) error {
 		if err != nil {
 			return err
 		}
-		if err := rd.reset(displayName(name), src); err != nil {
+		if err := rd.reset(displayName(name), src, op.comp); err != nil {
 			return err
 		}
+		rn.links.reset(displayName(name))
 		for {
 			data, rec, err := rd.next()
 			if err == io.EOF {
@@ -157,6 +187,9 @@ func (rn *run) files(op *opener, rd *reader) error {
 			}
 			if err != nil {
 				return err
+			}
+			if rec.link != rn.links.last {
+				rn.links.see(rec.link, rn.s.cfg.Log)
 			}
 			if len(data) > maxPkt {
 				data = data[:maxPkt]
