@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // InCI reports whether PKTPIPE_CI=1 is set (.ci/run sets it).
@@ -35,6 +36,31 @@ func NeedCommand(t testing.TB, name string) string {
 	p, err := exec.LookPath(name)
 	Need(t, err == nil, "command "+name)
 	return p
+}
+
+// WaitFor polls cond until it holds and fails the test, naming what it
+// waited for, if it does not hold within timeout. Tests wait this way on
+// something they can observe (a file's content, a counter, a socket's
+// state), never on a fixed sleep: a slow machine then costs time, not a
+// wrong verdict. Call it from the test's goroutine (it may call Fatalf).
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(timeout, cond) {
+		t.Fatalf("gave up after %v waiting for %s", timeout, what)
+	}
+}
+
+// Poll calls cond every 10 ms until it returns true (Poll returns true)
+// or timeout has passed (false). cond is called at least once.
+func Poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // RepoRoot returns the directory holding go.mod, found upwards from the

@@ -2,6 +2,7 @@ package icmpfb
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -24,7 +25,8 @@ import (
 //	client c0 10.77.1.2 fd00:77:1::2 ── r0 10.77.1.1 fd00:77:1::1 [router] r1 10.77.2.1 fd00:77:2::1 (MTU 1300) ── s0 10.77.2.2 fd00:77:2::2
 //
 // Router: nftables rejects udp/7777 (admin-prohibited) and tcp/7778
-// (host-prohibited, v6 admin-prohibited); no route to 10.77.9.0/24 and
+// (host-prohibited, v6 admin-prohibited), and drops udp/5999 to itself
+// without an answer (the capture's end marker); no route to 10.77.9.0/24 and
 // fd00:77:9::/64; prohibit routes to 10.77.8.0/24 and fd00:77:8::/64;
 // neighbour resolution gives up after one 100 ms probe, so the absent
 // hosts 10.77.2.99 and fd00:77:2::99 are unreachable quickly. ICMP rate
@@ -145,6 +147,10 @@ func TestRealCapture(t *testing.T) {
 		meta nfproto ipv4 tcp dport 7778 reject with icmp type host-prohibited
 		meta nfproto ipv6 tcp dport 7778 reject with icmpv6 type admin-prohibited
 	}
+	chain input_filter {
+		type filter hook input priority 0; policy accept;
+		udp dport 5999 drop
+	}
 }
 `), 0o644); err != nil {
 		t.Fatal(err)
@@ -196,7 +202,17 @@ func TestRealCapture(t *testing.T) {
 	// Packet too big for a ping over the 1300-byte link.
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", C, "ping", "-6", "-c1", "-W1", "-s", "1400", "fd00:77:2::2").CombinedOutput()
 	t.Logf("ping: %v %s", err, out)
-	time.Sleep(300 * time.Millisecond)
+	// Every error above has arrived (each sender waited for its own). A
+	// last datagram, which the router drops without a word, marks the end:
+	// tcpdump writes each packet as it captures it (-U), in capture order,
+	// so once the marker is in the file so is everything before it.
+	marker := fmt.Sprintf("icmpfb-end-%d-%d", os.Getpid(), rand.Uint64())
+	n.in(C, "python3", "-c", `import socket, sys
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), ("10.77.1.1", 5999))`, marker)
+	testenv.WaitFor(t, 20*time.Second, "tcpdump to write the end marker", func() bool {
+		b, _ := os.ReadFile(pcap)
+		return bytes.Contains(b, []byte(marker))
+	})
 	_ = td.Process.Signal(syscall.SIGINT)
 	_ = td.Wait()
 	tdDone = true
