@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 )
 
@@ -131,8 +132,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // Config says what to serve and where.
 type Config struct {
 	// Addr is host:port. Unless AllowRemote, the host must be a loopback
-	// address or "localhost": counters reveal traffic volumes and the
-	// endpoint has no authentication.
+	// address or "localhost", and the address bound must be loopback
+	// (whatever the name resolved to): counters reveal traffic volumes
+	// and the endpoint has no authentication.
 	Addr        string
 	AllowRemote bool
 	Stats       *stats.Registry
@@ -150,14 +152,15 @@ type Server struct {
 }
 
 // CheckAddr refuses an address that is not host:port, and one that is not
-// loopback unless allowRemote.
+// loopback unless allowRemote (usage errors). A name is not resolved here:
+// Start checks the address it bound.
 func CheckAddr(addr string, allowRemote bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("metrics address %q: %v (want host:port, e.g. 127.0.0.1:9477)", addr, err)
+		return registry.Usagef("metrics address %q: %v (want host:port, e.g. 127.0.0.1:9477)", addr, err)
 	}
 	if port == "" {
-		return fmt.Errorf("metrics address %q: no port", addr)
+		return registry.Usagef("metrics address %q: no port", addr)
 	}
 	if allowRemote {
 		return nil
@@ -167,7 +170,25 @@ func CheckAddr(addr string, allowRemote bool) error {
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("metrics address %q is not a loopback address; the endpoint has no authentication, so pass --metrics-allow-remote to serve it beyond this host", addr)
+		return registry.Usagef("metrics address %q is not a loopback address; the endpoint has no authentication, so pass --metrics-allow-remote to serve it beyond this host", addr)
+	}
+	return nil
+}
+
+// checkBound refuses a listener bound to an address that is not loopback,
+// unless allowRemote. CheckAddr sees only the name: "localhost" (or an
+// /etc/hosts entry) may resolve to anything, and only the listener knows
+// what was bound.
+func checkBound(addr string, bound net.Addr, allowRemote bool) error {
+	if allowRemote {
+		return nil
+	}
+	var ip net.IP
+	if a, ok := bound.(*net.TCPAddr); ok {
+		ip = a.IP
+	}
+	if ip == nil || !ip.IsLoopback() {
+		return registry.Usagef("metrics address %q is bound to %s, which is not a loopback address (what the name resolved to); the endpoint has no authentication, so pass --metrics-allow-remote to serve it beyond this host", addr, bound)
 	}
 	return nil
 }
@@ -195,6 +216,10 @@ func Start(cfg Config) (*Server, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	if err := checkBound(cfg.Addr, ln.Addr(), cfg.AllowRemote); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	s := &Server{ln: ln, reg: cfg.Stats, done: make(chan struct{})}
 	mux := http.NewServeMux()
