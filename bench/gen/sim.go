@@ -121,13 +121,11 @@ type flow struct {
 	ord     uint32
 	phaseAt int64 // -1: no phase pending
 	phase   func(*flow)
-	hi      int // index in the generator's heap
 
 	emitted int
 	truth   *Conn
 	quote   []byte
 	spec    *helloSpec
-	dnsQ    []DNSQuery
 	split   bool
 	odd     bool
 }
