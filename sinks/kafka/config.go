@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,9 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/sinks/encode"
 )
 
 // TopicTemplate is the default topic: one topic per event type.
@@ -64,8 +67,10 @@ type Config struct {
 	// bookkeeping (its record and kafka-go Message).
 	MaxInflight      int   // default 100000 events
 	MaxInflightBytes int64 // default 64 MiB
-	// MaxBlock bounds how long one Write waits for budget before it gives
-	// up with an error (the broker has been unreachable that long).
+	// MaxBlock bounds how long one Write waits for budget. Past it (the
+	// broker has acknowledged nothing for that long) the batch goes to
+	// the spill file, and so does every later batch that finds no room,
+	// without waiting, until the broker acknowledges again.
 	MaxBlock time.Duration // default 5m
 
 	// Retries of batches the writer reports as failed: exponential backoff
@@ -81,8 +86,16 @@ type Config struct {
 	DrainTimeout time.Duration // default 10s
 	// SpillPath is the JSON-lines file that receives what could not be
 	// delivered. Default: pktpipe-kafka-spill-<UTC time>-<pid>.jsonl in
-	// the working directory. It is created only when needed.
+	// $STATE_DIRECTORY (systemd's StateDirectory=; the first one if it
+	// lists several), else in the working directory. New checks that it
+	// can be written; the file is created only when needed, and appended
+	// to if it exists.
 	SpillPath string
+
+	// Ctx, when set, is the run's stop signal (the first SIGTERM): once it
+	// is done, Write no longer waits for budget and spills instead, so
+	// that the drain ends within DrainTimeout. Nil: never.
+	Ctx context.Context
 
 	TLS  *TLSConfig  // nil: plaintext
 	SASL *SASLConfig // nil: no authentication
@@ -165,7 +178,11 @@ func (c *Config) defaults() {
 		c.DrainTimeout = 10 * time.Second
 	}
 	if c.SpillPath == "" {
-		c.SpillPath = fmt.Sprintf("pktpipe-kafka-spill-%s-%d.jsonl", time.Now().UTC().Format("20060102T150405Z"), os.Getpid())
+		c.SpillPath = filepath.Join(stateDir(),
+			fmt.Sprintf("pktpipe-kafka-spill-%s-%d.jsonl", time.Now().UTC().Format("20060102T150405Z"), os.Getpid()))
+	}
+	if c.Ctx == nil {
+		c.Ctx = context.Background()
 	}
 	if c.Stats == nil {
 		c.Stats = stats.NewRegistry()
@@ -173,6 +190,68 @@ func (c *Config) defaults() {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+}
+
+// stateDir is where the default spill file goes: systemd's
+// $STATE_DIRECTORY (the first of a colon-separated list) or "" (the
+// working directory, which under a unit is / and read-only with
+// ProtectSystem=strict).
+func stateDir() string {
+	d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+	return d
+}
+
+// built is what New makes of a checked Config.
+type built struct {
+	enc   Encoder
+	codec kafkago.Compression
+	tls   *tls.Config
+	sasl  sasl.Mechanism
+}
+
+// build checks c (with its defaults) as New does, without contacting
+// anything: the encoder, compression, TLS files and SASL mechanism. Its
+// errors are usage errors.
+func (c *Config) build() (built, error) {
+	var b built
+	if len(c.Brokers) == 0 {
+		return b, registry.Usagef("kafka: no broker address")
+	}
+	var err error
+	if b.enc = c.Encoder; b.enc == nil {
+		if b.enc, err = encode.New(c.Format); err != nil {
+			return b, registry.Usagef("kafka: %w", err)
+		}
+	}
+	if b.codec, err = compression(c.Compression); err != nil {
+		return b, registry.Usage(err)
+	}
+	if b.tls, err = c.TLS.build(); err != nil {
+		return b, registry.Usage(err)
+	}
+	if b.sasl, err = c.SASL.build(); err != nil {
+		return b, registry.Usage(err)
+	}
+	return b, nil
+}
+
+// checkSpill makes sure the spill file can be written, at start rather
+// than when the events are already in it: an existing file is opened for
+// appending, otherwise the file is created and removed again.
+func checkSpill(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	created := err == nil
+	if errors.Is(err, os.ErrExist) {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	}
+	if err != nil {
+		return registry.Usagef("kafka: the spill file cannot be written (%w): set --kafka-spill or spill=, or run where the working directory or $STATE_DIRECTORY is writable", err)
+	}
+	f.Close()
+	if created {
+		os.Remove(path)
+	}
+	return nil
 }
 
 func compression(name string) (kafkago.Compression, error) {
@@ -236,150 +315,271 @@ func (s *SASLConfig) build() (sasl.Mechanism, error) {
 
 // ParseURL reads a sink address:
 //
-//	kafka://[user:password@]host:port[,host:port...][/topic][?option=value&...]
+//	kafka://[user[:password]@]host:port[,host:port...][/topic][?option=value&...]
 //
 // The topic may contain "{event_type}" (escaped or not); without one the
-// default is TopicTemplate. Options: format, compression, client_id,
+// default is TopicTemplate. A host without a port gets 9092; an IPv6
+// address goes in brackets. Options: format, compression, client_id,
 // schema_version, auto_create (true|false), batch_size, batch_bytes,
 // batch_timeout, max_message_bytes, max_inflight, max_inflight_bytes,
 // max_block, retry_backoff_min, retry_backoff_max, writer_attempts,
 // write_timeout, drain_timeout, spill (a path); tls (true), tls_ca,
 // tls_cert, tls_key, tls_server_name, tls_insecure (true); sasl (plain,
 // scram-sha-256, scram-sha-512) with the user and password from the URL
-// or sasl_user / sasl_password. Durations use Go syntax ("10ms", "5s").
+// or sasl_user / sasl_password (the password is better given by
+// --kafka-password-file or $PKTPIPE_KAFKA_PASSWORD: a URL shows in ps).
+// Durations use Go syntax ("10ms", "5s").
+//
+// The user information ends at the last '@' before the query, so a
+// password may hold '/' and '@' as they are; '%', '?' and '&' must be
+// escaped (%25, %3F, %26). Every error is a usage error, and none quotes
+// the password.
 func ParseURL(raw string) (Config, error) {
 	var c Config
 	rest, ok := strings.CutPrefix(raw, "kafka://")
 	if !ok {
-		return c, fmt.Errorf("kafka: %q: want kafka://host:port/topic", raw)
+		return c, registry.Usagef("kafka: %q: want kafka://host:port/topic", Redact(raw))
 	}
 	rest, query, _ := strings.Cut(rest, "?")
-	hostPart, path, _ := strings.Cut(rest, "/")
 	var user, pass string
-	var hasUser bool
-	if at := strings.LastIndexByte(hostPart, '@'); at >= 0 {
-		ui, err := url.Parse("kafka://" + hostPart[:at+1] + "x")
-		if err != nil {
-			return c, fmt.Errorf("kafka: user info: %w", err)
+	hasUser := false
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		var err error
+		if user, pass, err = parseUserInfo(rest[:at]); err != nil {
+			return c, err
 		}
-		user = ui.User.Username()
-		pass, _ = ui.User.Password()
 		hasUser = true
-		hostPart = hostPart[at+1:]
+		rest = rest[at+1:]
 	}
-	for _, h := range strings.Split(hostPart, ",") {
-		if h == "" {
-			continue
-		}
-		if _, port, ok := strings.Cut(h, ":"); !ok || port == "" {
-			h += ":9092"
-		}
-		c.Brokers = append(c.Brokers, h)
+	hostPart, path, _ := strings.Cut(rest, "/")
+	brokers, err := parseBrokers(hostPart)
+	if err != nil {
+		return c, err
 	}
-	if len(c.Brokers) == 0 {
-		return c, fmt.Errorf("kafka: %q: no broker address", raw)
+	if len(brokers) == 0 {
+		return c, registry.Usagef("kafka: %q: no broker address", Redact(raw))
 	}
+	c.Brokers = brokers
 	if path != "" {
 		t, err := url.PathUnescape(path)
 		if err != nil {
-			return c, fmt.Errorf("kafka: topic: %w", err)
+			return c, registry.Usagef("kafka: topic: %w", err)
 		}
 		c.Topic = t
 	}
-	q, err := url.ParseQuery(query)
+	q, err := parseQuery(query)
 	if err != nil {
-		return c, fmt.Errorf("kafka: options: %w", err)
+		return c, err
 	}
-	var errs []error
-	str := func(k string, dst *string) {
-		if v := q.Get(k); v != "" {
-			*dst = v
-		}
-		delete(q, k)
+	o := optionReader{q: q}
+	o.general(&c)
+	o.tls(&c)
+	if s := o.sasl(user, pass); s != nil {
+		c.SASL = s
+	} else if hasUser {
+		o.errs = append(o.errs, errors.New("kafka: user info in the URL needs sasl=plain|scram-sha-256|scram-sha-512"))
 	}
-	num := func(k string, dst *int) {
-		if v := q.Get(k); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				errs = append(errs, fmt.Errorf("kafka: option %s=%q: want a positive integer", k, v))
-			}
-			*dst = n
-		}
-		delete(q, k)
+	for k := range q {
+		o.errs = append(o.errs, fmt.Errorf("kafka: unknown option %q", k))
 	}
-	dur := func(k string, dst *time.Duration) {
-		if v := q.Get(k); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				errs = append(errs, fmt.Errorf("kafka: option %s=%q: want a positive duration like 10ms", k, v))
-			}
-			*dst = d
-		}
-		delete(q, k)
+	if _, err := compression(orDefault(c.Compression, "zstd")); err != nil {
+		o.errs = append(o.errs, err)
 	}
-	boolean := func(k string) bool {
-		v := q.Get(k)
-		_, present := q[k]
-		delete(q, k)
-		if !present {
-			return false
-		}
-		b, err := strconv.ParseBool(orDefault(v, "true"))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("kafka: option %s=%q: want true or false", k, v))
-		}
-		return b
-	}
-	str("format", &c.Format)
-	str("compression", &c.Compression)
-	str("client_id", &c.ClientID)
-	str("schema_version", &c.SchemaVersion)
-	str("spill", &c.SpillPath)
-	if _, set := q["auto_create"]; set {
-		c.NoAutoCreateTopics = !boolean("auto_create")
-	}
-	num("batch_size", &c.BatchSize)
-	num("batch_bytes", &c.BatchBytes)
-	num("max_message_bytes", &c.MaxMessageBytes)
-	num("max_inflight", &c.MaxInflight)
-	var inflightBytes int
-	num("max_inflight_bytes", &inflightBytes)
-	c.MaxInflightBytes = int64(inflightBytes)
-	num("writer_attempts", &c.WriterAttempts)
-	dur("batch_timeout", &c.BatchTimeout)
-	dur("max_block", &c.MaxBlock)
-	dur("retry_backoff_min", &c.RetryBackoffMin)
-	dur("retry_backoff_max", &c.RetryBackoffMax)
-	dur("write_timeout", &c.WriteTimeout)
-	dur("drain_timeout", &c.DrainTimeout)
+	return c, registry.Usage(errors.Join(o.errs...))
+}
 
+// parseUserInfo splits and unescapes "user[:password]". Its errors never
+// quote what they parse.
+func parseUserInfo(ui string) (user, pass string, err error) {
+	u, p, _ := strings.Cut(ui, ":")
+	if user, err = url.PathUnescape(u); err == nil {
+		pass, err = url.PathUnescape(p)
+	}
+	if err != nil {
+		return "", "", registry.Usagef("kafka: user info: a bad %%-escape (escape '%%' in the user and password as %%25)")
+	}
+	return user, pass, nil
+}
+
+// parseBrokers reads "host:port,host:port"; a host without a port gets
+// 9092. A port must be a number from 1 to 65535: a bad one would
+// otherwise be retried as a broker that does not answer.
+func parseBrokers(hostPart string) ([]string, error) {
+	var out []string
+	for _, h := range strings.Split(hostPart, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if !strings.Contains(h, ":") || (strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]")) {
+			h = net.JoinHostPort(strings.Trim(h, "[]"), "9092")
+		}
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			return nil, registry.Usagef("kafka: broker %q: want host:port ([addr]:port for IPv6)", h)
+		}
+		if host == "" {
+			return nil, registry.Usagef("kafka: broker %q: no host", h)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, registry.Usagef("kafka: broker %q: port %q is not a number from 1 to 65535", h, port)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// parseQuery is url.ParseQuery with errors that name the option but never
+// quote a value (sasl_password's).
+func parseQuery(query string) (url.Values, error) {
+	q := url.Values{}
+	for _, kv := range strings.Split(query, "&") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, registry.Usagef("kafka: an option name has a bad %%-escape")
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil, registry.Usagef("kafka: option %s: a bad %%-escape in its value (escape '%%' as %%25)", key)
+		}
+		q[key] = append(q[key], val)
+	}
+	return q, nil
+}
+
+// optionReader takes options out of q, collecting errors.
+type optionReader struct {
+	q    url.Values
+	errs []error
+}
+
+func (o *optionReader) str(k string, dst *string) {
+	if v := o.q.Get(k); v != "" {
+		*dst = v
+	}
+	delete(o.q, k)
+}
+
+func (o *optionReader) num(k string, dst *int) {
+	if v := o.q.Get(k); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("kafka: option %s=%q: want a positive integer", k, v))
+		}
+		*dst = n
+	}
+	delete(o.q, k)
+}
+
+func (o *optionReader) dur(k string, dst *time.Duration) {
+	if v := o.q.Get(k); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("kafka: option %s=%q: want a positive duration like 10ms", k, v))
+		}
+		*dst = d
+	}
+	delete(o.q, k)
+}
+
+// boolean is false when k is absent and true when it has no value.
+func (o *optionReader) boolean(k string) bool {
+	v := o.q.Get(k)
+	_, present := o.q[k]
+	delete(o.q, k)
+	if !present {
+		return false
+	}
+	b, err := strconv.ParseBool(orDefault(v, "true"))
+	if err != nil {
+		o.errs = append(o.errs, fmt.Errorf("kafka: option %s=%q: want true or false", k, v))
+	}
+	return b
+}
+
+func (o *optionReader) general(c *Config) {
+	o.str("format", &c.Format)
+	o.str("compression", &c.Compression)
+	o.str("client_id", &c.ClientID)
+	o.str("schema_version", &c.SchemaVersion)
+	o.str("spill", &c.SpillPath)
+	if _, set := o.q["auto_create"]; set {
+		c.NoAutoCreateTopics = !o.boolean("auto_create")
+	}
+	o.num("batch_size", &c.BatchSize)
+	o.num("batch_bytes", &c.BatchBytes)
+	o.num("max_message_bytes", &c.MaxMessageBytes)
+	o.num("max_inflight", &c.MaxInflight)
+	var inflightBytes int
+	o.num("max_inflight_bytes", &inflightBytes)
+	c.MaxInflightBytes = int64(inflightBytes)
+	o.num("writer_attempts", &c.WriterAttempts)
+	o.dur("batch_timeout", &c.BatchTimeout)
+	o.dur("max_block", &c.MaxBlock)
+	o.dur("retry_backoff_min", &c.RetryBackoffMin)
+	o.dur("retry_backoff_max", &c.RetryBackoffMax)
+	o.dur("write_timeout", &c.WriteTimeout)
+	o.dur("drain_timeout", &c.DrainTimeout)
+}
+
+func (o *optionReader) tls(c *Config) {
 	var t TLSConfig
-	useTLS := boolean("tls")
-	str("tls_ca", &t.CAFile)
-	str("tls_cert", &t.CertFile)
-	str("tls_key", &t.KeyFile)
-	str("tls_server_name", &t.ServerName)
-	t.InsecureSkipVerify = boolean("tls_insecure")
+	useTLS := o.boolean("tls")
+	o.str("tls_ca", &t.CAFile)
+	o.str("tls_cert", &t.CertFile)
+	o.str("tls_key", &t.KeyFile)
+	o.str("tls_server_name", &t.ServerName)
+	t.InsecureSkipVerify = o.boolean("tls_insecure")
 	if useTLS || t != (TLSConfig{}) {
 		c.TLS = &t
 	}
-	var s SASLConfig
-	str("sasl", &s.Mechanism)
-	s.Username, s.Password = user, pass
-	str("sasl_user", &s.Username)
-	str("sasl_password", &s.Password)
-	if s.Mechanism != "" {
-		c.SASL = &s
-	} else if hasUser {
-		errs = append(errs, errors.New("kafka: user info in the URL needs sasl=plain|scram-sha-256|scram-sha-512"))
+}
+
+// sasl returns the SASL settings, nil without sasl=.
+func (o *optionReader) sasl(user, pass string) *SASLConfig {
+	s := SASLConfig{Username: user, Password: pass}
+	o.str("sasl", &s.Mechanism)
+	o.str("sasl_user", &s.Username)
+	o.str("sasl_password", &s.Password)
+	if s.Mechanism == "" {
+		return nil
 	}
-	for k := range q {
-		errs = append(errs, fmt.Errorf("kafka: unknown option %q", k))
+	return &s
+}
+
+// redacted replaces a password in what Redact returns.
+const redacted = "xxxxx"
+
+// Redact returns a kafka:// URL fit for logs and messages: the password in
+// the user information and the value of sasl_password are replaced by
+// "xxxxx". It follows ParseURL's reading, and works on URLs that ParseURL
+// refuses.
+func Redact(raw string) string {
+	rest, ok := strings.CutPrefix(raw, "kafka://")
+	if !ok {
+		return raw
 	}
-	if _, err := compression(orDefault(c.Compression, "zstd")); err != nil {
-		errs = append(errs, err)
+	pre, query, hasQuery := strings.Cut(rest, "?")
+	if at := strings.LastIndexByte(pre, '@'); at >= 0 {
+		if user, _, hasPass := strings.Cut(pre[:at], ":"); hasPass {
+			pre = user + ":" + redacted + pre[at:]
+		}
 	}
-	return c, errors.Join(errs...)
+	if !hasQuery {
+		return "kafka://" + pre
+	}
+	parts := strings.Split(query, "&")
+	for i, kv := range parts {
+		k, _, _ := strings.Cut(kv, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key == "sasl_password" {
+			parts[i] = k + "=" + redacted
+		}
+	}
+	return "kafka://" + pre + "?" + strings.Join(parts, "&")
 }
 
 func orDefault(v, def string) string {

@@ -12,6 +12,11 @@
 //     backpressure on the pipeline. Memory is bounded by the budget,
 //     which counts each event's buffers and bookkeeping; kafka-go's share
 //     is bounded by maxOpenCalls, BatchSize and the zstd codec (zstd.go).
+//   - Write never fails for want of budget. Past MaxBlock the batch is
+//     spilled, and so is every later batch that finds no room, at once,
+//     until the broker acknowledges again (then Write blocks again). Once
+//     Config.Ctx is done (the first SIGTERM) Write stops waiting and
+//     spills what finds no room, so the drain is bounded by DrainTimeout.
 //   - A batch the writer reports as failed is not dropped: its messages
 //     wait (exponential backoff with jitter) and are produced again, with
 //     no limit on attempts; retries hold their budget. Delivery is at
@@ -20,9 +25,18 @@
 //   - A message too large for the broker is counted as failed and written
 //     to the spill file, never silently dropped.
 //   - Close waits up to DrainTimeout for outstanding acks, then writes
-//     whatever is unacknowledged to the spill file and returns an error
-//     saying how many events went there. kafka-go's Writer.Close runs in a
-//     goroutine and is abandoned after a short grace period.
+//     whatever is unacknowledged to the spill file and logs, as an error,
+//     how many events went there and why. A spill is not a failure of the
+//     run: it is counted in a loss counter (the command exits 3). Close
+//     returns an error only when events could not be spilled either.
+//     kafka-go's Writer.Close runs in a goroutine and is abandoned after a
+//     short grace period.
+//   - The spill file's path is checked when the sink is made. An event
+//     that can be neither delivered nor spilled (the disk is full) is
+//     counted in pktpipe_kafka_lost_total: every accepted event ends up
+//     delivered, spilled or counted lost.
+//   - Abandon is for a second signal (the process exits at once): it
+//     spills every accepted and unacknowledged event without waiting.
 //
 // Keys: the event's community_id. An event without one gets a null key,
 // which the murmur2 balancer spreads over the partitions at random (as
@@ -33,8 +47,8 @@
 // Headers: schema_version, event_type and format ("json" or "msgpack").
 //
 // Metrics (pipeline/stats): pktpipe_kafka_{delivered,retried,batches,
-// produce_errors,delivered_after_spill}_total, the loss counters
-// pktpipe_kafka_{failed,spilled}_total, the gauges
+// produce_errors,delivered_after_spill,failed}_total, the loss counters
+// pktpipe_kafka_{spilled,lost}_total, the gauges
 // pktpipe_kafka_inflight_{events,bytes}, pktpipe_kafka_blocked_us_total
 // (time Write waited for budget) and the ack latency histogram
 // pktpipe_kafka_ack_latency_seconds_{bucket,count} with _sum_us.
@@ -51,6 +65,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -138,16 +153,25 @@ type Sink struct {
 	pending     []*record
 	retries     retryHeap
 	openCalls   int   // WriteMessages calls not yet fully completed
-	lastErr     error // the latest failed produce, for Close's error
+	lastErr     error // the latest failed produce, for Close's log
+
+	// overflow is set when a Write waited MaxBlock in vain: later batches
+	// that find no room are spilled at once. An ack or an admitted batch
+	// clears it.
+	overflow atomic.Bool
+	waiting  atomic.Bool // a Write waits for budget (tests)
+	// spilledBy counts spilled events by reason, for Close's log.
+	spilledMu sync.Mutex
+	spilledBy map[string]uint64
 
 	m metrics
 }
 
 type metrics struct {
-	delivered, retried, failed, spilled, batches, produceErrs, late *stats.Counter
-	blockedUS, latSumUS, latCount                                   *stats.Counter
-	latBuckets                                                      []*stats.Counter
-	inflightN, inflightB                                            *stats.Gauge
+	delivered, retried, failed, spilled, lost, batches, produceErrs, late *stats.Counter
+	blockedUS, latSumUS, latCount                                         *stats.Counter
+	latBuckets                                                            []*stats.Counter
+	inflightN, inflightB                                                  *stats.Gauge
 }
 
 // Latency bucket bounds, in seconds.
@@ -157,8 +181,9 @@ func newMetrics(r *stats.Registry) metrics {
 	m := metrics{
 		delivered:   r.Counter("pktpipe_kafka_delivered_total", "Events the broker acknowledged."),
 		retried:     r.Counter("pktpipe_kafka_retried_total", "Events queued again after a failed produce."),
-		failed:      r.LossCounter("pktpipe_kafka_failed_total", "Events that cannot be produced (too large); they are spilled."),
+		failed:      r.Counter("pktpipe_kafka_failed_total", "Events that cannot be produced (too large); they are spilled."),
 		spilled:     r.LossCounter("pktpipe_kafka_spilled_total", "Events written to the spill file instead of Kafka."),
+		lost:        r.LossCounter("pktpipe_kafka_lost_total", "Events neither delivered nor spilled: the spill file could not be written."),
 		batches:     r.Counter("pktpipe_kafka_batches_total", "Produce batches acknowledged."),
 		produceErrs: r.Counter("pktpipe_kafka_produce_errors_total", "Failed produce attempts (batches or writes) that were retried."),
 		late:        r.Counter("pktpipe_kafka_delivered_after_spill_total", "Events acknowledged after Close had spilled them (duplicates)."),
@@ -181,28 +206,14 @@ func newMetrics(r *stats.Registry) metrics {
 // (the first Write does, and retries until they answer).
 func New(cfg Config) (*Sink, error) {
 	cfg.defaults()
-	if len(cfg.Brokers) == 0 {
-		return nil, errors.New("kafka: no broker address")
-	}
-	enc := cfg.Encoder
-	if enc == nil {
-		var err error
-		if enc, err = encode.New(cfg.Format); err != nil {
-			return nil, fmt.Errorf("kafka: %w", err)
-		}
-	}
-	codec, err := compression(cfg.Compression)
+	b, err := cfg.build()
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg, err := cfg.TLS.build()
-	if err != nil {
+	if err := checkSpill(cfg.SpillPath); err != nil {
 		return nil, err
 	}
-	mech, err := cfg.SASL.build()
-	if err != nil {
-		return nil, err
-	}
+	enc, codec, tlsCfg, mech := b.enc, b.codec, b.tls, b.sasl
 	s := &Sink{
 		cfg:         cfg,
 		enc:         enc,
@@ -212,6 +223,7 @@ func New(cfg Config) (*Sink, error) {
 		space:       make(chan struct{}, 1),
 		senderDone:  make(chan struct{}),
 		outstanding: map[*record]struct{}{},
+		spilledBy:   map[string]uint64{},
 		m:           newMetrics(cfg.Stats),
 	}
 	dial := cfg.dial
@@ -286,13 +298,14 @@ func (s *Sink) headersFor(t event.Type) []kafkago.Header {
 
 // Write encodes events (the slice is reused by the caller) and queues
 // them, blocking while the in-flight budget is used up. A batch is taken
-// whole or not at all: after MaxBlock without room it returns an error
-// and none of these events was accepted.
+// whole or spilled whole: after MaxBlock without room, or once Config.Ctx
+// is done, it goes to the spill file instead. Write fails only after
+// Close.
 func (s *Sink) Write(events []event.Event) error {
-	return s.WriteContext(context.Background(), events)
+	return s.WriteContext(s.cfg.Ctx, events)
 }
 
-// WriteContext is Write with a context that can end the wait for budget.
+// WriteContext is Write with ctx in place of Config.Ctx.
 func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -331,37 +344,47 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 	if len(tooBig) > 0 {
 		s.m.failed.Add(uint64(len(tooBig)))
 		s.cfg.Log.Warn("kafka: event larger than max_message_bytes; spilled", "events", len(tooBig), "max_message_bytes", s.cfg.MaxMessageBytes, "spill", s.cfg.SpillPath)
-		if err := s.spillRecs("too_large", tooBig); err != nil {
-			return err
-		}
+		s.spillRecs("too_large", tooBig)
 	}
 	if len(recs) == 0 {
 		return nil
 	}
-
-	var timer *time.Timer
-	var waitStart time.Time
-	for !s.admit(recs, size) {
-		if timer == nil {
-			waitStart = time.Now()
-			timer = time.NewTimer(s.cfg.MaxBlock)
-			defer timer.Stop()
-		}
+	if s.admit(recs, size) {
+		return nil
+	}
+	// No room. A sink that has waited MaxBlock in vain, or is told to
+	// stop, spills rather than wait (and stall the drain) again.
+	if ctx.Err() != nil {
+		s.spillRecs("stopping", recs)
+		return nil
+	}
+	if s.overflow.Load() {
+		s.spillRecs("max_block", recs)
+		return nil
+	}
+	waitStart := time.Now()
+	timer := time.NewTimer(s.cfg.MaxBlock)
+	defer timer.Stop()
+	s.waiting.Store(true)
+	defer s.waiting.Store(false)
+	for {
 		select {
 		case <-s.space:
+			if !s.admit(recs, size) {
+				continue
+			}
 		case <-timer.C:
-			s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
 			n, b := s.inflight()
-			return fmt.Errorf("kafka: %d events not accepted: no in-flight budget for %s (%d events, %d bytes unacknowledged; broker down?)", len(recs), s.cfg.MaxBlock, n, b)
+			s.overflow.Store(true)
+			s.cfg.Log.Error("kafka: no acknowledgement for max_block; spilling what finds no room until the broker answers",
+				"max_block", s.cfg.MaxBlock, "inflight_events", n, "inflight_bytes", b, "spill", s.cfg.SpillPath)
+			s.spillRecs("max_block", recs)
 		case <-ctx.Done():
-			s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
-			return fmt.Errorf("kafka: %d events not accepted: %w", len(recs), ctx.Err())
+			s.spillRecs("stopping", recs)
 		}
-	}
-	if timer != nil {
 		s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
+		return nil
 	}
-	return nil
 }
 
 // admit takes budget for the whole batch and queues it, or reports that it
@@ -373,6 +396,7 @@ func (s *Sink) admit(recs []*record, size int64) bool {
 		s.mu.Unlock()
 		return false
 	}
+	s.overflow.Store(false)
 	s.inflightN += len(recs)
 	s.inflightB += size
 	for _, r := range recs {
@@ -515,16 +539,21 @@ func (s *Sink) send(batch []*record) {
 		for _, o := range batch {
 			s.callDone(o)
 		}
-		s.release(r)
+		abandoned := r.state == stateDone
+		if !abandoned {
+			s.release(r)
+		}
 		for _, o := range batch {
-			if o != r {
+			if o != r && o.state != stateDone {
 				o.state = statePending
 				s.pending = append(s.pending, o)
 			}
 		}
 		s.mu.Unlock()
-		s.m.failed.Inc()
-		_ = s.spillRecs("too_large", []*record{r})
+		if !abandoned {
+			s.m.failed.Inc()
+			s.spillRecs("too_large", []*record{r})
+		}
 		signal(s.space)
 		return
 	}
@@ -668,6 +697,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 	s.mu.Unlock()
 
 	if delivered > 0 {
+		s.overflow.Store(false) // the broker answers again
 		s.m.delivered.Add(uint64(delivered))
 		s.m.batches.Inc()
 		s.m.latSumUS.Add(latSum)
@@ -688,19 +718,88 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 	if len(spill) > 0 {
 		s.m.failed.Add(uint64(len(spill)))
 		s.cfg.Log.Error("kafka: broker refused a batch as too large; spilled (lower max_message_bytes/batch_bytes to the broker's message.max.bytes)", "events", len(spill), "err", err)
-		_ = s.spillRecs("too_large", spill)
+		s.spillRecs("too_large", spill)
 	}
 	if delivered > 0 || len(spill) > 0 {
 		signal(s.space)
 	}
 }
 
+// spillRecs writes recs to the spill file, or counts them lost when it
+// cannot. The caller has released their budget (or never took it).
 func (s *Sink) spillRecs(reason string, recs []*record) error {
-	err := s.spill.write(reason, recs)
-	if err == nil {
-		s.m.spilled.Add(uint64(len(recs)))
+	if len(recs) == 0 {
+		return nil
 	}
-	return err
+	err := s.spill.write(reason, recs)
+	n := uint64(len(recs))
+	if err != nil {
+		s.m.lost.Add(n)
+		s.logSpillFailed(err, len(recs))
+		return err
+	}
+	s.m.spilled.Add(n)
+	s.spilledMu.Lock()
+	s.spilledBy[reason] += n
+	s.spilledMu.Unlock()
+	return nil
+}
+
+var lastSpillLog struct {
+	sync.Mutex
+	t time.Time
+}
+
+// logSpillFailed logs at most once a second: a full disk fails every
+// batch.
+func (s *Sink) logSpillFailed(err error, n int) {
+	lastSpillLog.Lock()
+	defer lastSpillLog.Unlock()
+	if time.Since(lastSpillLog.t) < time.Second {
+		return
+	}
+	lastSpillLog.t = time.Now()
+	s.cfg.Log.Error("kafka: events neither delivered nor spilled; counted lost", "events", n, "err", err, "lost_so_far", s.m.lost.Load())
+}
+
+// Unacknowledged is how many events the sink has accepted that the broker
+// has not acknowledged (and that were not spilled): what exiting without
+// Close would lose.
+func (s *Sink) Unacknowledged() (events int, bytes int64) { return s.inflight() }
+
+// Abandon is for a second stop signal, right before the process exits
+// without draining: it writes every accepted and unacknowledged event to
+// the spill file at once (no waiting for the broker), and returns
+// attributes for the exit's log line. Safe to call while Write or Close
+// run on another goroutine.
+func (s *Sink) Abandon() []any {
+	s.mu.Lock()
+	rest := s.takeOutstanding()
+	s.mu.Unlock()
+	attrs := []any{"kafka_unacknowledged", len(rest)}
+	if len(rest) == 0 {
+		return attrs
+	}
+	if err := s.spillRecs("undelivered", rest); err != nil {
+		return append(attrs, "kafka_lost", len(rest), "kafka_spill_error", err.Error())
+	}
+	return append(attrs, "kafka_spilled", len(rest), "kafka_spill", s.cfg.SpillPath)
+}
+
+// takeOutstanding releases and returns every event not yet acknowledged
+// or spilled; s.mu is held.
+func (s *Sink) takeOutstanding() []*record {
+	rest := make([]*record, 0, len(s.outstanding))
+	for r := range s.outstanding {
+		rest = append(rest, r)
+	}
+	for _, r := range rest {
+		s.release(r)
+	}
+	s.pending, s.retries = nil, nil
+	s.m.inflightN.Set(int64(s.inflightN))
+	s.m.inflightB.Set(s.inflightB)
+	return rest
 }
 
 // Flush does nothing: batches leave after BatchTimeout on their own, and
@@ -708,8 +807,10 @@ func (s *Sink) spillRecs(reason string, recs []*record) error {
 func (s *Sink) Flush() error { return nil }
 
 // Close waits up to DrainTimeout for every accepted event to be
-// acknowledged, then spills whatever is not. It returns an error when the
-// spill file received anything (since New), saying how much and where.
+// acknowledged, then spills whatever is not, and logs what the spill file
+// received since New (how much, why, where). A spill is counted, not
+// returned: Close fails only when events could be neither delivered nor
+// spilled, or the spill file could not be synced.
 func (s *Sink) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -750,24 +851,9 @@ drain:
 	}
 
 	s.mu.Lock()
-	rest := make([]*record, 0, len(s.outstanding))
-	for r := range s.outstanding {
-		rest = append(rest, r)
-	}
-	for _, r := range rest {
-		s.release(r)
-	}
-	s.pending, s.retries = nil, nil
-	s.m.inflightN.Set(int64(s.inflightN))
-	s.m.inflightB.Set(s.inflightB)
+	rest := s.takeOutstanding()
 	s.mu.Unlock()
-	var errs []error
-	if len(rest) > 0 {
-		s.cfg.Log.Error("kafka: events unacknowledged at close; spilling", "events", len(rest), "spill", s.cfg.SpillPath)
-		if err := s.spillRecs("undelivered", rest); err != nil {
-			errs = append(errs, fmt.Errorf("kafka: %d undelivered events could not be spilled: %w", len(rest), err))
-		}
-	}
+	s.spillRecs("undelivered", rest)
 
 	closed := make(chan error, 1)
 	go func() { closed <- s.w.Close() }()
@@ -776,31 +862,52 @@ drain:
 	}
 	select {
 	case err := <-closed:
+		// Whatever kafka-go still held was spilled above: its error
+		// changes nothing.
 		if err != nil {
-			errs = append(errs, fmt.Errorf("kafka: close writer: %w", err))
+			s.cfg.Log.Warn("kafka: close writer", "err", err)
 		}
 	case <-grace:
 		s.cfg.Log.Warn("kafka: writer still closing; abandoned")
 	}
 
-	n, err := s.spill.close()
-	if err != nil {
-		errs = append(errs, err)
+	var errs []error
+	if _, err := s.spill.close(); err != nil && s.m.lost.Load() == 0 {
+		errs = append(errs, err) // the sync failed: what it holds may not be on disk
 	}
-	if n > 0 {
-		s.mu.Lock()
-		last := s.lastErr
-		s.mu.Unlock()
-		why := ""
-		if last != nil && len(rest) > 0 {
-			why = "; last produce error: " + last.Error()
-			if h := errHint(last); h != "" {
-				why = "; " + h + ": " + last.Error()
-			}
-		}
-		errs = append(errs, fmt.Errorf("kafka: %d events not delivered were spilled to %s (%d unacknowledged at close, %d too large)%s", n, s.cfg.SpillPath, len(rest), s.m.failed.Load(), why))
+	s.logSpilled(len(rest))
+	if lost := s.m.lost.Load(); lost > 0 {
+		errs = append(errs, fmt.Errorf("kafka: %d events lost: neither delivered nor spilled (spill file %s: %w)", lost, s.cfg.SpillPath, s.spill.failure()))
 	}
 	return errors.Join(errs...)
+}
+
+// logSpilled logs, as an error, what the spill file received since New
+// and the produce error that explains it.
+func (s *Sink) logSpilled(atClose int) {
+	n := s.m.spilled.Load()
+	if n == 0 {
+		return
+	}
+	attrs := []any{"events", n, "spill", s.cfg.SpillPath}
+	s.spilledMu.Lock()
+	for _, reason := range []string{"undelivered", "max_block", "stopping", "too_large"} {
+		if c := s.spilledBy[reason]; c > 0 {
+			attrs = append(attrs, reason, c)
+		}
+	}
+	blocked := s.spilledBy["max_block"] > 0
+	s.spilledMu.Unlock()
+	s.mu.Lock()
+	last := s.lastErr
+	s.mu.Unlock()
+	if last != nil && (atClose > 0 || blocked) {
+		if h := errHint(last); h != "" {
+			attrs = append(attrs, "cause", h)
+		}
+		attrs = append(attrs, "last_produce_error", last.Error())
+	}
+	s.cfg.Log.Error("kafka: events not delivered were spilled", attrs...)
 }
 
 // retryHeap orders retries by due time.

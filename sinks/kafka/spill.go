@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -19,8 +20,9 @@ import (
 //
 //	jq -r '[.key, (.value|tojson)] | @tsv' spill.jsonl | kcat -P -b HOST -t TOPIC -K '\t'
 //
-// The file is created on the first spill, never truncated (O_EXCL), and
-// synced on close.
+// The file is created on the first spill, appended to if it exists (never
+// truncated), and synced on close. After a write error it takes nothing
+// more: the sink counts what it could not take as lost.
 type spillFile struct {
 	path string
 	json bool // values are JSON and can be embedded as they are
@@ -29,6 +31,7 @@ type spillFile struct {
 	f    *os.File
 	w    *bufio.Writer
 	n    int
+	good int64 // the file's size after the last complete write
 	line []byte
 	err  error
 }
@@ -43,8 +46,13 @@ func (s *spillFile) write(reason string, recs []*record) error {
 		return s.err
 	}
 	if s.f == nil {
-		f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
+			s.err = fmt.Errorf("kafka: spill file: %w", err)
+			return s.err
+		}
+		if s.good, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
 			s.err = fmt.Errorf("kafka: spill file: %w", err)
 			return s.err
 		}
@@ -72,15 +80,29 @@ func (s *spillFile) write(reason string, recs []*record) error {
 		b = append(b, "}\n"...)
 		s.line = b
 		if _, err := s.w.Write(b); err != nil {
-			s.err = fmt.Errorf("kafka: spill file %s: %w", s.path, err)
-			return s.err
+			return s.fail(err)
 		}
-		s.n++
 	}
 	// Flushed per call: a spill is rare, and a crash should not lose it.
 	if err := s.w.Flush(); err != nil {
-		s.err = fmt.Errorf("kafka: spill file %s: %w", s.path, err)
+		return s.fail(err)
 	}
+	s.n += len(recs)
+	end, err := s.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return s.fail(err)
+	}
+	s.good = end
+	return nil
+}
+
+// fail stops the file after a write error, cutting it back to its last
+// complete write so that it holds only whole lines (the caller counts the
+// whole call as lost); s.mu is held.
+func (s *spillFile) fail(err error) error {
+	s.err = fmt.Errorf("kafka: spill file %s: %w", s.path, err)
+	s.w.Reset(s.f) // drop what the full disk did not take
+	_ = s.f.Truncate(s.good)
 	return s.err
 }
 
@@ -108,4 +130,11 @@ func (s *spillFile) close() (int, error) {
 		s.err = fmt.Errorf("kafka: spill file %s: %w", s.path, err)
 	}
 	return s.n, s.err
+}
+
+// failure is the error that stopped the file, if any.
+func (s *spillFile) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
