@@ -26,6 +26,12 @@
 // logs a warning. A packet's Index
 // (pcap_cnt) counts the packets its socket delivered since Run started, so
 // with fanout it is per socket, not per interface.
+//
+// Lifecycle: NewGroup opens, Run reads until cancelled, Close releases
+// the ring, the socket and the group's program; Run never closes. The kind
+// "afpacket" (register.go) builds a group from the registry's SourceEnv
+// and its own flags (--fanout, --ring-*), and compiles a filter
+// expression for the kernel.
 package afpacket
 
 import (
@@ -157,8 +163,11 @@ type Source struct {
 
 	packets, drops, freezes *stats.Counter
 
+	running   atomic.Bool // set by the first Run: a second one fails
+	closing   atomic.Bool // set by Close: a running Run stops
+	runMu     sync.Mutex  // held by Run: Close waits for it before unmapping
+	wakeMu    sync.Mutex  // orders wake against Close of wakeFd
 	closeOnce sync.Once
-	running   atomic.Bool
 }
 
 // New opens a single socket (cfg.Fanout is ignored above 1: use NewGroup).
@@ -173,8 +182,8 @@ func New(cfg Config) (*Source, error) {
 
 // NewGroup opens max(cfg.Fanout, 1) sockets on cfg.Interface; with more
 // than one they share a fanout group. The sockets capture from the moment
-// NewGroup returns (the rings buffer until Run starts). Each Source closes
-// its socket when its Run returns; call Close on sources that never run.
+// NewGroup returns (the rings buffer until Run starts). Close each Source
+// once its Run has returned, or when it never runs: Run does not close.
 func NewGroup(cfg Config) ([]*Source, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -291,18 +300,42 @@ func open(cfg Config, index int) (*Source, error) {
 	return s, nil
 }
 
-func (s *Source) setup(ifi *net.Interface) error {
-	cfg := &s.cfg
+// linkTypeOf is what the sockets deliver from ifi.
+func linkTypeOf(ifi *net.Interface) packet.LinkType {
 	switch {
 	case ifi.Flags&net.FlagLoopback != 0:
-		s.linkType = packet.LinkEthernet // lo carries zeroed Ethernet headers
+		return packet.LinkEthernet // lo carries zeroed Ethernet headers
 	case len(ifi.HardwareAddr) == 6:
-		s.linkType = packet.LinkEthernet
+		return packet.LinkEthernet
 	default:
 		// Point-to-point devices without a link header (tun, wireguard):
 		// the kernel hands over the IP packet.
-		s.linkType = packet.LinkRaw
+		return packet.LinkRaw
 	}
+}
+
+// InterfaceLinkType is the link type a capture on iface (in the network
+// namespace at netnsPath, when set) delivers, known before any socket is
+// opened: a filter expression compiles for it (Config.Filter).
+func InterfaceLinkType(iface, netnsPath string) (packet.LinkType, error) {
+	var ifi *net.Interface
+	look := func() (err error) {
+		ifi, err = net.InterfaceByName(iface)
+		return err
+	}
+	if netnsPath != "" {
+		if err := netns.Do(netnsPath, look); err != nil {
+			return 0, fmt.Errorf("--netns: %w", err)
+		}
+	} else if err := look(); err != nil {
+		return 0, err
+	}
+	return linkTypeOf(ifi), nil
+}
+
+func (s *Source) setup(ifi *net.Interface) error {
+	cfg := &s.cfg
+	s.linkType = linkTypeOf(ifi)
 	if err := unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
 		return fmt.Errorf("PACKET_VERSION TPACKET_V3: %w", err)
 	}
@@ -416,146 +449,195 @@ func (s *Source) Name() string { return s.name }
 // IfIndex is the captured interface's index in its namespace.
 func (s *Source) IfIndex() int { return int(s.ifIndex) }
 
-// Close releases the ring and the socket. Run calls it on return; it is
-// safe to call more than once.
+// Close releases the ring, the socket and with it the fanout group's
+// program. It is safe to call more than once. Called while Run runs, it
+// stops Run and waits for it to return (which needs out to be drained).
 func (s *Source) Close() error {
 	s.closeOnce.Do(func() {
+		s.closing.Store(true)
+		s.wake()
+		s.runMu.Lock()
+		defer s.runMu.Unlock()
 		if s.ring != nil {
 			_ = unix.Munmap(s.ring)
 			s.ring = nil
 		}
 		if s.fd >= 0 {
 			_ = unix.Close(s.fd)
+			s.fd = -1
 		}
+		s.wakeMu.Lock()
 		if s.wakeFd >= 0 {
 			_ = unix.Close(s.wakeFd)
+			s.wakeFd = -1
 		}
+		s.wakeMu.Unlock()
 	})
 	return nil
 }
 
-// Run reads the ring into batches until ctx is cancelled, then sends what
-// it has, records the final ring statistics, and closes the socket.
+// wake interrupts Run's poll.
+func (s *Source) wake() {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	if s.wakeFd >= 0 {
+		one := [8]byte{1}
+		_, _ = unix.Write(s.wakeFd, one[:])
+	}
+}
+
+// ringRun is the state of one Run: the batch being filled and what its
+// packets are numbered and stamped with.
+type ringRun struct {
+	s       *Source
+	pool    *packet.Pool
+	out     chan<- *packet.Batch
+	snap    int
+	b       *packet.Batch
+	lastTS  int64
+	idx     uint64 // packets copied out so far: the last one's Index
+	vlanBuf []byte // a frame with its 802.1Q tag put back
+}
+
+// Run reads the ring into batches until ctx is cancelled (or Close is
+// called), then sends what it has and records the final ring statistics.
+// It leaves the socket open: Close releases it.
 func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("afpacket: Run called twice")
 	}
-	defer s.Close()
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
 	if s.ring == nil {
 		return errors.New("afpacket: source is closed")
 	}
-	stop := context.AfterFunc(ctx, func() {
-		var one = [8]byte{1}
-		_, _ = unix.Write(s.wakeFd, one[:])
-	})
+	stop := context.AfterFunc(ctx, s.wake)
 	defer stop()
-
 	snap := min(s.cfg.Snaplen, pool.MaxPacketBytes())
-	var (
-		blockSize = s.cfg.BlockSize
-		nBlocks   = s.cfg.BlockCount
-		cur       = 0
-		b         *packet.Batch
-		lastTS    int64
-		idx       uint64 // packets copied out so far: the last one's Index
-		vlanBuf   = make([]byte, snap+4)
-		pfd       = [2]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN | unix.POLLERR}, {Fd: int32(s.wakeFd), Events: unix.POLLIN}}
-		nextStats = time.Now().Add(s.cfg.StatsInterval)
-		err       error
-	)
-	flush := func() {
-		if b != nil && len(b.Packets) > 0 {
-			b.Now = lastTS
-			out <- b
-			b = nil
-		}
-	}
-	for ctx.Err() == nil {
+	r := &ringRun{s: s, pool: pool, out: out, snap: snap, vlanBuf: make([]byte, snap+4)}
+	err := r.loop(ctx)
+	r.flush()
+	s.readStats()
+	runtime.KeepAlive(s)
+	return err
+}
+
+// loop hands each block the kernel has retired to copyBlock, in ring
+// order, and gives it back; between blocks it polls.
+func (r *ringRun) loop(ctx context.Context) error {
+	s := r.s
+	blockSize := s.cfg.BlockSize
+	pfd := [2]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN | unix.POLLERR}, {Fd: int32(s.wakeFd), Events: unix.POLLIN}}
+	nextStats := time.Now().Add(s.cfg.StatsInterval)
+	for cur := 0; ctx.Err() == nil && !s.closing.Load(); {
 		bd := (*blockDesc)(unsafe.Pointer(&s.ring[cur*blockSize]))
 		if atomic.LoadUint32(&bd.status)&unix.TP_STATUS_USER == 0 {
 			// Nothing ready: hand on the partial batch so a quiet link
 			// still delivers, then sleep until the kernel retires a block.
-			flush()
+			r.flush()
 			if time.Now().After(nextStats) {
 				s.readStats()
 				nextStats = time.Now().Add(s.cfg.StatsInterval)
 			}
-			_, perr := unix.Poll(pfd[:], int(s.cfg.StatsInterval/time.Millisecond))
-			if perr != nil && perr != unix.EINTR {
-				err = fmt.Errorf("afpacket %s: poll: %w", s.cfg.Interface, perr)
-				break
-			}
-			if pfd[0].Revents&unix.POLLERR != 0 {
-				// The kernel signals a socket error (e.g. the interface
-				// went away); fetch and report it.
-				if serr, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && serr != 0 {
-					err = fmt.Errorf("afpacket %s: %w", s.cfg.Interface, unix.Errno(serr))
-					break
-				}
+			if err := s.poll(&pfd); err != nil {
+				return err
 			}
 			continue
 		}
-		block := s.ring[cur*blockSize : (cur+1)*blockSize]
-		off := int(bd.offsetToFirstPkt)
-		for range bd.numPkts {
-			if off <= 0 || off+int(unsafe.Sizeof(unix.Tpacket3Hdr{})) > blockSize {
-				break // a corrupt block would be a kernel bug; don't read past it
-			}
-			h := (*unix.Tpacket3Hdr)(unsafe.Pointer(&block[off]))
-			data := block[off+int(h.Mac):]
-			n := min(int(h.Snaplen), len(data), snap)
-			data = data[:n]
-			origLen := h.Len
-			if h.Status&unix.TP_STATUS_VLAN_VALID != 0 && n >= 12 {
-				// The kernel took the 802.1Q tag off into the header; put
-				// it back so the bytes are what was on the wire.
-				tpid := uint16(0x8100)
-				if h.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Hv1.Vlan_tpid != 0 {
-					tpid = h.Hv1.Vlan_tpid
-				}
-				m := min(n+4, snap)
-				copy(vlanBuf[:12], data[:12])
-				vlanBuf[12], vlanBuf[13] = byte(tpid>>8), byte(tpid)
-				vlanBuf[14], vlanBuf[15] = byte(h.Hv1.Vlan_tci>>8), byte(h.Hv1.Vlan_tci)
-				copy(vlanBuf[16:m], data[12:])
-				data = vlanBuf[:m]
-				origLen += 4
-			}
-			if b != nil && b.Full(len(data)) {
-				b.Now = lastTS
-				out <- b
-				b = nil
-			}
-			if b == nil {
-				b = pool.Get()
-			}
-			p := b.Append(data)
-			p.OrigLen = origLen
-			p.Timestamp = int64(h.Sec)*1e9 + int64(h.Nsec)
-			p.LinkType = s.linkType
-			idx++
-			p.Index = idx
-			sll := (*sockaddrLL)(unsafe.Pointer(&block[off+tpacketAlignedHdrLen]))
-			p.IfIndex = sll.ifindex
-			if sll.pkttype == unix.PACKET_OUTGOING {
-				p.Direction = packet.DirEgress
-			} else {
-				p.Direction = packet.DirIngress
-			}
-			lastTS = max(lastTS, p.Timestamp)
-			if h.Next_offset == 0 {
-				break
-			}
-			off += int(h.Next_offset)
-		}
+		r.copyBlock(bd, s.ring[cur*blockSize:(cur+1)*blockSize])
 		// Give the block back only after every packet is copied out.
 		atomic.StoreUint32(&bd.status, unix.TP_STATUS_KERNEL)
-		cur = (cur + 1) % nBlocks
+		cur = (cur + 1) % s.cfg.BlockCount
 	}
-	flush()
-	s.readStats()
-	runtime.KeepAlive(s)
-	return err
+	return nil
+}
+
+// poll waits for a retired block, the wake-up eventfd or the stats
+// interval, and reports a socket error (e.g. the interface went away).
+func (s *Source) poll(pfd *[2]unix.PollFd) error {
+	_, err := unix.Poll(pfd[:], int(s.cfg.StatsInterval/time.Millisecond))
+	if err != nil && err != unix.EINTR {
+		return fmt.Errorf("afpacket %s: poll: %w", s.cfg.Interface, err)
+	}
+	if pfd[0].Revents&unix.POLLERR != 0 {
+		if serr, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && serr != 0 {
+			return fmt.Errorf("afpacket %s: %w", s.cfg.Interface, unix.Errno(serr))
+		}
+	}
+	return nil
+}
+
+// copyBlock copies every packet of a retired block into batches.
+func (r *ringRun) copyBlock(bd *blockDesc, block []byte) {
+	s := r.s
+	off := int(bd.offsetToFirstPkt)
+	for range bd.numPkts {
+		if off <= 0 || off+int(unsafe.Sizeof(unix.Tpacket3Hdr{})) > len(block) {
+			return // a corrupt block would be a kernel bug; don't read past it
+		}
+		h := (*unix.Tpacket3Hdr)(unsafe.Pointer(&block[off]))
+		data := block[off+int(h.Mac):]
+		data = data[:min(int(h.Snaplen), len(data), r.snap)]
+		origLen := h.Len
+		if h.Status&unix.TP_STATUS_VLAN_VALID != 0 && len(data) >= 12 {
+			data = r.restoreVLAN(h, data)
+			origLen += 4
+		}
+		if r.b != nil && r.b.Full(len(data)) {
+			r.send()
+		}
+		if r.b == nil {
+			r.b = r.pool.Get()
+		}
+		p := r.b.Append(data)
+		p.OrigLen = origLen
+		p.Timestamp = int64(h.Sec)*1e9 + int64(h.Nsec)
+		p.LinkType = s.linkType
+		r.idx++
+		p.Index = r.idx
+		sll := (*sockaddrLL)(unsafe.Pointer(&block[off+tpacketAlignedHdrLen]))
+		p.IfIndex = sll.ifindex
+		if sll.pkttype == unix.PACKET_OUTGOING {
+			p.Direction = packet.DirEgress
+		} else {
+			p.Direction = packet.DirIngress
+		}
+		r.lastTS = max(r.lastTS, p.Timestamp)
+		if h.Next_offset == 0 {
+			return
+		}
+		off += int(h.Next_offset)
+	}
+}
+
+// restoreVLAN puts back the 802.1Q tag that the kernel took off into the
+// header, so that the bytes are what was on the wire.
+func (r *ringRun) restoreVLAN(h *unix.Tpacket3Hdr, data []byte) []byte {
+	tpid := uint16(0x8100)
+	if h.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Hv1.Vlan_tpid != 0 {
+		tpid = h.Hv1.Vlan_tpid
+	}
+	m := min(len(data)+4, r.snap)
+	buf := r.vlanBuf
+	copy(buf[:12], data[:12])
+	buf[12], buf[13] = byte(tpid>>8), byte(tpid)
+	buf[14], buf[15] = byte(h.Hv1.Vlan_tci>>8), byte(h.Hv1.Vlan_tci)
+	copy(buf[16:m], data[12:])
+	return buf[:m]
+}
+
+// send hands the batch on.
+func (r *ringRun) send() {
+	r.b.Now = r.lastTS
+	r.out <- r.b
+	r.b = nil
+}
+
+// flush sends the batch in hand, if it holds anything.
+func (r *ringRun) flush() {
+	if r.b != nil && len(r.b.Packets) > 0 {
+		r.send()
+	}
 }
 
 // readStats adds the kernel's counts since the last read (reading resets

@@ -153,6 +153,7 @@ func TestCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan *packet.Batch, 64)
 	done := make(chan error, 1)

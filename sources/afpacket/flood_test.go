@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,12 +88,18 @@ func toSources(srcs []*afpacket.Source) []pipeline.Source {
 type gopacketSource struct {
 	tp    *gpafpacket.TPacket
 	drops uint
+	once  sync.Once
 }
 
 func (g *gopacketSource) Name() string { return "gopacket" }
 
+// Close releases the ring (tp.Close is not safe to call twice).
+func (g *gopacketSource) Close() error {
+	g.once.Do(g.tp.Close)
+	return nil
+}
+
 func (g *gopacketSource) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
-	defer g.tp.Close()
 	defer func() {
 		if _, st, err := g.tp.SocketStats(); err == nil {
 			g.drops = st.Drops()

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"github.com/pktpipe/pktpipe/internal/netns"
 	"io"
@@ -34,6 +35,7 @@ import (
 	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 )
 
 // Pair is two namespaces, NS[0] and NS[1], joined by veth Dev[0] <-> Dev[1].
@@ -225,6 +227,31 @@ func (in Info) FlowID() string {
 	return fmt.Sprintf("%d %s %s", in.Proto, a, b)
 }
 
+// OpenKind opens the registered source kind as the app does: its options
+// with their flag defaults, args parsed over them, Validate, then Open.
+// The caller's test package imports the kind's package (which registers
+// it).
+func OpenKind(t testing.TB, kind string, env pipeline.SourceEnv, args ...string) (pipeline.Opened, error) {
+	t.Helper()
+	spec, ok := pipeline.SourceKind(kind)
+	if !ok {
+		t.Fatalf("source kind %q is not registered (have %v)", kind, pipeline.SourceKinds())
+	}
+	opts := spec.NewOptions()
+	fs := flag.NewFlagSet(kind, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	opts.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("%s flags %q: %v", kind, args, err)
+	}
+	if v, ok := opts.(registry.Validator); ok {
+		if err := v.Validate(); err != nil {
+			return pipeline.Opened{}, err
+		}
+	}
+	return spec.Open(opts, env)
+}
+
 // Capture runs live sources until Stop, keeping a copy of every packet each
 // source delivered.
 type Capture struct {
@@ -235,7 +262,8 @@ type Capture struct {
 	wg     sync.WaitGroup
 }
 
-// Start runs srcs, each with its own consumer; t.Cleanup stops them.
+// Start runs srcs, each with its own consumer, and closes each once its
+// Run returns (as the engine does); t.Cleanup stops them.
 func Start(t testing.TB, srcs ...pipeline.Source) *Capture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -247,7 +275,8 @@ func Start(t testing.TB, srcs ...pipeline.Source) *Capture {
 		go func() {
 			defer c.wg.Done()
 			defer close(out)
-			c.errs[i] = s.Run(ctx, pool, out)
+			// As the engine does: Close once Run has returned.
+			c.errs[i] = errors.Join(s.Run(ctx, pool, out), s.Close())
 		}()
 		go func() {
 			defer c.wg.Done()
@@ -266,8 +295,8 @@ func Start(t testing.TB, srcs ...pipeline.Source) *Capture {
 	return c
 }
 
-// Stop cancels the sources, waits for them to return and returns the
-// first error one of them returned.
+// Stop cancels the sources, waits for them to return and be closed, and
+// returns the errors of their Run and Close.
 func (c *Capture) Stop() error {
 	c.cancel()
 	c.wg.Wait()
@@ -453,6 +482,9 @@ func RunFlood(t testing.TB, p *Pair, count int, srcs ...pipeline.Source) FloodRe
 				t.Error(err)
 			}
 			_ = unix.Getrusage(unix.RUSAGE_THREAD, &r1)
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
 			cpu.Add(tvNs(r1.Utime) - tvNs(r0.Utime) + tvNs(r1.Stime) - tvNs(r0.Stime))
 		}()
 		go func() {
