@@ -21,9 +21,18 @@ run: build
 vet:
 	$(GO) vet $(PKGS)
 
+# Static analysis, failing on any finding: go vet, staticcheck (pinned; go
+# run fetches and caches it, nothing to install) and gofmt.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+.PHONY: lint
+lint: vet
+	$(GO) run $(STATICCHECK) $(PKGS)
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l .); if [ -n "$$unformatted" ]; then \
+	  echo "not gofmt-ed (gofmt -w them):"; echo "$$unformatted"; exit 1; fi
+
 # The engine and the per-flow stages run under the race detector; the rest
 # (parsers, sources, sinks) runs plain to keep the suite short on 2 cores.
-test: vet
+test: lint
 	$(GO) test -race -count=1 ./pipeline/... ./stages/flow/...
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
