@@ -9,6 +9,7 @@ import (
 
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // AnalyzerSpec declares a per-flow analyzer to the registry. An analyzer
@@ -40,6 +41,9 @@ type AnalyzerEnv struct {
 	Flow  Config
 	Stats *stats.Registry
 	Log   *slog.Logger
+	// Reassembly is this worker's reassembly byte budget, shared by its
+	// analyzers (nil: unlimited).
+	Reassembly *reassembly.Budget
 	// Needed holds this worker's instances of the spec's Needs, by name.
 	Needed map[string]Analyzer
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // Analyzer runs a Tracker on every UDP flow whose first datagram looks
@@ -31,11 +32,14 @@ var notQUIC = new(Tracker)
 // Config configures an Analyzer.
 type Config struct {
 	Stats *stats.Registry // optional
+	// Budget bounds this worker's CRYPTO reassembly buffers, shared with
+	// its other analyzers (nil: unlimited).
+	Budget *reassembly.Budget
 }
 
 // New returns an analyzer for one worker's flow.Processor.
 func New(cfg Config) *Analyzer {
-	a := &Analyzer{}
+	a := &Analyzer{w: Worker{Budget: cfg.Budget}}
 	if r := cfg.Stats; r != nil {
 		a.hellos = r.Counter("pktpipe_quic_client_hellos_total", "QUIC ClientHellos decrypted and reassembled from Initial packets.")
 		a.gaveUp = r.Counter("pktpipe_quic_gave_up_total", "QUIC connections abandoned: reassembly cap, too many fragments or packets without a complete hello, or undecryptable Initials.")

@@ -1,6 +1,11 @@
 package quic
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"unsafe"
+
+	"github.com/pktpipe/pktpipe/stages/reassembly"
+)
 
 // Frame types that may appear in Initial packets (RFC 9000 12.4, 19).
 const (
@@ -111,17 +116,53 @@ type span struct{ start, end int }
 type stream struct {
 	buf   []byte // buf[i] is stream offset i where covered by spans
 	spans []span // sorted, disjoint, not adjacent
-	over  bool   // data beyond the cap, or too many fragments
+	over  bool   // data beyond the cap, too many fragments, or given up
+	// held accounts cap(buf) and the spans in the worker's reassembly
+	// budget while the stream is in use.
+	held reassembly.Holder
 }
 
-func (s *stream) reset() {
-	s.buf = s.buf[:0]
+// spanBytes is the memory of one span.
+const spanBytes = int(unsafe.Sizeof(span{}))
+
+// poolBufSize is the size of the buffers a worker keeps for reuse: the
+// first allocation of every stream, enough for nearly every hello (a
+// post-quantum ClientHello is about 1.8 KB).
+const poolBufSize = 4096
+
+// maxPooledBufs caps the buffers a worker keeps (256 KiB).
+const maxPooledBufs = 64
+
+// maxKeptSpans is the largest spans array a reset stream keeps (128 B,
+// outside the budget); a larger one goes.
+const maxKeptSpans = 8
+
+// reset empties the stream for another hello: its buffer goes back to
+// the worker's pool, so a live flow whose hellos are read holds none.
+func (s *stream) reset(w *Worker) {
+	w.putBuf(s.buf)
+	w.budget().Release(&s.held)
+	s.buf = nil
+	if cap(s.spans) > maxKeptSpans {
+		s.spans = nil
+	}
 	s.spans = s.spans[:0]
 	s.over = false
 }
 
-// add records data at stream offset off.
-func (s *stream) add(off uint64, data []byte) {
+// reserve charges the budget for the stream's buffer of bufCap bytes and
+// spans of spanCap entries.
+func (s *stream) reserve(w *Worker, bufCap, spanCap int) bool {
+	if !w.budget().Resize(&s.held, w.owner, int64(bufCap+spanCap*spanBytes)) {
+		s.over = true
+		return false
+	}
+	return true
+}
+
+// add records data at stream offset off (w: the worker, for the buffer
+// pool and the budget).
+func (s *stream) add(w *Worker, off uint64, data []byte) {
 	if len(data) == 0 || s.over {
 		return
 	}
@@ -140,13 +181,19 @@ func (s *stream) add(off uint64, data []byte) {
 	}
 	if end > len(s.buf) {
 		if end > cap(s.buf) {
-			nb := make([]byte, end, min(MaxCryptoBytes, max(2*cap(s.buf), end, 4096)))
+			size := min(MaxCryptoBytes, max(2*cap(s.buf), end, poolBufSize))
+			if !s.reserve(w, size, cap(s.spans)) {
+				return
+			}
+			nb := w.getBuf(size)[:end]
 			copy(nb, s.buf)
+			w.putBuf(s.buf)
 			s.buf = nb
 		} else {
 			s.buf = s.buf[:end]
 		}
 	}
+	w.budget().Touch(&s.held)
 	// Copy only the parts not received yet, then merge the spans.
 	pos := start
 	i := 0
@@ -174,6 +221,13 @@ func (s *stream) add(off uint64, data []byte) {
 		if len(s.spans) >= maxSpans {
 			s.over = true
 			return
+		}
+		if len(s.spans) == cap(s.spans) {
+			n := min(maxSpans, max(4, 2*cap(s.spans)))
+			if !s.reserve(w, cap(s.buf), n) {
+				return
+			}
+			s.spans = append(make([]span, 0, n), s.spans...)
 		}
 		s.spans = append(s.spans, span{})
 		copy(s.spans[i+1:], s.spans[i:])

@@ -53,31 +53,39 @@ type pktSource interface {
 // openCapture opens a pcap or pcapng file.
 func openCapture(t testing.TB, path string) (pktSource, func(gopacket.CaptureInfo) packet.LinkType) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
+	src, lt, err := readCapture(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return src, lt
+}
+
+func readCapture(path string) (pktSource, func(gopacket.CaptureInfo) packet.LinkType, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(raw) >= 4 && bytes.Equal(raw[:4], []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
 		r, err := pcapgo.NewNgReader(bytes.NewReader(raw), pcapgo.DefaultNgReaderOptions)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		return r, func(ci gopacket.CaptureInfo) packet.LinkType {
 			if ifc, err := r.Interface(ci.InterfaceIndex); err == nil {
 				return packet.LinkType(ifc.LinkType)
 			}
 			return packet.LinkType(r.LinkType())
-		}
+		}, nil
 	}
 	r, err := pcapgo.NewReader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	lt := packet.LinkType(r.LinkType())
 	if r.LinkType() == layers.LinkTypeRaw {
 		lt = packet.LinkRaw
 	}
-	return r, func(gopacket.CaptureInfo) packet.LinkType { return lt }
+	return r, func(gopacket.CaptureInfo) packet.LinkType { return lt }, nil
 }
 
 // runCapture feeds a capture, packet by packet, through stages/decode and

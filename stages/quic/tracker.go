@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 	"github.com/pktpipe/pktpipe/stages/tlsfp"
 )
 
@@ -35,17 +36,46 @@ const (
 // buffer, the TLS parsers and the fingerprint scratch. Not safe for
 // concurrent use; the zero value is ready.
 type Worker struct {
+	// Budget bounds the CRYPTO reassembly buffers, shared with the
+	// worker's other analyzers (nil: unlimited).
+	Budget *reassembly.Budget
+
 	dec decryptor
 	fp  tlsfp.Scratch
 	ch  tlsfp.ClientHello
 	sh  tlsfp.ServerHello
-	// cur is the stream frames() feeds (a field, so the callback below is
-	// made once and passing it does not allocate).
+	// cur is the stream frames() feeds, owner its tracker (fields, so the
+	// callback below is made once and passing it does not allocate).
 	cur   *stream
+	owner reassembly.Owner
 	addFn func(off uint64, data []byte)
+	bufs  [][]byte // free stream buffers of poolBufSize
 }
 
-func (w *Worker) add(off uint64, data []byte) { w.cur.add(off, data) }
+func (w *Worker) add(off uint64, data []byte) { w.cur.add(w, off, data) }
+
+func (w *Worker) budget() *reassembly.Budget {
+	if w == nil {
+		return nil
+	}
+	return w.Budget
+}
+
+// getBuf returns an empty buffer of size bytes.
+func (w *Worker) getBuf(size int) []byte {
+	if n := len(w.bufs); size == poolBufSize && n > 0 {
+		b := w.bufs[n-1]
+		w.bufs = w.bufs[:n-1]
+		return b
+	}
+	return make([]byte, 0, size)
+}
+
+func (w *Worker) putBuf(b []byte) {
+	if w != nil && cap(b) == poolBufSize && len(w.bufs) < maxPooledBufs {
+		w.bufs = append(w.bufs, b[:0])
+	}
+}
 
 // ClientHello is what a tracker keeps of the client's hello.
 type ClientHello struct {
@@ -97,12 +127,13 @@ type Tracker struct {
 	GaveUp          bool // a limit was reached
 }
 
-// Reset empties t for another connection, keeping its buffers.
+// Reset empties t for another connection; its buffers go back to the
+// Worker.
 func (t *Tracker) Reset() {
 	w := t.Worker
+	t.streams[0].reset(w) // in place: the budget links their Holders
+	t.streams[1].reset(w)
 	s0, s1 := t.streams[0], t.streams[1]
-	s0.reset()
-	s1.reset()
 	vo := t.VersionsOffered[:0]
 	*t = Tracker{Worker: w, VersionsOffered: vo}
 	t.streams[0], t.streams[1] = s0, s1
@@ -246,12 +277,12 @@ func (t *Tracker) initial(d Dir, pkt []byte, h *longHeader) {
 func (t *Tracker) crypto(d Dir, plain []byte) {
 	w := t.Worker
 	s := &t.streams[d]
-	w.cur = s
+	w.cur, w.owner = s, (*budgetOwner)(t)
 	if w.addFn == nil {
 		w.addFn = w.add
 	}
 	frames(plain, w.addFn)
-	w.cur = nil
+	w.cur, w.owner = nil, nil
 	if s.tooBig() {
 		t.GaveUp = true
 		return
@@ -270,10 +301,28 @@ func (t *Tracker) crypto(d Dir, plain []byte) {
 // newAttempt forgets the hello reassembly of a replaced key set.
 func (t *Tracker) newAttempt() {
 	if t.Client == nil {
-		t.streams[ToServer].reset()
+		t.streams[ToServer].reset(t.Worker)
 	}
 	if t.Server == nil {
-		t.streams[ToClient].reset()
+		t.streams[ToClient].reset(t.Worker)
+	}
+}
+
+// budgetOwner is the Tracker as the reassembly budget sees it (kept off
+// Tracker's own methods).
+type budgetOwner Tracker
+
+// GiveUp implements reassembly.Owner: the budget took a stream's buffer
+// back for a more recently used one. The connection is abandoned as when
+// its hello exceeds MaxCryptoBytes.
+func (o *budgetOwner) GiveUp(h *reassembly.Holder) {
+	t := (*Tracker)(o)
+	for d := range t.streams {
+		if s := &t.streams[d]; &s.held == h {
+			s.reset(t.Worker)
+			s.over = true
+			t.GaveUp = true
+		}
 	}
 }
 
@@ -307,7 +356,7 @@ func (t *Tracker) clientHello(typ uint8, body []byte) {
 		c.Extensions = append(c.Extensions, x)
 	}
 	t.Client = c
-	t.streams[ToServer].reset()
+	t.streams[ToServer].reset(w)
 }
 
 func (t *Tracker) serverHello(typ uint8, body []byte) {
@@ -327,7 +376,7 @@ func (t *Tracker) serverHello(typ uint8, body []byte) {
 		s.Extensions = append(s.Extensions, event.QUICExtension{Type: e.Type, Name: extName(e.Type)})
 	}
 	t.Server = s
-	t.streams[ToClient].reset()
+	t.streams[ToClient].reset(w)
 }
 
 // VersionString writes a QUIC version as Suricata's EVE does: lowercase

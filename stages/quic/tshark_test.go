@@ -21,7 +21,13 @@ import (
 // test's pre-filter, independent of the tracker, so that tshark runs on
 // a handful of files instead of every capture.
 func mayHoldQUIC(t *testing.T, path string) bool {
-	src, linkType := openCapture(t, path)
+	src, linkType, err := readCapture(path)
+	if err != nil {
+		// gopacket reads no pcap 2.1 (two NFS captures of suricata-verify):
+		// such a file cannot be dissected here, QUIC or not.
+		t.Logf("%s: %v", path, err)
+		return false
+	}
 	dec := decode.New()
 	for {
 		data, ci, err := src.ReadPacketData()

@@ -5,6 +5,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // Analyzer runs a Tracker on every TCP flow of a stages/flow Processor
@@ -23,8 +24,22 @@ const maxFree = 1024
 // TLS): a pointer in the state slot does not allocate.
 var finished = new(Tracker)
 
-// NewAnalyzer returns an analyzer for one worker's flow.Processor.
-func NewAnalyzer() *Analyzer { return &Analyzer{} }
+// Config configures an Analyzer.
+type Config struct {
+	// Budget bounds this worker's reassembly buffers, shared with its
+	// other analyzers (nil: unlimited).
+	Budget *reassembly.Budget
+}
+
+// New returns an analyzer for one worker's flow.Processor.
+func New(cfg Config) *Analyzer {
+	a := &Analyzer{}
+	a.scratch.bufs.bud = cfg.Budget
+	return a
+}
+
+// NewAnalyzer returns an analyzer without a reassembly budget.
+func NewAnalyzer() *Analyzer { return New(Config{}) }
 
 // SetSlot implements flow.SlotUser.
 func (a *Analyzer) SetSlot(slot int) { a.slot = slot }

@@ -1,5 +1,7 @@
 package tlsfp
 
+import "github.com/pktpipe/pktpipe/stages/reassembly"
+
 // MaxBuffer caps the bytes buffered per direction. A handshake that needs
 // more (a very long certificate chain) is cut there; the leaf certificate
 // is still read if it fits.
@@ -25,7 +27,13 @@ type pendingSeg struct {
 // ([recOff:]), with hsLen <= recOff. Record headers are squeezed out in
 // place, so one buffer serves both layers.
 type half struct {
-	pool     *bufPool // where buf comes from and goes back to (nil: the heap)
+	pool *bufPool // where buf comes from and goes back to (nil: the heap)
+	// held accounts cap(buf) and the pending copies in the worker's
+	// reassembly budget, on behalf of owner (the Tracker).
+	held      reassembly.Holder
+	owner     reassembly.Owner
+	pendBytes int // bytes of the pending copies
+
 	started  bool
 	next     uint32 // sequence number of the next in-order byte
 	accepted int    // stream bytes taken into buf so far (the cap)
@@ -75,6 +83,7 @@ func (h *half) segment(seq uint32, syn bool, payload []byte) bool {
 			if int(-d) < len(p.data) {
 				h.take(p.data[-d:])
 			}
+			h.pendBytes -= len(p.data)
 			h.pending = append(h.pending[:i], h.pending[i+1:]...)
 			i--
 			again = true
@@ -82,6 +91,9 @@ func (h *half) segment(seq uint32, syn bool, payload []byte) bool {
 	}
 	if len(h.pending) == 0 {
 		h.pending = nil
+	}
+	if h.held.Bytes() != int64(cap(h.buf)+h.pendBytes) {
+		h.account(0) // copies were taken
 	}
 	return true
 }
@@ -97,34 +109,63 @@ func (h *half) take(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	if h.buf == nil {
-		h.buf = h.pool.get(len(p))
+	if need := len(h.buf) + len(p); need > cap(h.buf) && !h.grow(need) {
+		h.overflow = true // the budget refused: give the direction up
+		return
 	}
 	h.buf = append(h.buf, p...)
 	h.accepted += len(p)
+	h.pool.budget().Touch(&h.held)
+}
+
+// grow replaces buf by one of the next size class that holds need bytes
+// (need <= MaxBuffer), once the budget has made room for it.
+func (h *half) grow(need int) bool {
+	size := bufSize(need)
+	if !h.pool.budget().Resize(&h.held, h.owner, int64(size+h.pendBytes)) {
+		return false
+	}
+	nb := append(h.pool.get(size), h.buf...)
+	h.pool.put(h.buf)
+	h.buf = nb
+	return true
+}
+
+// account sets the budget's count to what the half holds plus extra.
+func (h *half) account(extra int) bool {
+	return h.pool.budget().Resize(&h.held, h.owner, int64(cap(h.buf)+h.pendBytes+extra))
 }
 
 // hold keeps a copy of an out-of-order segment, if it could still fit
-// under the cap and there is room in the list.
+// under the cap, there is room in the list and the budget allows it. The
+// copy stops at the cap: bytes beyond it would never be taken.
 func (h *half) hold(seq uint32, p []byte, off int32) {
-	if int(off) >= MaxBuffer-h.accepted || len(h.pending) >= maxPending {
+	room := MaxBuffer - h.accepted - int(off)
+	if room <= 0 || len(h.pending) >= maxPending {
 		return
 	}
+	p = p[:min(len(p), room)]
 	for i := range h.pending {
 		if h.pending[i].seq == seq {
-			if len(p) > len(h.pending[i].data) {
-				h.pending[i].data = append(h.pending[i].data[:0], p...)
+			if old := len(h.pending[i].data); len(p) > old && h.account(len(p)-old) {
+				h.pending[i].data = append(make([]byte, 0, len(p)), p...)
+				h.pendBytes += len(p) - old
 			}
 			return
 		}
 	}
-	h.pending = append(h.pending, pendingSeg{seq, append([]byte(nil), p...)})
+	if !h.account(len(p)) {
+		return
+	}
+	h.pending = append(h.pending, pendingSeg{seq, append(make([]byte, 0, len(p)), p...)})
+	h.pendBytes += len(p)
 }
 
 // release frees the buffers; the half takes nothing more until reopened.
 func (h *half) release() {
 	h.pool.put(h.buf)
-	h.buf, h.pending = nil, nil
+	h.pool.budget().Release(&h.held)
+	h.buf, h.pending, h.pendBytes = nil, nil, 0
 	h.hsStart, h.hsLen, h.recOff, h.partial = 0, 0, 0, 0
 }
 
@@ -135,36 +176,69 @@ func (h *half) shrink() {
 	if len(h.buf) == 0 && h.partial == 0 {
 		h.pool.put(h.buf)
 		h.buf = nil
+		h.account(0)
 	}
 }
 
-// maxPooledBufs caps the reassembly buffers a worker keeps for reuse
-// (each at most MaxBuffer plus append's slack).
-const maxPooledBufs = 64
+// Reassembly buffers come in size classes doubling from minBuf up to
+// MaxBuffer: a direction never holds more than the cap, the budget is
+// charged what is really allocated, and the pool hands out exact sizes.
+const (
+	minBuf   = 2 << 10
+	nClasses = 4 // 2, 4, 8 and 16 KiB
+)
+
+// bufClass is the smallest class that holds n bytes (n <= MaxBuffer).
+func bufClass(n int) int {
+	c := 0
+	for minBuf<<c < n {
+		c++
+	}
+	return c
+}
+
+func bufSize(n int) int { return minBuf << bufClass(n) }
+
+// maxPooledBufs caps the reassembly buffers a worker keeps for reuse, per
+// class (16 of each class is 480 KiB, outside the budget).
+const maxPooledBufs = 16
 
 // bufPool recycles reassembly buffers between the trackers of one worker
 // (it lives in their shared Scratch): nothing a tracker keeps aliases a
 // buffer once released (results are copied out of the messages), so a
-// handshake costs no buffer allocation once the pool is warm. A nil pool
-// allocates and lets go.
+// handshake costs no buffer allocation once the pool is warm. It also
+// holds the worker's reassembly budget. A nil pool allocates and lets go.
 type bufPool struct {
-	free [][]byte
+	free [nClasses][][]byte
+	bud  *reassembly.Budget // nil: unlimited
 }
 
-func (p *bufPool) get(n int) []byte {
+func (p *bufPool) budget() *reassembly.Budget {
+	if p == nil {
+		return nil
+	}
+	return p.bud
+}
+
+// get returns an empty buffer of exactly size bytes (a class size).
+func (p *bufPool) get(size int) []byte {
 	if p != nil {
-		if k := len(p.free); k > 0 {
-			b := p.free[k-1]
-			p.free = p.free[:k-1]
+		c := bufClass(size)
+		if k := len(p.free[c]); k > 0 {
+			b := p.free[c][k-1]
+			p.free[c] = p.free[c][:k-1]
 			return b
 		}
 	}
-	return make([]byte, 0, max(n, 2048))
+	return make([]byte, 0, size)
 }
 
 func (p *bufPool) put(b []byte) {
-	if p != nil && b != nil && len(p.free) < maxPooledBufs {
-		p.free = append(p.free, b[:0])
+	if p == nil || cap(b) < minBuf || cap(b) > MaxBuffer {
+		return
+	}
+	if c := bufClass(cap(b)); minBuf<<c == cap(b) && len(p.free[c]) < maxPooledBufs {
+		p.free[c] = append(p.free[c], b[:0])
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // Dir is a segment's direction relative to the flow's client (the side
@@ -104,7 +105,7 @@ func (t *Tracker) Segment(d Dir, seq uint32, flags uint8, payload []byte, ts int
 	}
 	h := &t.half[d]
 	if h.pool == nil {
-		h.pool = &t.scratch().bufs
+		h.pool, h.owner = &t.scratch().bufs, (*budgetOwner)(t)
 	}
 	if h.segment(seq, flags&0x02 != 0, payload) {
 		t.process(d, ts)
@@ -138,6 +139,23 @@ func (t *Tracker) Release() {
 	for d := range t.half {
 		t.half[d].release()
 		t.state[d] = stDone
+	}
+}
+
+// budgetOwner is the Tracker as the reassembly budget sees it (kept off
+// Tracker's own methods).
+type budgetOwner Tracker
+
+// GiveUp implements reassembly.Owner: the budget took a direction's
+// buffer back for a more recently used one. The direction ends as if it
+// had reached MaxBuffer (the event says truncated).
+func (o *budgetOwner) GiveUp(h *reassembly.Holder) {
+	t := (*Tracker)(o)
+	for d := range t.half {
+		if &t.half[d].held == h && t.state[d] == stActive {
+			t.half[d].overflow = true
+			t.finish(Dir(d))
+		}
 	}
 }
 
