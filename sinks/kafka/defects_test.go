@@ -351,3 +351,54 @@ func mountReadOnly(t *testing.T) string {
 	}
 	return dir
 }
+
+// A: after max_block the sink spills what finds no room, and goes back to
+// delivering once the broker answers: nothing after the outage is lost
+// or spilled. Before, the first Write past max_block failed and the engine
+// discarded every later event, even after the broker came back.
+func TestOverflowRecoversWhenBrokerReturns(t *testing.T) {
+	needBroker(t)
+	topic := uniqueTopic("overflow")
+	createTopic(t, topic, 3)
+	fd := &faultDialer{}
+	fd.setDown(true)
+	reg := stats.NewRegistry()
+	s := newSink(t, Config{Topic: topic, Stats: reg, MaxInflight: 100, MaxBlock: 5 * time.Second, // long enough for any ack after the outage
+		RetryBackoffMax: 200 * time.Millisecond, DrainTimeout: 60 * time.Second, dial: fd.DialContext})
+	const n = 1300
+	evs := flows(1, n)
+	// 1-100 are taken; 101-300 find no room for max_block: spilled.
+	for i := 0; i < 300; i += 100 {
+		if err := s.Write(evs[i : i+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.overflow.Load() {
+		t.Fatal("no overflow after max_block")
+	}
+	fd.setDown(false)
+	waitFor(t, "the first 100 events to be delivered after the outage", func() bool { return s.m.delivered.Load() >= 100 })
+	for i := 300; i < n; i += 100 {
+		if err := s.Write(evs[i : i+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	ids, reasons := spilled(t, s.SpillPath())
+	inKafka := map[int]bool{}
+	for _, m := range consume(t, topic, 0) {
+		inKafka[flowID(t, []byte(m.value))] = true
+	}
+	for id := 1; id <= n; id++ {
+		wantSpilled := id > 100 && id <= 300
+		if ids[id] != wantSpilled || inKafka[id] == wantSpilled {
+			t.Fatalf("flow %d: spilled %v, in Kafka %v; want only %s", id, ids[id], inKafka[id], map[bool]string{true: "spilled", false: "in Kafka"}[wantSpilled])
+		}
+	}
+	if reasons["max_block"] != 200 || counter(reg, "pktpipe_kafka_spilled_total") != 200 || counter(reg, "pktpipe_kafka_lost_total") != 0 {
+		t.Fatalf("spill reasons %v, counters spilled %v lost %v", reasons, counter(reg, "pktpipe_kafka_spilled_total"), counter(reg, "pktpipe_kafka_lost_total"))
+	}
+	t.Logf("%d events: 1-100 delivered after the outage, 101-300 spilled (max_block), 301-%d delivered", n, n)
+}

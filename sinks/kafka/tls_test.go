@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
+	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 )
 
@@ -89,23 +90,26 @@ func consumeTLS(t *testing.T, env map[string]string, listener, topic string, n i
 	return msgs
 }
 
-// tlsSink makes a sink from a kafka:// URL, as the command does.
+// tlsSink makes a sink from a kafka:// URL, as the command does (the
+// registered Open).
 func tlsSink(t *testing.T, raw string, reg *stats.Registry) *Sink {
 	t.Helper()
-	c, err := ParseURL(raw)
-	if err != nil {
-		t.Fatalf("ParseURL(%s): %v", raw, err)
-	}
-	c.Stats = reg
-	c.Log = testLogger()
-	if c.SpillPath == "" {
-		c.SpillPath = filepath.Join(t.TempDir(), "spill.jsonl")
-	}
-	s, err := New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := tlsSinkOpts(t, raw, &Options{}, reg)
 	return s
+}
+
+// tlsSinkOpts is tlsSink with the command's options; it returns the log.
+func tlsSinkOpts(t *testing.T, raw string, opts *Options, reg *stats.Registry) (*Sink, *logBuffer) {
+	t.Helper()
+	if opts.Spill == "" && !strings.Contains(raw, "spill=") {
+		opts.Spill = filepath.Join(t.TempDir(), "spill.jsonl")
+	}
+	lb := &logBuffer{}
+	sk, err := kafkaSpec(t).Open(raw, opts, pipeline.SinkEnv{Ctx: context.Background(), Stats: reg, Log: lb.logger()})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", Redact(raw), err)
+	}
+	return sk.(*Sink), lb
 }
 
 // Every mechanism of the SASL_SSL listener, and the SSL listener with a
@@ -200,15 +204,14 @@ func TestTLSAndSASLRefused(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			topic := uniqueTopic(c.name)
 			reg := stats.NewRegistry()
-			s := tlsSink(t, strings.Replace(c.url, "TOPIC", topic, 1)+"&drain_timeout=3s&retry_backoff_max=500ms", reg)
+			s, lb := tlsSinkOpts(t, strings.Replace(c.url, "TOPIC", topic, 1)+"&drain_timeout=3s&retry_backoff_max=500ms", &Options{}, reg)
 			writeAll(t, s, flows(1, n))
-			err := s.Close()
-			if err == nil {
-				t.Fatal("Close returned no error")
+			if err := s.Close(); err != nil {
+				t.Fatalf("Close: %v (a spill is a loss, not a failure)", err)
 			}
-			t.Logf("Close: %v", err)
-			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), s.SpillPath()) {
-				t.Fatalf("Close error does not say %q and name the spill file: %v", c.want, err)
+			log := lb.String()
+			if !strings.Contains(log, c.want) || !strings.Contains(log, s.SpillPath()) {
+				t.Fatalf("the log does not say %q and name the spill file:\n%s", c.want, log)
 			}
 			if d := s.m.delivered.Load(); d != 0 {
 				t.Fatalf("%d events delivered", d)
@@ -219,6 +222,44 @@ func TestTLSAndSASLRefused(t *testing.T) {
 			}
 			if l := reg.Losses(); len(l) == 0 {
 				t.Fatal("spilled events not reported as a loss")
+			}
+		})
+	}
+}
+
+// E: the SASL password from --kafka-password-file and from
+// $PKTPIPE_KAFKA_PASSWORD authenticates as the URL's does (SCRAM-SHA-512
+// over SASL_SSL), and the URL then holds no secret.
+func TestSASLPasswordFileAndEnv(t *testing.T) {
+	env := tlsEnv(t)
+	pwFile := filepath.Join(t.TempDir(), "kafka-password")
+	if err := os.WriteFile(pwFile, []byte(env["KAFKA_SASL_PASSWORD"]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw := fmt.Sprintf("kafka://%s@%s/TOPIC?tls_ca=%s&sasl=scram-sha-512", url.QueryEscape(env["KAFKA_SASL_USER"]), env["KAFKA_SASL_SSL"], url.QueryEscape(env["KAFKA_CA"]))
+	const n = 200
+	for _, c := range []struct {
+		name  string
+		opts  Options
+		envPW string
+	}{
+		{"file", Options{PasswordFile: pwFile}, "wrong"}, // the file wins
+		{"env", Options{}, env["KAFKA_SASL_PASSWORD"]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv(PasswordEnv, c.envPW)
+			topic := uniqueTopic("pw-" + c.name)
+			reg := stats.NewRegistry()
+			s, _ := tlsSinkOpts(t, strings.Replace(raw, "TOPIC", topic, 1), &c.opts, reg)
+			writeAll(t, s, flows(1, n))
+			if err := s.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if got := s.m.delivered.Load(); got != n || len(reg.Losses()) != 0 {
+				t.Fatalf("delivered %d of %d; losses %+v", got, n, reg.Losses())
+			}
+			if msgs := consumeTLS(t, env, "SASL_SSL", topic, n); len(msgs) != n {
+				t.Fatalf("kcat read %d, want %d", len(msgs), n)
 			}
 		})
 	}
