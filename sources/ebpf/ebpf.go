@@ -32,6 +32,11 @@
 // and Close remove them (and the qdisc if the source added it), and a
 // crashed run's filters are found by name and removed by the next start.
 //
+// Lifecycle: New attaches, Run reads until cancelled and then detaches and
+// drains, Close releases the reader, programs and map (detaching first if
+// Run never ran). The kind "ebpf" (register.go) builds a source from the
+// registry's SourceEnv and its own flags (--perf-buffer, --ebpf-attach).
+//
 // Requirements: Linux 6.6 or later for TCX, or any kernel with clsact and
 // cls_bpf direct-action (4.5+) for the tc fallback; CAP_BPF + CAP_PERFMON
 // + CAP_NET_ADMIN (or root). In tc mode CAP_NET_ADMIN is needed again at
@@ -166,8 +171,12 @@ type Source struct {
 	samples *stats.Counter
 	bad     *stats.Counter
 
+	running   atomic.Bool // set by the first Run: a second one fails
+	closing   atomic.Bool // set by Close: a running Run detaches, drains and returns
+	runMu     sync.Mutex  // held by Run; Close waits for it before releasing
+	closed    bool        // under runMu
 	closeOnce sync.Once
-	running   atomic.Bool
+	closeErr  error
 }
 
 const (
@@ -182,8 +191,9 @@ var memlockOnce sync.Once
 var memlockErr error
 
 // New loads and attaches the programs. Capture starts when New returns
-// (the perf buffers hold samples until Run reads them). Run detaches on
-// return; call Close on a source that never runs.
+// (the perf buffers hold samples until Run reads them). Run detaches the
+// programs when it stops; Close releases everything, whether or not Run
+// ran.
 func New(cfg Config) (*Source, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -394,135 +404,176 @@ func (s *Source) detach() error {
 	return err
 }
 
-// Close detaches and releases everything. Run calls it on return; it is
-// safe to call more than once. Its error (tc mode only) names the filters
-// or qdisc it could not remove and the tc command that removes them.
+// Close detaches the programs (if Run has not) and releases the perf
+// reader, the programs and the map. It is safe to call more than once; the
+// first call's error (tc mode only) names the filters or qdisc it could
+// not remove and the tc command that removes them. Called while Run runs,
+// it stops Run as a cancel does and waits for it to return (which needs
+// out to be drained).
 func (s *Source) Close() error {
-	var err error
 	s.closeOnce.Do(func() {
-		err = s.detach()
+		s.closing.Store(true)
+		s.wake()
+		s.runMu.Lock()
+		defer s.runMu.Unlock()
+		s.closed = true
+		s.closeErr = s.detach()
 		if s.rd != nil {
 			_ = s.rd.Close()
 		}
 		for _, c := range s.colls {
 			c.Close()
 		}
+		s.colls = nil
 		if s.events != nil {
 			_ = s.events.Close()
 		}
 	})
-	return err
+	return s.closeErr
 }
 
-// Run copies samples into batches until ctx is cancelled. On cancel it
-// detaches the programs, drains what the perf buffers still hold, sends
-// it, and closes everything.
-func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) (err error) {
+// wake interrupts the reader's wait; Run then sees the cancel or Close.
+// Safe after Close (Flush then fails).
+func (s *Source) wake() {
+	if s.rd != nil {
+		_ = s.rd.Flush()
+	}
+}
+
+// sampleRun is the state of one Run: the batch being filled and what its
+// packets are numbered and stamped with.
+type sampleRun struct {
+	s        *Source
+	pool     *packet.Pool
+	out      chan<- *packet.Batch
+	rec      perf.Record // reused: no allocation per sample
+	b        *packet.Batch
+	lastTS   int64
+	maxBytes int
+	nSamples uint64 // read since the last flush
+	idx      uint64 // packets sent so far: the last one's Index
+}
+
+// Run copies samples into batches until ctx is cancelled (or Close is
+// called). Then it detaches the programs, drains what the perf buffers
+// still hold, sends it and returns; Close releases the rest. Its error
+// includes a failure to remove tc filters.
+func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("ebpf: Run called twice")
 	}
-	var detachErr error
-	defer func() {
-		err = errors.Join(err, detachErr, s.Close())
-	}()
-	if s.rd == nil {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.closed || s.rd == nil {
 		return errors.New("ebpf: source is closed")
 	}
 	// Cancel wakes the reader; the loop then detaches and drains.
-	stop := context.AfterFunc(ctx, func() { _ = s.rd.Flush() })
+	stop := context.AfterFunc(ctx, s.wake)
 	defer stop()
+	r := &sampleRun{s: s, pool: pool, out: out, rec: perf.Record{RawSample: make([]byte, 0, 1<<16)}, maxBytes: pool.MaxPacketBytes()}
+	return r.loop(ctx)
+}
 
-	var (
-		rec      = perf.Record{RawSample: make([]byte, 0, 1<<16)}
-		b        *packet.Batch
-		lastTS   int64
-		maxBytes = pool.MaxPacketBytes()
-		nSamples uint64
-		idx      uint64 // packets sent so far: the last one's Index
-		draining bool
-	)
-	send := func() {
-		sortByTime(b.Packets)
-		// Index follows the order packets leave the source (after the
-		// sort), so it grows along the stream the pipeline sees.
-		for i := range b.Packets {
-			idx++
-			b.Packets[i].Index = idx
-		}
-		b.Now = lastTS
-		out <- b
-		b = nil
-	}
-	flush := func() {
-		if b != nil && len(b.Packets) > 0 {
-			send()
-		}
-		s.samples.Add(nSamples)
-		nSamples = 0
-	}
+// loop reads samples until stopped and drained. A read that times out or
+// is flushed means every ring has been read to its end: the batch in hand
+// goes out then, so a quiet link still delivers.
+func (r *sampleRun) loop(ctx context.Context) error {
+	s := r.s
+	var detachErr error
+	draining := false
 	s.rd.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
 	for {
-		err := s.rd.ReadInto(&rec)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, perf.ErrFlushed) {
-				// Every ring has been read to its end.
-				flush()
-				if draining {
-					return nil
-				}
-				if ctx.Err() != nil {
-					// Stop the programs, then take what they wrote
-					// before that without waiting.
-					detachErr = s.detach()
-					draining = true
-					s.rd.SetDeadline(time.Now())
-					continue
-				}
-				s.rd.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
-				continue
-			}
-			flush()
-			return fmt.Errorf("ebpf %s: reading samples: %w", s.cfg.Interface, err)
-		}
-		if rec.LostSamples > 0 {
-			if rec.CPU < len(s.lost) {
-				s.lost[rec.CPU].Add(rec.LostSamples)
-			}
+		err := s.rd.ReadInto(&r.rec)
+		if err == nil {
+			r.add()
 			continue
 		}
-		raw := rec.RawSample
-		if len(raw) < metaSize {
-			s.bad.Inc()
-			continue
+		r.flush()
+		if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, perf.ErrFlushed) {
+			return errors.Join(fmt.Errorf("ebpf %s: reading samples: %w", s.cfg.Interface, err), detachErr)
 		}
-		// struct meta, little-endian as the program wrote it (bpfel).
-		capLen := int(binary.LittleEndian.Uint32(raw[20:]))
-		if metaSize+capLen > len(raw) {
-			s.bad.Inc()
-			continue
+		switch {
+		case draining:
+			return detachErr
+		case ctx.Err() != nil || s.closing.Load():
+			// Stop the programs, then take what they wrote before that
+			// without waiting.
+			detachErr = s.detach()
+			draining = true
+			s.rd.SetDeadline(time.Now())
+		default:
+			s.rd.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
 		}
-		// Trust cap_len, not len(raw): the kernel pads samples.
-		data := raw[metaSize : metaSize+min(capLen, maxBytes)]
-		if b != nil && b.Full(len(data)) {
-			send()
-		}
-		if b == nil {
-			b = pool.Get()
-		}
-		p := b.Append(data)
-		p.Timestamp = int64(binary.LittleEndian.Uint64(raw[0:])) + s.monoToWall
-		p.IfIndex = int32(binary.LittleEndian.Uint32(raw[8:]))
-		p.OrigLen = binary.LittleEndian.Uint32(raw[16:])
-		p.LinkType = packet.LinkEthernet
-		switch raw[24] {
-		case dirIngress:
-			p.Direction = packet.DirIngress
-		case dirEgress:
-			p.Direction = packet.DirEgress
-		}
-		lastTS = max(lastTS, p.Timestamp)
-		nSamples++
 	}
+}
+
+// add copies the sample in r.rec into the batch, or counts it as lost or
+// bad.
+func (r *sampleRun) add() {
+	s, rec := r.s, &r.rec
+	if rec.LostSamples > 0 {
+		if rec.CPU < len(s.lost) {
+			s.lost[rec.CPU].Add(rec.LostSamples)
+		}
+		return
+	}
+	raw := rec.RawSample
+	if len(raw) < metaSize {
+		s.bad.Inc()
+		return
+	}
+	// struct meta, little-endian as the program wrote it (bpfel).
+	capLen := int(binary.LittleEndian.Uint32(raw[20:]))
+	if metaSize+capLen > len(raw) {
+		s.bad.Inc()
+		return
+	}
+	// Trust cap_len, not len(raw): the kernel pads samples.
+	data := raw[metaSize : metaSize+min(capLen, r.maxBytes)]
+	if r.b != nil && r.b.Full(len(data)) {
+		r.send()
+	}
+	if r.b == nil {
+		r.b = r.pool.Get()
+	}
+	p := r.b.Append(data)
+	p.Timestamp = int64(binary.LittleEndian.Uint64(raw[0:])) + s.monoToWall
+	p.IfIndex = int32(binary.LittleEndian.Uint32(raw[8:]))
+	p.OrigLen = binary.LittleEndian.Uint32(raw[16:])
+	p.LinkType = packet.LinkEthernet
+	switch raw[24] {
+	case dirIngress:
+		p.Direction = packet.DirIngress
+	case dirEgress:
+		p.Direction = packet.DirEgress
+	}
+	r.lastTS = max(r.lastTS, p.Timestamp)
+	r.nSamples++
+}
+
+// send sorts the batch by time, numbers its packets and hands it on.
+func (r *sampleRun) send() {
+	b := r.b
+	sortByTime(b.Packets)
+	// Index follows the order packets leave the source (after the sort),
+	// so it grows along the stream the pipeline sees.
+	for i := range b.Packets {
+		r.idx++
+		b.Packets[i].Index = r.idx
+	}
+	b.Now = r.lastTS
+	r.out <- b
+	r.b = nil
+}
+
+// flush sends the batch in hand, if it holds anything, and counts the
+// samples read.
+func (r *sampleRun) flush() {
+	if r.b != nil && len(r.b.Packets) > 0 {
+		r.send()
+	}
+	r.s.samples.Add(r.nSamples)
+	r.nSamples = 0
 }
 
 // sortByTime puts a batch in timestamp order. Each CPU has its own perf

@@ -446,6 +446,7 @@ func cancelCase(t *testing.T, np *netnstest.Pair, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer src.Close()
 	f, q := tcState(t, np)
 	switch n := tcxAttached(t, np); {
 	case mode == ebpf.AttachTCX && (n != 2 || f != "" || q):
