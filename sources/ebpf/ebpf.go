@@ -244,6 +244,23 @@ func (s *Source) open() error {
 	s.samples = cfg.Stats.Counter("pktpipe_ebpf_samples_total", "Samples read from the perf buffers.", lbl...)
 	s.bad = cfg.Stats.LossCounter("pktpipe_ebpf_bad_samples_total", "Samples too short for their own header (dropped).", lbl...)
 
+	if err := s.attach(spec, ifi.Index); err != nil {
+		return err
+	}
+
+	s.rd, err = perf.NewReaderWithOptions(s.events, cfg.PerCPUBuffer, perf.ReaderOptions{Watermark: cfg.Watermark})
+	if err != nil {
+		return fmt.Errorf("ebpf: perf reader: %w", capErr(err, "CAP_PERFMON"))
+	}
+	s.monoToWall = monoToWallOffset()
+	return nil
+}
+
+// attach loads one program instance per hook, sharing the events map, and
+// attaches each with TCX, or with tc filters (AttachTC, or AttachAuto on a
+// kernel without TCX).
+func (s *Source) attach(spec *ebpf.CollectionSpec, ifIndex int) error {
+	cfg := &s.cfg
 	type attachment struct {
 		dir uint8
 		at  ebpf.AttachType
@@ -270,7 +287,7 @@ func (s *Source) open() error {
 		prog := coll.Programs[pbpf.CaptureProgCapture]
 		if s.mode == "" && cfg.Attach != AttachTC {
 			l, err := link.AttachTCX(link.TCXOptions{
-				Interface: ifi.Index,
+				Interface: ifIndex,
 				Program:   prog,
 				Attach:    a.at,
 				Anchor:    link.Tail(),
@@ -289,7 +306,7 @@ func (s *Source) open() error {
 		}
 		if s.tc == nil {
 			s.mode = AttachTC
-			if s.tc, err = newTCAttach(ifi.Index, cfg.Interface); err != nil {
+			if s.tc, err = newTCAttach(ifIndex, cfg.Interface); err != nil {
 				return fmt.Errorf("ebpf: %w", err)
 			}
 		}
@@ -300,12 +317,6 @@ func (s *Source) open() error {
 	if s.mode == "" {
 		s.mode = AttachTCX
 	}
-
-	s.rd, err = perf.NewReaderWithOptions(s.events, cfg.PerCPUBuffer, perf.ReaderOptions{Watermark: cfg.Watermark})
-	if err != nil {
-		return fmt.Errorf("ebpf: perf reader: %w", capErr(err, "CAP_PERFMON"))
-	}
-	s.monoToWall = monoToWallOffset()
 	return nil
 }
 
