@@ -33,19 +33,6 @@ type result struct {
 	packets int
 }
 
-// summaries returns the quic summaries of the flow records.
-func (r *result) summaries() []*event.QUICSummary {
-	var out []*event.QUICSummary
-	for _, f := range r.flows {
-		for _, x := range f.Extra {
-			if s, ok := x.(*event.QUICSummary); ok {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
 type pktSource interface {
 	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 }
