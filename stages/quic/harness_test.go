@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -17,6 +18,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/stages/decode"
 	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // quicEvent is a quic event (its PcapCnt is the index of the packet whose
@@ -83,7 +85,14 @@ func runCapture(t testing.TB, path string) *result {
 	src, linkType := openCapture(t, path)
 	out := make(chan *event.Batch, 1024)
 	em := pipeline.NewEmitter(out)
-	proc := flow.NewProcessor(flow.Config{Workers: 1}, New(Config{}))
+	// The default budget of one worker: nothing of a capture is given up.
+	budget := reassembly.NewBudget(reassembly.PerWorker(reassembly.DefaultProcessBytes, runtime.NumCPU()), nil)
+	defer func() {
+		if n := budget.GivenUp(); n != 0 {
+			t.Fatalf("%s: %d reassembly buffers given up under the default budget", path, n)
+		}
+	}()
+	proc := flow.NewProcessor(flow.Config{Workers: 1}, New(Config{Budget: budget}))
 	dec := decode.New()
 	res := &result{}
 	var last int64

@@ -31,7 +31,7 @@ func TestAnalyzerInFlowTable(t *testing.T) {
 	}
 	out := make(chan *event.Batch, 64)
 	em := pipeline.NewEmitter(out)
-	proc := flow.NewProcessor(flow.Config{Workers: 1}, NewAnalyzer())
+	proc := flow.NewProcessor(flow.Config{Workers: 1}, New(Config{Budget: defaultBudget()}))
 	dec := decode.New()
 	for {
 		data, ci, err := r.ReadPacketData()

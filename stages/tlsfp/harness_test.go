@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -17,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // tuple is a TCP flow's endpoints in the order of its client (the SYN's
@@ -158,6 +160,8 @@ func runCaptureFrames(t testing.TB, path string) ([]*testFlow, int) {
 		byKey = map[tuple]*testFlow{}
 		sc    Scratch
 	)
+	// The default budget of one worker: nothing of a capture is given up.
+	sc.bufs.bud = defaultBudget()
 	segs, frames := readSegments(t, path)
 	for _, s := range segs {
 		tu := tuple{s.src, s.dst}
@@ -182,7 +186,16 @@ func runCaptureFrames(t testing.TB, path string) ([]*testFlow, int) {
 			f.doneN = f.pkts
 		}
 	}
+	if n := sc.bufs.bud.GivenUp(); n != 0 {
+		t.Fatalf("%s: %d reassembly buffers given up under the default budget", path, n)
+	}
 	return flows, frames
+}
+
+// defaultBudget is one worker's reassembly budget with the default
+// process budget and one worker per core, as pktpipe runs by default.
+func defaultBudget() *reassembly.Budget {
+	return reassembly.NewBudget(reassembly.PerWorker(reassembly.DefaultProcessBytes, runtime.NumCPU()), nil)
 }
 
 // conformancePcaps lists the captures of the conformance suites the
