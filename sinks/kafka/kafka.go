@@ -776,6 +776,7 @@ func (s *Sink) Abandon() []any {
 	s.mu.Lock()
 	rest := s.takeOutstanding()
 	s.mu.Unlock()
+	signal(s.space)
 	attrs := []any{"kafka_unacknowledged", len(rest)}
 	if len(rest) == 0 {
 		return attrs
