@@ -180,7 +180,7 @@ func TestCloseIdempotent(t *testing.T) {
 // after Run, but a Close at any time must not unmap a ring in use).
 func TestCloseStopsRun(t *testing.T) {
 	np := netnstest.New(t)
-	src, err := afpacket.New(afpacket.Config{Interface: np.Dev[0], Netns: np.Path(0), BlockTimeout: time.Second})
+	src, err := afpacket.New(afpacket.Config{Interface: np.Dev[0], Netns: np.Path(0), BlockTimeout: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +188,13 @@ func TestCloseStopsRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- src.Run(context.Background(), packet.NewPool(0, 0), out) }()
 	np.SendUDP(t, 0, np.V4, 1, 10, 100)
+	// A batch out means Run is running (a Close before Run makes Run fail).
+	select {
+	case b := <-out:
+		b.Release()
+	case <-time.After(10 * time.Second): // bound only
+		t.Fatal("no batch from Run")
+	}
 	if err := src.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +203,7 @@ func TestCloseStopsRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second): // bound only: Close waited for Run, so it has returned
+	case <-time.After(10 * time.Second): // bound only: Run has returned when Close does
 		t.Fatal("Run did not return after Close")
 	}
 }

@@ -220,6 +220,16 @@ func TestCloseIdempotent(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- src.Run(context.Background(), packet.NewPool(0, 0), out) }()
 			np.SendUDP(t, 0, np.V4, 1, 10, 100)
+			// A batch out means Run is running (a Close before Run makes
+			// Run fail).
+			var got int
+			select {
+			case b := <-out:
+				got += b.Len()
+				b.Release()
+			case <-time.After(10 * time.Second): // bound only
+				t.Fatal("no batch from Run")
+			}
 			if err := src.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -228,12 +238,11 @@ func TestCloseIdempotent(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-			case <-time.After(10 * time.Second): // bound only: Close waited for Run
+			case <-time.After(10 * time.Second): // bound only: Run has returned when Close does
 				t.Fatal("Run did not return after Close")
 			}
 			checkClean(t, np)
 			close(out)
-			var got int
 			for b := range out {
 				got += b.Len()
 				b.Release()
