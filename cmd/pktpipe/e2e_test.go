@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,13 +192,22 @@ func TestTruncatedCaptureDeliversWhatWasRead(t *testing.T) {
 
 func synth(t *testing.T, packets int) string {
 	t.Helper()
+	path, _ := synthSpan(t, packets)
+	return path
+}
+
+// synthSpan writes a synthetic capture and returns its path and the
+// capture time it spans.
+func synthSpan(t *testing.T, packets int) (string, time.Duration) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "synth.pcap")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	if _, err := gen.Write(bw, gen.Config{Seed: 7, Packets: packets}, gen.Format{}); err != nil {
+	sum, err := gen.Write(bw, gen.Config{Seed: 7, Packets: packets}, gen.Format{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -206,7 +216,7 @@ func synth(t *testing.T, packets int) string {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return path, time.Duration(sum.Last - sum.First)
 }
 
 func sortedLines(s string) string {
@@ -246,34 +256,99 @@ func TestSameEventsWhateverTheWorkerCount(t *testing.T) {
 	}
 }
 
-func TestSIGTERMDuringReplayDrainsIntoTheFile(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "pktpipe")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+// sumSeries adds up the series of one metric in a scrape of url; ok is
+// false when the scrape failed.
+func sumSeries(url, name string) (sum float64, ok bool) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, false
 	}
-	path := synth(t, 300_000)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err != nil {
+			return 0, false
+		}
+		sum += v
+	}
+	return sum, sc.Err() == nil && resp.StatusCode == http.StatusOK
+}
+
+// metricsURL waits for the run's "msg=metrics url=..." line and returns the
+// URL of its /metrics.
+func metricsURL(t *testing.T, w *opsLines) string {
+	t.Helper()
+	var url string
+	opsWaitFor(t, w, "the metrics line", func() bool {
+		l, ok := w.find("msg=metrics url=")
+		if ok {
+			url = strings.Fields(strings.SplitN(l, "url=", 2)[1])[0]
+		}
+		return ok
+	})
+	return url
+}
+
+func TestSIGTERMDuringReplayDrainsIntoTheFile(t *testing.T) {
+	bin := opsBinary(t)
+	const total, speed, started = 300_000, 0.1, 1000
+	path, span := synthSpan(t, total)
+	// The premise of "midway": paced at this speed the replay lasts minutes,
+	// and SIGTERM goes as soon as the first packets are seen.
+	if d := time.Duration(float64(span) / speed); d < time.Minute {
+		t.Fatalf("the capture spans %v, %v at speed %v: too short to stop it midway", span, d, speed)
+	}
 	out := filepath.Join(t.TempDir(), "events.json")
-	cmd := exec.Command(bin, "-r", path, "--replay-speed", "1", "--workers", "2", "-o", "file:"+out)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	cmd := exec.Command(bin, "-r", path, "--replay-speed", strconv.FormatFloat(speed, 'f', -1, 64), "--workers", "2",
+		"-o", "file:"+out, "--metrics-addr", "127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // replaying: the capture spans far longer than this
+	w := opsWatch(stderr)
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-w.done
+			cmd.Wait()
+		}
+	})
+	// Under way: the source has read some batches, so flows are open.
+	url := metricsURL(t, w)
+	var before float64
+	opsWaitFor(t, w, fmt.Sprintf("%d packets read", started), func() bool {
+		n, ok := sumSeries(url, "pktpipe_source_packets_total")
+		before = n
+		return ok && n >= started
+	})
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	select {
+	case <-w.done:
+	case <-time.After(60 * time.Second): // bounds a hung drain only
+		t.Fatalf("no exit after SIGTERM:\n%s", w.all())
+	}
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("after SIGTERM: %v\n%s", err, errb.String())
+		t.Fatalf("after SIGTERM: %v\n%s", err, w.all())
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatalf("no complete output file: %v", err)
 	}
 	evs := parseLines(t, string(b))
-	packets, counters := summary(t, errb.String())
-	if packets == 0 || packets >= 300_000 {
-		t.Fatalf("read %d packets: the replay was not interrupted midway", packets)
+	packets, counters := summary(t, w.all())
+	if float64(packets) < before || packets >= total {
+		t.Fatalf("read %d packets (%v seen before SIGTERM, %d in the capture): the replay was not interrupted midway", packets, before, total)
 	}
 	if got := accounted(evs, counters); got != packets {
 		t.Fatalf("flow records and counters cover %d packets, %d were read", got, packets)
@@ -287,5 +362,5 @@ func TestSIGTERMDuringReplayDrainsIntoTheFile(t *testing.T) {
 	if reasons["shutdown"] == 0 {
 		t.Errorf("no flow ended with reason shutdown: %v", reasons)
 	}
-	t.Logf("read %d packets before SIGTERM; %d events; reasons %v", packets, len(evs), reasons)
+	t.Logf("read %d packets (%v when SIGTERM was sent); %d events; reasons %v", packets, before, len(evs), reasons)
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -28,8 +30,9 @@ import (
 // TestLiveCapture runs the pktpipe binary on one end of a veth pair in
 // throw-away namespaces (AF_PACKET with fanout 1 and 2, and eBPF), with
 // tcpdump capturing beside it, drives known traffic (3 pings, a TCP echo,
-// UDP to a closed port, a TLS handshake), stops both with SIGTERM, and
-// checks that:
+// UDP to a closed port, a TLS handshake), stops both with SIGTERM once
+// both have read every packet of it (endOfTraffic, then pktpipe's metrics),
+// and checks that:
 //   - the expected packets were delivered (counts by kind);
 //   - the live run's events equal those of `pktpipe -r` on its own -w
 //     capture (in_iface aside);
@@ -65,11 +68,25 @@ func liveCase(t *testing.T, bin string, cert tls.Certificate, args []string) {
 	tdFile := filepath.Join(dir, "tcpdump.pcap")
 	const filter = "ip"
 
-	td := p.Command(0, "tcpdump", "-i", p.Dev[0], "--immediate-mode", "--time-stamp-precision", "nano", "-w", tdFile, filter)
-	waitFor(t, td, "listening on")
-	pp := exec.Command(bin, append(append([]string{"-i", p.Dev[0], "--netns", p.Path(0), "-w", capFile,
-		"-o", "file:" + liveEvents, "--workers", "2"}, args...), filter)...)
-	ppErr := waitFor(t, pp, "msg=capturing")
+	if strings.Contains(strings.Join(args, " "), "ebpf") {
+		testenv.NeedCommand(t, "bpftool") // checks that nothing stays attached
+	}
+	// -U: tcpdump writes each packet as it captures it, so the file shows
+	// how far it got.
+	td := p.Command(0, "tcpdump", "-i", p.Dev[0], "--immediate-mode", "-U", "--time-stamp-precision", "nano", "-w", tdFile, filter)
+	tdErr, err := td.StderrPipe()
+	must(t, err)
+	must(t, td.Start())
+	tdLog := opsWatch(tdErr)
+	t.Cleanup(func() {
+		if td.ProcessState == nil {
+			td.Process.Kill()
+			<-tdLog.done
+			td.Wait()
+		}
+	})
+	opsWaitFor(t, tdLog, "tcpdump to listen", func() bool { _, ok := tdLog.find("listening on"); return ok })
+	pp := startLive(t, bin, p, append(append([]string{"-w", capFile, "-o", "file:" + liveEvents}, args...), filter)...)
 
 	// Traffic from namespace 0 to namespace 1.
 	p.Run(t, 0, "ping", "-c", "3", "-i", "0.2", "-W", "2", p.V4[1].String())
@@ -118,26 +135,34 @@ func liveCase(t *testing.T, bin string, cert tls.Certificate, args []string) {
 	io.Copy(io.Discard, tc)
 	tc.Close()
 	uc.Write([]byte("x"))
-	uc.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := uc.Read(buf); err == nil {
-		t.Fatal("UDP to a closed port was answered")
+	uc.SetReadDeadline(time.Now().Add(10 * time.Second)) // bounds a lost answer only
+	if _, err := uc.Read(buf); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("UDP to a closed port: %v, want the port-unreachable error (ECONNREFUSED)", err)
 	}
 	uc.Close()
 	tlsc := tls.Client(sc, &tls.Config{ServerName: "pktpipe.test", InsecureSkipVerify: true})
 	if err := tlsc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
+	// An orderly close, as the echo's: close_notify, then read to the
+	// server's close_notify (and its session tickets) before closing the
+	// socket, so the teardown is FINs, never a RST racing the end.
+	if err := tlsc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, tlsc)
 	tlsc.Close()
-	// Let the last packets through both captures (AF_PACKET retires a
-	// block every 10ms here; tcpdump is in immediate mode).
-	time.Sleep(500 * time.Millisecond)
 
-	for _, c := range []*exec.Cmd{pp, td} {
-		c.Process.Signal(syscall.SIGTERM)
-	}
-	if err := pp.Wait(); err != nil {
-		t.Fatalf("pktpipe: %v\n%s", err, ppErr.String())
-	}
+	endOfTraffic(t, p, tdFile)
+	want := countPackets(t, tdFile)
+	opsWaitFor(t, pp.w, fmt.Sprintf("pktpipe to read the %d packets tcpdump wrote", want), func() bool {
+		read, ok1 := sumSeries(pp.url, "pktpipe_source_packets_total")
+		rejected, ok2 := sumSeries(pp.url, "pktpipe_filter_rejected_total")
+		return ok1 && ok2 && read-rejected >= float64(want)
+	})
+	td.Process.Signal(syscall.SIGTERM)
+	pp.stop(t)
+	<-tdLog.done
 	td.Wait()
 	if strings.Contains(strings.Join(args, " "), "ebpf") {
 		if out, _ := p.Command(0, "bpftool", "net", "show", "dev", p.Dev[0]).CombinedOutput(); strings.Contains(string(out), "tcx") {
@@ -254,35 +279,55 @@ func readEvents(t *testing.T, path string) []map[string]any {
 	return parseLines(t, string(b))
 }
 
-// waitFor starts cmd and returns once its stderr has printed marker; the
-// rest of stderr is collected in the returned builder.
-func waitFor(t *testing.T, cmd *exec.Cmd, marker string) *strings.Builder {
+// endOfTraffic returns once every packet of the test's traffic has crossed
+// Dev[0] and tcpdump has written it to tdFile.
+//
+// The traffic is over when no connection to the test's servers is left in
+// either namespace but in TIME-WAIT (the side that closes last leaves
+// LAST-ACK only on the final ACK). A datagram from namespace 1 to a socket
+// in namespace 0 then marks the end: once tcpdump, which writes packets in
+// capture order, has written it, it has written everything before.
+func endOfTraffic(t *testing.T, p *netnstest.Pair, tdFile string) {
 	t.Helper()
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); pw.Close() })
-	var sb strings.Builder
-	seen := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		found := false
-		for sc.Scan() {
-			sb.WriteString(sc.Text() + "\n")
-			if !found && strings.Contains(sc.Text(), marker) {
-				found = true
-				close(seen)
+	testenv.NeedCommand(t, "ss")
+	testenv.WaitFor(t, 30*time.Second, "the TCP connections to close", func() bool {
+		for i := range p.NS {
+			out, err := p.Command(i, "ss", "-Htan").Output()
+			if err != nil {
+				return false
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				f := strings.Fields(l) // state, recv-q, send-q, local, peer
+				if len(f) < 5 || f[0] == "LISTEN" || f[0] == "TIME-WAIT" {
+					continue
+				}
+				for _, a := range f[3:5] {
+					if strings.HasSuffix(a, ":7000") || strings.HasSuffix(a, ":7443") {
+						return false
+					}
+				}
 			}
 		}
-	}()
-	select {
-	case <-seen:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s did not print %q:\n%s", cmd.Path, marker, sb.String())
+		return true
+	})
+	var rc, mc net.PacketConn
+	must(t, p.Do(0, func() (err error) { rc, err = net.ListenPacket("udp", p.V4[0].String()+":7999"); return err }))
+	defer rc.Close()
+	must(t, p.Do(1, func() (err error) { mc, err = net.ListenPacket("udp", p.V4[1].String()+":0"); return err }))
+	defer mc.Close()
+	marker := []byte(fmt.Sprintf("pktpipe-live-end-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if _, err := mc.WriteTo(marker, &net.UDPAddr{IP: p.V4[0].AsSlice(), Port: 7999}); err != nil {
+		t.Fatal(err)
 	}
-	return &sb
+	rc.SetReadDeadline(time.Now().Add(10 * time.Second)) // bounds a lost datagram only
+	buf := make([]byte, 64)
+	if n, _, err := rc.ReadFrom(buf); err != nil || !bytes.Equal(buf[:n], marker) {
+		t.Fatalf("end marker: %v %q", err, buf[:n])
+	}
+	testenv.WaitFor(t, 30*time.Second, "tcpdump to write the end marker", func() bool {
+		b, _ := os.ReadFile(tdFile)
+		return bytes.Contains(b, marker)
+	})
 }
 
 func must(t *testing.T, err error) {
