@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pktpipe/pktpipe/bench/gen"
+	"github.com/pktpipe/pktpipe/internal/testenv"
 )
 
 // These tests run the command as a user does: on the bundled real capture,
@@ -363,4 +365,52 @@ func TestSIGTERMDuringReplayDrainsIntoTheFile(t *testing.T) {
 		t.Errorf("no flow ended with reason shutdown: %v", reasons)
 	}
 	t.Logf("read %d packets (%v when SIGTERM was sent); %d events; reasons %v", packets, before, len(evs), reasons)
+}
+
+// --metrics-addr localhost:PORT where localhost resolves to 0.0.0.0: the
+// run must refuse to serve on all interfaces without
+// --metrics-allow-remote. The command runs in new mount and network
+// namespaces (unshare) with a hosts file bind-mounted over /etc/hosts
+// there only, so the machine's own is untouched and nothing is exposed.
+func TestMetricsLocalhostResolvingToAllInterfaces(t *testing.T) {
+	testenv.NeedRoot(t)
+	unshare := testenv.NeedCommand(t, "unshare")
+	testenv.NeedCommand(t, "mount")
+	bin := opsBinary(t)
+	dir := t.TempDir()
+	hosts := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hosts, []byte("0.0.0.0 localhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	capture, err := filepath.Abs(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(out string, extra ...string) (int, string) {
+		args := append([]string{"--mount", "--net", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts,
+			bin, "-r", capture, "-o", "file:" + out, "--metrics-addr", "localhost:9477"}, extra...)
+		cmd := exec.Command(unshare, args...)
+		b, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatalf("unshare: %v\n%s", err, b)
+		}
+		return cmd.ProcessState.ExitCode(), string(b)
+	}
+	refused := filepath.Join(dir, "refused.json")
+	code, errs := run(refused)
+	if code == exitOK || !strings.Contains(errs, "bound to [::]:9477") || !strings.Contains(errs, "--metrics-allow-remote") {
+		t.Fatalf("localhost = 0.0.0.0 without --metrics-allow-remote: exit %d\n%s", code, errs)
+	}
+	t.Logf("refused with exit %d: %s", code, strings.TrimSpace(errs))
+	// Allowed, the same run serves on all interfaces of its namespace and
+	// completes: the hosts file was in effect.
+	allowed := filepath.Join(dir, "allowed.json")
+	code, errs = run(allowed, "--metrics-allow-remote")
+	if code != exitOK || !strings.Contains(errs, "url=http://[::]:9477/metrics") {
+		t.Fatalf("with --metrics-allow-remote: exit %d\n%s", code, errs)
+	}
+	if _, err := os.Stat(allowed); err != nil {
+		t.Fatal(err)
+	}
 }
