@@ -43,6 +43,7 @@ func TestLiveCapture(t *testing.T) {
 	testenv.NeedRoot(t)
 	testenv.NeedCommand(t, "tcpdump")
 	testenv.NeedCommand(t, "ping")
+	testenv.NeedCommand(t, "ss") // endOfTraffic
 	bin := filepath.Join(t.TempDir(), "pktpipe")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -289,7 +290,6 @@ func readEvents(t *testing.T, path string) []map[string]any {
 // capture order, has written it, it has written everything before.
 func endOfTraffic(t *testing.T, p *netnstest.Pair, tdFile string) {
 	t.Helper()
-	testenv.NeedCommand(t, "ss")
 	testenv.WaitFor(t, 30*time.Second, "the TCP connections to close", func() bool {
 		for i := range p.NS {
 			out, err := p.Command(i, "ss", "-Htan").Output()
