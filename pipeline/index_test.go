@@ -14,6 +14,7 @@ import (
 type indexSource struct{ frames [][]byte }
 
 func (s *indexSource) Name() string { return "index" }
+func (s *indexSource) Close() error { return nil }
 
 func (s *indexSource) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
 	b := pool.Get()

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -37,9 +38,16 @@ import (
 // when the input is bad; either way it has sent everything it read before
 // returning (a truncated file's good records are delivered, then the error
 // is returned). Run must not close out.
+//
+// Lifecycle, the same for every kind: a source is opened by its kind's
+// SourceSpec.Open, run once, then closed by the engine when Run returns;
+// if the pipeline is never run, whoever opened it closes it. Close
+// releases everything (sockets, rings, attached programs, open files) and
+// may be called more than once.
 type Source interface {
 	Name() string
 	Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error
+	Close() error
 }
 
 // Decoder fills a packet's Meta from its bytes. Each dispatcher gets its own
@@ -120,15 +128,31 @@ type Parts struct {
 	Sources      []Source
 	NewDecoder   func() Decoder
 	NewFilter    func() Filter // optional
+	Taps         []Tap         // optional: see packets after the filter
 	NewProcessor func(worker int) Processor
-	Sink         Sink
+	// Sinks receive every event, each from its own bounded queue. Sink is
+	// shorthand for one output named "sink".
+	Sinks []Output
+	Sink  Sink
 }
 
 // Result summarises a finished run.
 type Result struct {
 	Packets uint64         // packets read by all sources
-	Events  uint64         // events the sink accepted
+	Events  uint64         // events the workers emitted
+	Sinks   []SinkResult   // one per output, in Parts order
 	Losses  []stats.Sample // loss counters that are not zero
+}
+
+// SinkResult is what one output did with the run's events.
+type SinkResult struct {
+	Name      string
+	Delivered uint64 // accepted and not later lost
+	Lost      uint64 // not delivered: its write failed, or it had failed before
+	// ReaderGone is set when the output's reader left (EPIPE): the run
+	// stopped early on purpose, and Lost counts what was not written.
+	ReaderGone bool
+	Err        error // the first error, nil when ReaderGone
 }
 
 // Engine is one configured pipeline. Use New, then Run once.
@@ -140,22 +164,28 @@ type Engine struct {
 	sourceOut []chan *packet.Batch
 	workerIn  []chan *packet.Batch
 	events    chan *event.Batch
+	outputs   []*output
+	live      atomic.Int32 // outputs that have not failed
+	stopInput context.CancelFunc
 
 	// counters
 	dispatched   *stats.Counter
-	sinkEvents   *stats.Counter
-	sinkFailed   *stats.Counter
+	emitted      *stats.Counter
 	eventsByType sync.Map // event.Type -> *stats.Counter
 }
 
 // New checks the parts and builds an engine.
 func New(cfg Config, parts Parts) (*Engine, error) {
 	cfg.defaults()
+	if parts.Sink != nil {
+		parts.Sinks = append([]Output{{Name: "sink", Sink: parts.Sink}}, parts.Sinks...)
+		parts.Sink = nil
+	}
 	if len(parts.Sources) == 0 {
 		return nil, errors.New("pipeline: no source")
 	}
-	if parts.NewDecoder == nil || parts.NewProcessor == nil || parts.Sink == nil {
-		return nil, errors.New("pipeline: decoder, processor and sink are required")
+	if parts.NewDecoder == nil || parts.NewProcessor == nil || len(parts.Sinks) == 0 {
+		return nil, errors.New("pipeline: decoder, processor and a sink are required")
 	}
 	e := &Engine{cfg: cfg, parts: parts, pool: packet.NewPool(cfg.BatchPackets, cfg.BatchBytes)}
 	for range parts.Sources {
@@ -167,8 +197,22 @@ func New(cfg Config, parts Parts) (*Engine, error) {
 	e.events = make(chan *event.Batch, cfg.QueueBatches*cfg.Workers)
 	r := cfg.Stats
 	e.dispatched = r.Counter("pktpipe_dispatch_packets_total", "Packets handed to a worker.")
-	e.sinkEvents = r.Counter("pktpipe_sink_events_total", "Events the sink accepted.")
-	e.sinkFailed = r.LossCounter("pktpipe_sink_failed_events_total", "Events the sink failed to write.")
+	e.emitted = r.Counter("pktpipe_events_emitted_total", "Events the workers emitted (each once, whatever the number of sinks).")
+	seen := map[string]bool{}
+	for _, o := range parts.Sinks {
+		if o.Name == "" || seen[o.Name] {
+			return nil, fmt.Errorf("pipeline: sink names must be unique and not empty (%q)", o.Name)
+		}
+		seen[o.Name] = true
+		e.outputs = append(e.outputs, newOutput(o, e.events, cfg))
+	}
+	if len(e.outputs) > 1 {
+		for _, o := range e.outputs {
+			o.queue = make(chan *event.Batch, cfg.QueueBatches*cfg.Workers)
+			o.in = o.queue
+		}
+	}
+	e.live.Store(int32(len(e.outputs)))
 	return e, nil
 }
 
@@ -193,8 +237,14 @@ func (e *Engine) QueueFill() (names []string, used, capacity []int) {
 
 // Run runs the pipeline until every source is done and everything read has
 // been processed and written. Cancelling ctx stops the sources; the rest
-// still drains. The error joins every source and sink error.
+// still drains. When every sink has failed, the sources are stopped too:
+// nothing read after that could be delivered. Each source is closed when
+// its Run returns, each tap when every dispatcher is done, each sink at
+// the end. The error joins every source, tap and sink error.
 func (e *Engine) Run(ctx context.Context) (Result, error) {
+	srcCtx, stopInput := context.WithCancel(ctx)
+	defer stopInput()
+	e.stopInput = stopInput
 	var (
 		srcErrs  = make([]error, len(e.parts.Sources))
 		nows     = make([]int64, len(e.parts.Sources))
@@ -202,10 +252,19 @@ func (e *Engine) Run(ctx context.Context) (Result, error) {
 		srcWG    sync.WaitGroup
 		dispWG   sync.WaitGroup
 		workWG   sync.WaitGroup
+		sinkWG   sync.WaitGroup
 	)
-	// Sink first, so it is ready before anything flows.
-	sinkDone := make(chan error, 1)
-	go func() { sinkDone <- e.runSink() }()
+	// Sinks first, so they are ready before anything flows.
+	for _, o := range e.outputs {
+		sinkWG.Add(1)
+		go func() {
+			defer sinkWG.Done()
+			e.runOutput(o)
+		}()
+	}
+	if len(e.outputs) > 1 {
+		go e.fanOut()
+	}
 
 	// Workers.
 	var finalNow int64
@@ -230,15 +289,28 @@ func (e *Engine) Run(ctx context.Context) (Result, error) {
 		srcWG.Add(1)
 		go func() {
 			defer srcWG.Done()
-			defer close(e.sourceOut[i])
-			if err := src.Run(ctx, e.pool, e.sourceOut[i]); err != nil && !errors.Is(err, context.Canceled) {
-				srcErrs[i] = fmt.Errorf("source %s: %w", src.Name(), err)
+			err := src.Run(srcCtx, e.pool, e.sourceOut[i])
+			close(e.sourceOut[i])
+			if err != nil && !errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("source %s: %w", src.Name(), err)
 				e.cfg.Stats.LossCounter("pktpipe_source_errors_total", "Sources that ended with an error.", "source", src.Name()).Inc()
+			} else {
+				err = nil
 			}
+			if cerr := src.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("source %s: close: %w", src.Name(), cerr))
+			}
+			srcErrs[i] = err
 		}()
 	}
 	srcWG.Wait()
 	dispWG.Wait()
+	var tapErrs []error
+	for _, t := range e.parts.Taps {
+		if err := t.Close(); err != nil {
+			tapErrs = append(tapErrs, fmt.Errorf("tap: %w", err))
+		}
+	}
 	// Every dispatcher is done: the final clock is the latest packet time
 	// any of them saw. Workers read it after their queue closes.
 	for _, n := range nows {
@@ -249,16 +321,27 @@ func (e *Engine) Run(ctx context.Context) (Result, error) {
 	}
 	workWG.Wait()
 	close(e.events)
-	sinkErr := <-sinkDone
+	sinkWG.Wait()
 
 	var res Result
 	for _, n := range readPkts {
 		res.Packets += n
 	}
-	res.Events = e.sinkEvents.Load()
+	res.Events = e.emitted.Load()
+	errs := append(srcErrs, tapErrs...)
+	for _, o := range e.outputs {
+		res.Sinks = append(res.Sinks, o.result())
+		if o.err != nil && !o.readerGone {
+			errs = append(errs, fmt.Errorf("sink %s: %w", o.name, o.err))
+		}
+	}
 	res.Losses = e.cfg.Stats.Losses()
-	return res, errors.Join(append(srcErrs, sinkErr)...)
+	return res, errors.Join(errs...)
 }
+
+// skippedHelp is the one HELP text of pktpipe_dispatch_skipped_total (a
+// metric family has one): the reason label says why.
+const skippedHelp = "Packets handed to no worker, by reason: no IP layer (no_ip), a later IPv4 fragment (non_first_fragment, no ports), or a decode error (malformed)."
 
 // runDispatcher decodes, filters and shards one source's batches. It returns
 // the latest packet timestamp it saw and how many packets it read.
@@ -274,12 +357,16 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 		pkts      = r.Counter("pktpipe_source_packets_total", "Packets read by a source.", "source", name)
 		bytes     = r.Counter("pktpipe_source_bytes_total", "Captured bytes read by a source.", "source", name)
 		filtered  = r.Counter("pktpipe_filter_rejected_total", "Packets the filter expression rejected.", "source", name)
-		noFlow    = r.Counter("pktpipe_dispatch_skipped_total", "Packets that belong to no flow (no IP layer).", "reason", "no_ip")
-		frags     = r.Counter("pktpipe_dispatch_skipped_total", "Packets that belong to no flow (no IP layer).", "reason", "non_first_fragment")
-		badPkt    = r.Counter("pktpipe_dispatch_skipped_total", "Packets that belong to no flow (no IP layer).", "reason", "malformed")
+		noFlow    = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "no_ip")
+		frags     = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "non_first_fragment")
+		badPkt    = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "malformed")
 	)
 	if e.parts.NewFilter != nil {
 		filter = e.parts.NewFilter()
+	}
+	taps := make([]PacketObserver, len(e.parts.Taps))
+	for i, t := range e.parts.Taps {
+		taps[i] = t.NewObserver()
 	}
 	for i := packet.Malformed(1); i < packet.MalformedCount; i++ {
 		malCtr[i] = r.Counter("pktpipe_decode_malformed_total", "Packets the decoder could not fully decode, by reason.", "reason", i.String())
@@ -293,6 +380,9 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 			if filter != nil && !filter.Match(p) {
 				nFiltered++
 				continue
+			}
+			for _, t := range taps {
+				t.Observe(p)
 			}
 			dec.Decode(p)
 			m := &p.Meta
@@ -363,54 +453,6 @@ func (e *Engine) runWorker(i int, proc Processor, in <-chan *packet.Batch, final
 	}
 	proc.Flush(*finalNow, em)
 	em.Flush()
-}
-
-func (e *Engine) runSink() error {
-	sink := e.parts.Sink
-	tick := time.NewTicker(e.cfg.FlushInterval)
-	defer tick.Stop()
-	var firstErr error
-	fail := func(err error, lost int) {
-		e.sinkFailed.Add(uint64(lost))
-		if firstErr == nil {
-			firstErr = err
-			e.cfg.Log.Error("sink failed; events from here on are counted as lost", "err", err)
-		}
-	}
-	for {
-		select {
-		case b, ok := <-e.events:
-			if !ok {
-				if firstErr == nil {
-					if err := sink.Close(); err != nil {
-						fail(fmt.Errorf("sink close: %w", err), 0)
-					}
-				} else {
-					_ = sink.Close()
-				}
-				return firstErr
-			}
-			for _, ev := range b.Events {
-				e.typeCounter(ev.Type()).Inc()
-			}
-			if firstErr != nil {
-				// The sink is broken: keep draining so the stages can
-				// finish, and count what could not be written.
-				fail(nil, len(b.Events))
-			} else if err := sink.Write(b.Events); err != nil {
-				fail(fmt.Errorf("sink write: %w", err), len(b.Events))
-			} else {
-				e.sinkEvents.Add(uint64(len(b.Events)))
-			}
-			b.Release()
-		case <-tick.C:
-			if firstErr == nil {
-				if err := sink.Flush(); err != nil {
-					fail(fmt.Errorf("sink flush: %w", err), 0)
-				}
-			}
-		}
-	}
 }
 
 func (e *Engine) typeCounter(t event.Type) *stats.Counter {

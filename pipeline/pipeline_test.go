@@ -58,10 +58,12 @@ type sliceSource struct {
 	frames [][]byte
 	// block, when set, makes Run stop after sending this many packets and
 	// wait for ctx to be cancelled (a live source with no more traffic).
-	block int
+	block  int
+	closed atomic.Int32 // Close calls
 }
 
 func (s *sliceSource) Name() string { return "slice" }
+func (s *sliceSource) Close() error { s.closed.Add(1); return nil }
 
 func (s *sliceSource) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
 	b := pool.Get()
@@ -185,7 +187,8 @@ func traffic(nFlows, perFlow int) [][]byte {
 	return out
 }
 
-func run(t *testing.T, ctx context.Context, cfg Config, src Source, sink *memSink) (Result, error, *owner) {
+// newEngine builds an engine of the test parts around src and sinks.
+func newEngine(t *testing.T, cfg Config, src Source, sinks ...Output) (*Engine, *owner) {
 	t.Helper()
 	own := &owner{worker: map[packet.FlowKey]int{}}
 	e, err := New(cfg, Parts{
@@ -194,13 +197,19 @@ func run(t *testing.T, ctx context.Context, cfg Config, src Source, sink *memSin
 		NewProcessor: func(i int) Processor {
 			return &countProc{id: i, own: own, counts: map[packet.FlowKey]int{}, seen: map[packet.FlowKey]bool{}}
 		},
-		Sink: sink,
+		Sinks: sinks,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e, own
+}
+
+func run(t *testing.T, ctx context.Context, cfg Config, src Source, sink *memSink) (Result, *owner, error) {
+	t.Helper()
+	e, own := newEngine(t, cfg, src, Output{Name: "sink", Sink: sink})
 	res, err := e.Run(ctx)
-	return res, err, own
+	return res, own, err
 }
 
 func TestEveryPacketReachesTheWorkerOwningItsFlow(t *testing.T) {
@@ -208,7 +217,7 @@ func TestEveryPacketReachesTheWorkerOwningItsFlow(t *testing.T) {
 	for _, workers := range []int{1, 3, 4} {
 		sink := &memSink{}
 		cfg := Config{Workers: workers, BatchPackets: 64, Stats: stats.NewRegistry()}
-		res, err, own := run(t, context.Background(), cfg, &sliceSource{frames: traffic(flows, per)}, sink)
+		res, own, err := run(t, context.Background(), cfg, &sliceSource{frames: traffic(flows, per)}, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +252,7 @@ func TestSlowSinkLosesNothing(t *testing.T) {
 	sink := &memSink{delay: 2 * time.Millisecond}
 	cfg := Config{Workers: 2, BatchPackets: 16, QueueBatches: 1, Stats: stats.NewRegistry()}
 	// 1000 flows × 2 packets: flow events arrive in many batches of 256.
-	res, err, _ := run(t, context.Background(), cfg, &sliceSource{frames: traffic(1000, 2)}, sink)
+	res, _, err := run(t, context.Background(), cfg, &sliceSource{frames: traffic(1000, 2)}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,8 +271,9 @@ func TestCancelDrainsWhatWasRead(t *testing.T) {
 	var res Result
 	var err error
 	reg := stats.NewRegistry()
+	e, _ := newEngine(t, Config{Workers: 2, Stats: reg}, &sliceSource{frames: frames, block: 300}, Output{Name: "sink", Sink: sink})
 	go func() {
-		res, err, _ = run(t, ctx, Config{Workers: 2, Stats: reg}, &sliceSource{frames: frames, block: 300}, sink)
+		res, err = e.Run(ctx)
 		close(done)
 	}()
 	// Cancel once the dispatcher has counted all 300 packets as read.
@@ -297,11 +307,11 @@ func TestCancelDrainsWhatWasRead(t *testing.T) {
 func TestSinkFailureIsCountedAndReturned(t *testing.T) {
 	sink := &memSink{failAt: 1}
 	reg := stats.NewRegistry()
-	res, err, _ := run(t, context.Background(), Config{Workers: 2, Stats: reg}, &sliceSource{frames: traffic(300, 2)}, sink)
+	res, _, err := run(t, context.Background(), Config{Workers: 2, Stats: reg}, &sliceSource{frames: traffic(300, 2)}, sink)
 	if err == nil {
 		t.Fatal("run with a failing sink returned no error")
 	}
-	failed, _ := reg.Value("pktpipe_sink_failed_events_total")
+	failed, _ := reg.Value(`pktpipe_sink_failed_events_total{sink="sink"}`)
 	if failed != 300 {
 		t.Fatalf("failed events counter = %v, want 300", failed)
 	}
@@ -313,7 +323,7 @@ func TestSinkFailureIsCountedAndReturned(t *testing.T) {
 func TestMalformedAndNonFlowPacketsAreCounted(t *testing.T) {
 	reg := stats.NewRegistry()
 	frames := append(traffic(10, 2), []byte{1, 2, 3}) // too short for testDecoder
-	res, err, _ := run(t, context.Background(), Config{Workers: 2, Stats: reg}, &sliceSource{frames: frames}, &memSink{})
+	res, _, err := run(t, context.Background(), Config{Workers: 2, Stats: reg}, &sliceSource{frames: frames}, &memSink{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // Type is the event_type of a record.
@@ -166,6 +167,7 @@ func hasPorts(p uint8) bool { return p == 6 || p == 17 || p == 132 }
 // Batch is a pooled group of events on their way to the sink.
 type Batch struct {
 	Events []Event
+	refs   atomic.Int32 // Releases still due when shared between sinks
 }
 
 // MaxBatchEvents is how many events a batch holds before it is sent on.
@@ -176,8 +178,17 @@ var batchPool = sync.Pool{New: func() any { return &Batch{Events: make([]Event, 
 // GetBatch returns an empty batch from the pool.
 func GetBatch() *Batch { return batchPool.Get().(*Batch) }
 
-// Release empties the batch and returns it to the pool.
+// Share makes the batch wait for n Releases (one per sink that reads it)
+// before it goes back to the pool.
+func (b *Batch) Share(n int) { b.refs.Store(int32(n)) }
+
+// Release empties the batch and returns it to the pool, once every sharer
+// has released it.
 func (b *Batch) Release() {
+	if b.refs.Load() > 1 && b.refs.Add(-1) > 0 {
+		return
+	}
+	b.refs.Store(0)
 	clear(b.Events)
 	b.Events = b.Events[:0]
 	batchPool.Put(b)
