@@ -165,12 +165,14 @@ func TestTapSeesEachFilteredPacketOnce(t *testing.T) {
 	tap := &countTap{seen: map[int64]int{}}
 	frames := traffic(100, 4)
 	e, err := New(Config{Workers: 3, Stats: stats.NewRegistry()}, Parts{
-		Sources:      []Source{&sliceSource{frames: frames}},
-		NewDecoder:   func() Decoder { return testDecoder{} },
-		NewFilter:    func() Filter { return evenFilter{} },
-		Taps:         []Tap{tap},
-		NewProcessor: func(int) Processor { return &countProc{own: &owner{worker: map[packet.FlowKey]int{}}, counts: map[packet.FlowKey]int{}, seen: map[packet.FlowKey]bool{}} },
-		Sink:         &memSink{},
+		Sources:    []Source{&sliceSource{frames: frames}},
+		NewDecoder: func() Decoder { return testDecoder{} },
+		NewFilter:  func() Filter { return evenFilter{} },
+		Taps:       []Tap{tap},
+		NewProcessor: func(int) Processor {
+			return &countProc{own: &owner{worker: map[packet.FlowKey]int{}}, counts: map[packet.FlowKey]int{}, seen: map[packet.FlowKey]bool{}}
+		},
+		Sink: &memSink{},
 	})
 	if err != nil {
 		t.Fatal(err)
