@@ -40,7 +40,7 @@ func runPcap(t *testing.T, file string, workers int) ([]event.Event, *stats.Regi
 		Sources:    []pipeline.Source{src},
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
 		NewProcessor: func(w int) pipeline.Processor {
-			return NewProcessor(Config{Worker: w, Workers: workers, Stats: reg}, errEmitter{})
+			return NewProcessor(Config{Workers: workers, Stats: reg}, errEmitter{})
 		},
 		Sink: sink,
 	})

@@ -1,8 +1,10 @@
 package flow
 
 import (
+	"fmt"
 	"math/bits"
 	"runtime"
+	"time"
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -23,8 +25,6 @@ type Config struct {
 	// Workers is the number of workers (only used for the default cap;
 	// default runtime.NumCPU()).
 	Workers int
-	// Worker is this worker's index (labels nothing yet; kept for logs).
-	Worker   int
 	Timeouts Timeouts
 	// CommunityIDSeed is the Community ID seed; NoCommunityID turns the
 	// Community ID off.
@@ -33,7 +33,10 @@ type Config struct {
 	// SweepLimit bounds the flows the after-batch sweep ends per class
 	// (default 1024); the rest wait for the next batch.
 	SweepLimit int
-	Stats      *stats.Registry
+	// AnalyzerNames label the analyzers' metrics, in the order given to
+	// NewProcessor (missing names are "analyzerN").
+	AnalyzerNames []string
+	Stats         *stats.Registry
 }
 
 func (c *Config) defaults() {
@@ -122,7 +125,20 @@ type Processor struct {
 	cCreated, cEvicted, cMatched, cUnmatched, cSkipped *stats.Counter
 	cEnded                                             [nReasons]*stats.Counter
 	gSize                                              *stats.Gauge
+
+	// Per-analyzer accounting: packets handed to each, and the time spent
+	// in it measured on one packet in timeSample (scaled up when published).
+	tick    uint32
+	aPkts   []uint64
+	aNanos  []int64
+	cAPkts  []*stats.Counter
+	cANanos []*stats.Counter
 }
+
+// timeSample: one packet in this many is timed through every analyzer;
+// two clock reads per analyzer on 1/64 of the packets cost about 1 ns per
+// packet, against 30-50 ns per clock pair if every packet were timed.
+const timeSample = 64
 
 var _ pipeline.Processor = (*Processor)(nil)
 
@@ -153,6 +169,16 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 		}
 	}
 	r := cfg.Stats
+	p.aPkts, p.aNanos = make([]uint64, len(analyzers)), make([]int64, len(analyzers))
+	for i := range analyzers {
+		name := fmt.Sprintf("analyzer%d", i)
+		if i < len(cfg.AnalyzerNames) {
+			name = cfg.AnalyzerNames[i]
+		}
+		p.cAPkts = append(p.cAPkts, r.Counter("pktpipe_analyzer_packets_total", "Packets the flow table handed to an analyzer.", "analyzer", name))
+		p.cANanos = append(p.cANanos, r.Counter("pktpipe_analyzer_nanoseconds_total",
+			"Time spent in an analyzer's per-packet work, estimated from one packet in 64 timed.", "analyzer", name))
+	}
 	p.cCreated = r.Counter("pktpipe_flow_created_total", "Flows created.")
 	p.cEvicted = r.Counter("pktpipe_flow_evicted_total", "Flows ended early because the flow table was full (they are still emitted).")
 	for i := reasonFin; i < nReasons; i++ {
@@ -309,9 +335,22 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 		p.unlink(i)
 		p.pushFront(c, i)
 	}
+	p.tick++
+	if p.tick%timeSample != 0 {
+		for j, a := range p.analyzers {
+			if f.skip&(1<<j) == 0 { // 0 for j >= 32: always called
+				p.aPkts[j]++
+				a.Packet(f, pk, dir, em)
+			}
+		}
+		return
+	}
 	for j, a := range p.analyzers {
-		if f.skip&(1<<j) == 0 { // 0 for j >= 32: always called
+		if f.skip&(1<<j) == 0 {
+			p.aPkts[j]++
+			t := time.Now()
 			a.Packet(f, pk, dir, em)
+			p.aNanos[j] += int64(time.Since(t))
 		}
 	}
 }
@@ -538,6 +577,11 @@ func (p *Processor) publish() {
 	}
 	p.gSize.Add(int64(p.size - p.published))
 	p.published = p.size
+	for j := range p.aPkts {
+		p.cAPkts[j].Add(p.aPkts[j])
+		p.cANanos[j].Add(uint64(max(0, p.aNanos[j])) * timeSample)
+		p.aPkts[j], p.aNanos[j] = 0, 0
+	}
 }
 
 // --- slab, hash chains and LRU lists ---

@@ -148,7 +148,7 @@ func runSharded(t testing.TB, pkts []packet.Packet, workers, n int) []event.Even
 	c := newCollector(true)
 	procs := make([]*Processor, workers)
 	for i := range procs {
-		procs[i] = NewProcessor(Config{MaxFlows: 1 << 16, Worker: i, Workers: workers}, errEmitter{})
+		procs[i] = NewProcessor(Config{MaxFlows: 1 << 16, Workers: workers}, errEmitter{})
 	}
 	pool := packet.NewPool(n, 1<<20)
 	var now int64

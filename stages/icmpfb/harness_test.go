@@ -29,7 +29,7 @@ func run(t *testing.T, file string, workers int) ([]string, *stats.Registry) {
 		Sources:    []pipeline.Source{src},
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
 		NewProcessor: func(w int) pipeline.Processor {
-			return flow.NewProcessor(flow.Config{Worker: w, Workers: workers, Stats: reg}, New(Config{Stats: reg}))
+			return flow.NewProcessor(flow.Config{Workers: workers, Stats: reg}, New(Config{Stats: reg}))
 		},
 		Sink: sink,
 	})

@@ -37,7 +37,7 @@ func runPcap(t testing.TB, file string, workers int) ([]map[string]any, *stats.R
 		Sources:    []pipeline.Source{src},
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
 		NewProcessor: func(w int) pipeline.Processor {
-			return flow.NewProcessor(flow.Config{Worker: w, Workers: workers, Stats: reg}, analyzers(reg)...)
+			return flow.NewProcessor(flow.Config{Workers: workers, Stats: reg}, analyzers(reg)...)
 		},
 		Sink: sink,
 	})
