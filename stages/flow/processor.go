@@ -24,7 +24,7 @@ type Config struct {
 	MaxFlows int
 	// Workers is the number of workers (only used for the default cap;
 	// default runtime.NumCPU()).
-	Workers int
+	Workers  int
 	Timeouts Timeouts
 	// CommunityIDSeed is the Community ID seed; NoCommunityID turns the
 	// Community ID off.
