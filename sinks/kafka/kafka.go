@@ -49,7 +49,8 @@
 // Metrics (pipeline/stats): pktpipe_kafka_{delivered,retried,batches,
 // produce_errors,delivered_after_spill,failed}_total, the loss counters
 // pktpipe_kafka_{spilled,lost}_total, the gauges
-// pktpipe_kafka_inflight_{events,bytes}, pktpipe_kafka_blocked_us_total
+// pktpipe_kafka_inflight_{events,bytes}, pktpipe_kafka_write_waiting (1
+// while Write waits for budget), pktpipe_kafka_blocked_us_total
 // (time Write waited for budget) and the ack latency histogram
 // pktpipe_kafka_ack_latency_seconds_{bucket,count} with _sum_us.
 package kafka
@@ -159,7 +160,6 @@ type Sink struct {
 	// that find no room are spilled at once. An ack or an admitted batch
 	// clears it.
 	overflow atomic.Bool
-	waiting  atomic.Bool // a Write waits for budget (tests)
 	// spilledBy counts spilled events by reason, for Close's log.
 	spilledMu sync.Mutex
 	spilledBy map[string]uint64
@@ -171,7 +171,7 @@ type metrics struct {
 	delivered, retried, failed, spilled, lost, batches, produceErrs, late *stats.Counter
 	blockedUS, latSumUS, latCount                                         *stats.Counter
 	latBuckets                                                            []*stats.Counter
-	inflightN, inflightB                                                  *stats.Gauge
+	inflightN, inflightB, waiting                                         *stats.Gauge
 }
 
 // Latency bucket bounds, in seconds.
@@ -192,6 +192,7 @@ func newMetrics(r *stats.Registry) metrics {
 		latCount:    r.Counter("pktpipe_kafka_ack_latency_seconds_count", "Acknowledged events measured."),
 		inflightN:   r.Gauge("pktpipe_kafka_inflight_events", "Events accepted and not yet acknowledged."),
 		inflightB:   r.Gauge("pktpipe_kafka_inflight_bytes", "Memory held for events accepted and not yet acknowledged: key and value buffers plus each event's bookkeeping."),
+		waiting:     r.Gauge("pktpipe_kafka_write_waiting", "1 while a Write waits for in-flight budget (the sink pushes back on the pipeline)."),
 	}
 	for _, b := range latencyBounds {
 		m.latBuckets = append(m.latBuckets, r.Counter("pktpipe_kafka_ack_latency_seconds_bucket",
@@ -365,8 +366,8 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 	waitStart := time.Now()
 	timer := time.NewTimer(s.cfg.MaxBlock)
 	defer timer.Stop()
-	s.waiting.Store(true)
-	defer s.waiting.Store(false)
+	s.m.waiting.Set(1)
+	defer s.m.waiting.Set(0)
 	for {
 		select {
 		case <-s.space:

@@ -178,7 +178,7 @@ func TestStopInterruptsBudgetWait(t *testing.T) {
 	}
 	written := make(chan error, 1)
 	go func() { written <- s.Write(evs[100:200]) }()
-	waitFor(t, "Write to wait for budget", s.waiting.Load)
+	waitFor(t, "Write to wait for budget", func() bool { return s.m.waiting.Load() == 1 })
 	stop()
 	select {
 	case err := <-written:
