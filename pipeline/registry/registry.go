@@ -144,3 +144,11 @@ func (b *ByteSize) Set(v string) error {
 	*b = ByteSize(n * mult)
 	return nil
 }
+
+// Strings is a repeatable string flag: each use appends (-r a -r b).
+type Strings []string
+
+func (s *Strings) String() string { return strings.Join(*s, ",") }
+
+// Set appends v.
+func (s *Strings) Set(v string) error { *s = append(*s, v); return nil }
