@@ -51,7 +51,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	defer func() {
+		signal.Stop(sigs)
+		close(sigs) // nothing sends after Stop: this ends the goroutine
+	}()
 	go func() {
 		s, ok := <-sigs
 		if !ok {

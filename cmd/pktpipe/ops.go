@@ -18,6 +18,7 @@ import (
 	"github.com/pktpipe/pktpipe/internal/config"
 	"github.com/pktpipe/pktpipe/internal/metrics"
 	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 )
 
@@ -58,7 +59,7 @@ var configSchema = &config.Schema{
 	Extras:  []string{"filter"},
 	Hidden:  []string{"config"},
 	Repeatable: func(f *flag.Flag) bool {
-		_, ok := f.Value.(*multiFlag)
+		_, ok := f.Value.(*registry.Strings)
 		return ok
 	},
 }
@@ -116,6 +117,48 @@ func (p *opsOptions) validate(o *options) error {
 	return nil
 }
 
+// isSet reports whether a flag was given on the command line or in the
+// config file.
+func (p *opsOptions) isSet(name string) bool {
+	return p.cliSet[name] || p.fileLines[name] > 0
+}
+
+// locate prefixes a check's error with the config file's line when the
+// setting it names came from the file ("-o nope:x", "--workers 0").
+func (p *opsOptions) locate(err error) error {
+	if err == nil || p.configPath == "" {
+		return err
+	}
+	msg := err.Error()
+	best, bestAt := "", len(msg)
+	for name, line := range p.fileLines {
+		if line == 0 || p.cliSet[name] {
+			continue
+		}
+		for _, form := range []string{"--" + name + " ", "--" + name + ":", "-" + name + " ", "-" + name + ":"} {
+			if i := strings.Index(msg, form); i >= 0 && i < bestAt {
+				best, bestAt = name, i
+			}
+		}
+	}
+	if best == "" {
+		return err
+	}
+	return fmt.Errorf("%s:%d: %w", p.configPath, p.fileLines[best], err)
+}
+
+// redactOutputs hides passwords in -o targets (sinks that have any).
+func redactOutputs(targets []string) []string {
+	out := make([]string, len(targets))
+	for i, t := range targets {
+		out[i] = t
+		if s, ok := pipeline.SinkFor(t); ok && s.Redact != nil {
+			out[i] = s.Redact(t)
+		}
+	}
+	return out
+}
+
 // statusEvery is the status-line period, 0 for none.
 func (p *opsOptions) statusEvery(o *options) time.Duration {
 	switch {
@@ -123,7 +166,7 @@ func (p *opsOptions) statusEvery(o *options) time.Duration {
 		return 0
 	case p.statusInterval > 0:
 		return p.statusInterval
-	case o.iface != "":
+	case o.app.Interface != "":
 		return defaultLiveStatusInterval
 	}
 	return 0
@@ -293,10 +336,7 @@ func (p *opsOptions) inFlight() []any {
 		"open_flows_not_emitted", int64(flows),
 		"event_batches_not_written", eventBatches,
 	}
-	if pl.FileSink != nil {
-		attrs = append(attrs, "file_sink", "the current segment keeps its temporary name ("+pl.FileSink.FinalPath()+" is not completed)")
-	}
-	return attrs
+	return append(attrs, pl.Abandon()...)
 }
 
 // summary logs the run as one line; the loss lines follow (execute).
@@ -358,6 +398,8 @@ func runConfigCommand(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	path := args[1]
+	// The same parse and checks as a run: every component's options and
+	// every -o target are built exactly as the run builds them.
 	o, err := parseFlags([]string{"--config", path}, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pktpipe: %v\n", err)
@@ -391,8 +433,11 @@ func (p *opsOptions) effective(o *options) ([]byte, error) {
 		}
 		key := configSchema.Key(f.Name)
 		it := config.Item{Key: key, Comment: origin(f.Name)}
-		if m, ok := f.Value.(*multiFlag); ok {
+		if m, ok := f.Value.(*registry.Strings); ok {
 			it.List, it.String, it.Values = true, true, []string(*m)
+			if f.Name == "o" {
+				it.Values = redactOutputs(it.Values)
+			}
 		} else {
 			it.Values = []string{f.Value.String()}
 			if g, ok := f.Value.(flag.Getter); ok {
@@ -401,7 +446,7 @@ func (p *opsOptions) effective(o *options) ([]byte, error) {
 		}
 		items = append(items, it)
 	})
-	items = append(items, config.Item{Key: "filter", Values: []string{o.filter}, String: true, Comment: origin("filter")})
+	items = append(items, config.Item{Key: "filter", Values: []string{o.app.Filter}, String: true, Comment: origin("filter")})
 	sort.Slice(items, func(i, j int) bool { return items[i].Key < items[j].Key })
 	return config.Format(items)
 }

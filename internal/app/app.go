@@ -1,296 +1,383 @@
-// Package app assembles a pktpipe pipeline from a Config: sources, decoder,
-// per-worker flow processors with their analyzers, and the sink. The CLI
-// and the benchmarks build pipelines through it, so both measure and run
-// the same thing.
+// Package app assembles a pktpipe pipeline from Options: the sources of
+// the input's kind, the decoder, per-worker flow processors with the
+// analyzers asked for, the taps (-w) and every sink (-o). Everything comes
+// from the registries (stages/flow for analyzers, pipeline for sources and
+// sinks), which stages/all, sources/all and sinks/all fill. The CLI, the
+// benchmarks and the tests build pipelines through Build, so all of them
+// run the same thing, for live capture as for files.
+//
+// Lifecycle: Build checks everything it can before opening anything
+// (Check, which `pktpipe config check` runs too), then opens the sources,
+// drops privileges (--user), opens the sinks and the taps. If any step
+// fails, what was opened is closed. Run runs the engine, which closes the
+// sources, taps and sinks as it finishes; Close releases a pipeline that
+// was built but never run.
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
-	"github.com/pktpipe/pktpipe/sinks/encode"
-	"github.com/pktpipe/pktpipe/sinks/file"
-	"github.com/pktpipe/pktpipe/sinks/kafka"
 	"github.com/pktpipe/pktpipe/sinks/pcapng"
-	"github.com/pktpipe/pktpipe/sinks/stdout"
-	"github.com/pktpipe/pktpipe/sources/pcapfile"
 	"github.com/pktpipe/pktpipe/stages/decode"
-	"github.com/pktpipe/pktpipe/stages/dns"
 	"github.com/pktpipe/pktpipe/stages/flow"
-	"github.com/pktpipe/pktpipe/stages/icmpfb"
-	"github.com/pktpipe/pktpipe/stages/quic"
-	"github.com/pktpipe/pktpipe/stages/rtt"
-	"github.com/pktpipe/pktpipe/stages/tcpstate"
-	"github.com/pktpipe/pktpipe/stages/tlsfp"
+
+	_ "github.com/pktpipe/pktpipe/sinks/all"   // every sink scheme
+	_ "github.com/pktpipe/pktpipe/sources/all" // every source kind
+	_ "github.com/pktpipe/pktpipe/stages/all"  // every analyzer
 )
 
-// Config is what a pipeline is built from (the CLI's flags, or a test's).
-type Config struct {
-	// Input: Sources, when set, are used as they are (live capture);
-	// otherwise capture files (globs allowed, "-" = Stdin).
-	Sources     []pipeline.Source
-	Files       []string
-	Stdin       io.Reader
-	ReplaySpeed float64
-	Progress    io.Writer // nil: no progress bar
-
-	// NewFilter, when set, makes each dispatcher's filter (a tcpdump-style
-	// expression run in user space, see stages/bpffilter).
-	NewFilter func() pipeline.Filter
-	// WritePcap, when set, is a pcapng file that receives every packet
-	// that passed the filter (-w), with one interface block per link type
-	// and interface; PcapIfName names interfaces in it (optional).
-	WritePcap  string
-	PcapIfName func(ifIndex int32) string
-
-	// Output: "-" (Stdout), "file:PATH". Sink, when set, is used instead
-	// (tests: sinks/memsink).
-	Sink           pipeline.Sink
-	Output         string
-	Stdout         io.Writer
-	Format         string // json | msgpack
-	Compress       string // none | gzip | zstd (file sink)
-	RotateBytes    int64
-	RotateInterval time.Duration
-	// Kafka sink overrides of what the kafka:// URL says.
-	KafkaTopic        string // topic or template with {event_type}
-	KafkaDrainTimeout time.Duration
-	KafkaSpill        string
-
-	// Processing.
-	Workers         int
-	BatchPackets    int
-	FlowCap         int // all workers together
-	Timeouts        flow.Timeouts
-	CommunityIDSeed uint16
-	NoCommunityID   bool
-	// Analyzers names the per-flow analyzers to run (AnalyzerNames); nil
-	// runs them all.
-	Analyzers []string
-
-	Stats *stats.Registry
-	Log   *slog.Logger
-}
-
-// Pipeline is a built pipeline and what it writes to.
+// Pipeline is a built pipeline.
 type Pipeline struct {
 	Engine *pipeline.Engine
 	Stats  *stats.Registry
-	// FileSink is set when the sink is a file (for SIGHUP reopen).
-	FileSink *file.Sink
+	// Reopeners are the sinks that start a new file on SIGHUP.
+	Reopeners []Reopener
+	// Outputs names the sinks, as metrics and logs label them, with the
+	// target each writes to (passwords redacted).
+	Outputs []NamedTarget
+
+	sources []pipeline.Source
+	taps    []pipeline.Tap
+	sinks   []pipeline.Sink
+	ran     bool
 }
 
-// Build checks cfg and assembles the pipeline.
-func Build(cfg Config) (*Pipeline, error) {
-	if cfg.Stats == nil {
-		cfg.Stats = stats.NewRegistry()
+// Reopener is a sink that can complete its file and start a new one.
+type Reopener interface {
+	Reopen() error
+}
+
+// NamedTarget is a sink's name and its redacted target.
+type NamedTarget struct{ Name, Target string }
+
+// Run runs the engine once; it closes everything when it returns.
+func (p *Pipeline) Run(ctx context.Context) (pipeline.Result, error) {
+	p.ran = true
+	return p.Engine.Run(ctx)
+}
+
+// Close releases a pipeline that was built and never run.
+func (p *Pipeline) Close() error {
+	if p.ran {
+		return nil
 	}
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
+	p.ran = true
+	return closeAll(p.sources, p.taps, p.sinks)
+}
+
+func closeAll(sources []pipeline.Source, taps []pipeline.Tap, sinks []pipeline.Sink) error {
+	var errs []error
+	for _, s := range sources {
+		errs = append(errs, s.Close())
 	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = 1
+	for _, t := range taps {
+		errs = append(errs, t.Close())
 	}
-	if err := CheckAnalyzers(cfg.Analyzers); err != nil {
-		return nil, err
+	for _, s := range sinks {
+		errs = append(errs, s.Close())
 	}
-	sources := cfg.Sources
-	if len(sources) == 0 {
-		files, err := pcapfile.Expand(cfg.Files)
-		if err != nil {
-			return nil, err
-		}
-		src, err := pcapfile.New(pcapfile.Config{
-			Files: files, ReplaySpeed: cfg.ReplaySpeed, Progress: cfg.Progress,
-			Stdin: cfg.Stdin, Stats: cfg.Stats,
-		})
-		if err != nil {
-			return nil, err
-		}
-		sources = []pipeline.Source{src}
+	return errors.Join(errs...)
+}
+
+// resolved is what Check works out from Options, before anything opens.
+type resolved struct {
+	source    pipeline.SourceSpec
+	analyzers []flow.AnalyzerSpec
+	sinks     []pipeline.SinkSpec
+	targets   []string
+	names     []string
+}
+
+// Check validates o as Build would, opening nothing: the generic settings
+// and their bounds, every component's options, the analyzer set and its
+// needs, and every -o target by its sink's own checks. Its errors are
+// usage errors.
+func Check(o *Options) error {
+	_, err := o.check()
+	return err
+}
+
+func (o *Options) check() (*resolved, error) {
+	o.defaults()
+	if err := o.validate(); err != nil {
+		return nil, registry.Usage(err)
 	}
-	p := &Pipeline{Stats: cfg.Stats}
-	sink, err := p.buildSink(cfg)
-	if err != nil {
-		return nil, err
+	r := &resolved{}
+	kind := o.sourceKind()
+	spec, ok := pipeline.SourceKind(kind)
+	if !ok {
+		return nil, registry.Usagef("--capture %q: use %s", kind, strings.Join(liveKinds(), " or "))
 	}
-	newFilter := cfg.NewFilter
-	if cfg.WritePcap != "" {
-		w, err := pcapng.Create(cfg.WritePcap, pcapng.Config{IfName: cfg.PcapIfName, Stats: cfg.Stats})
-		if err != nil {
-			_ = sink.Close()
-			return nil, err
-		}
-		// The sink closes after every dispatcher is done: the capture
-		// file is completed then, before the event sink.
-		sink = &tapSink{Sink: sink, w: w}
-		inner := newFilter
-		newFilter = func() pipeline.Filter {
-			tf := &tapFilter{tap: w.NewTap()}
-			if inner != nil {
-				tf.f = inner()
+	r.source = spec
+	for key, opts := range o.Components {
+		if v, ok := opts.(registry.Validator); ok {
+			if err := v.Validate(); err != nil {
+				return nil, registry.Usage(fmt.Errorf("%s: %w", key, err))
 			}
-			return tf
 		}
 	}
-	perWorker := 0
-	if cfg.FlowCap > 0 {
-		perWorker = max(1, cfg.FlowCap/cfg.Workers)
+	var err error
+	if r.analyzers, err = flow.ResolveAnalyzers(o.Analyzers); err != nil {
+		return nil, fmt.Errorf("--analyzers: %w", err)
 	}
-	eng, err := pipeline.New(pipeline.Config{
-		Workers: cfg.Workers, BatchPackets: cfg.BatchPackets, Stats: cfg.Stats, Log: cfg.Log,
-	}, pipeline.Parts{
-		Sources:    sources,
-		NewDecoder: func() pipeline.Decoder { return decode.New() },
-		NewFilter:  newFilter,
-		NewProcessor: func(i int) pipeline.Processor {
-			return flow.NewProcessor(flow.Config{
-				MaxFlows: perWorker, Workers: cfg.Workers, Worker: i, Timeouts: cfg.Timeouts,
-				CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats,
-			}, Analyzers(cfg)...)
-		},
-		Sink: sink,
-	})
+	if o.Sink != nil {
+		return r, nil
+	}
+	seen := map[string]int{}
+	for _, target := range o.Outputs {
+		s, ok := pipeline.SinkFor(target)
+		if !ok {
+			return nil, registry.Usagef("-o %q: use %s", target, sinkUsage())
+		}
+		if s.Check != nil {
+			if err := s.Check(target, o.Components[sinkKey(s.Scheme)]); err != nil {
+				return nil, registry.Usage(fmt.Errorf("-o %s: %w", redact(s, target), err))
+			}
+		}
+		name := s.Scheme
+		if seen[s.Scheme]++; seen[s.Scheme] > 1 {
+			name = fmt.Sprintf("%s%d", s.Scheme, seen[s.Scheme])
+		}
+		r.sinks, r.targets, r.names = append(r.sinks, s), append(r.targets, target), append(r.names, name)
+	}
+	return r, nil
+}
+
+// Build checks o and assembles the pipeline.
+func Build(o Options) (*Pipeline, error) {
+	r, err := o.check()
 	if err != nil {
-		_ = sink.Close()
 		return nil, err
 	}
-	p.Engine = eng
+	p := &Pipeline{Stats: o.Stats}
+	if err := p.open(&o, r); err != nil {
+		_ = closeAll(p.sources, p.taps, p.sinks)
+		return nil, err
+	}
 	return p, nil
 }
 
-// tapFilter writes what its filter passes to the -w capture.
-type tapFilter struct {
-	f   pipeline.Filter // nil: everything passes
-	tap *pcapng.Tap
-}
-
-func (t *tapFilter) Match(p *packet.Packet) bool {
-	if t.f != nil && !t.f.Match(p) {
-		return false
-	}
-	t.tap.Write(p)
-	return true
-}
-
-// tapSink closes the -w capture file before the event sink.
-type tapSink struct {
-	pipeline.Sink
-	w *pcapng.Writer
-}
-
-func (s *tapSink) Close() error {
-	werr := s.w.Close()
-	return errors.Join(werr, s.Sink.Close())
-}
-
-// AnalyzerNames are the per-flow analyzers, in the order they run.
-var AnalyzerNames = []string{"tls", "quic", "icmp_feedback", "tcpstate", "dns", "rtt"}
-
-// Analyzers returns a fresh set of per-flow analyzers for one worker: all
-// of them, or those cfg.Analyzers names.
-func Analyzers(cfg Config) []flow.Analyzer {
-	on := func(name string) bool { return cfg.Analyzers == nil || slices.Contains(cfg.Analyzers, name) }
-	var as []flow.Analyzer
-	if on("tls") {
-		as = append(as, tlsfp.NewAnalyzer())
-	}
-	if on("quic") {
-		as = append(as, quic.New(quic.Config{Stats: cfg.Stats}))
-	}
-	if on("icmp_feedback") {
-		as = append(as, icmpfb.New(icmpfb.Config{CommunityIDSeed: cfg.CommunityIDSeed, NoCommunityID: cfg.NoCommunityID, Stats: cfg.Stats}))
-	}
-	if on("tcpstate") {
-		as = append(as, tcpstate.New())
-	}
-	// DNS runs before RTT: it reports into rtt's flow summary, so its End
-	// must run first.
-	var rttA *rtt.Analyzer
-	if on("rtt") {
-		rttA = rtt.New(rtt.Config{Stats: cfg.Stats})
-	}
-	if on("dns") {
-		as = append(as, dns.New(rttA, cfg.Stats))
-	}
-	if rttA != nil {
-		as = append(as, rttA)
-	}
-	return as
-}
-
-// CheckAnalyzers reports an unknown analyzer name.
-func CheckAnalyzers(names []string) error {
-	for _, n := range names {
-		if !slices.Contains(AnalyzerNames, n) {
-			return fmt.Errorf("unknown analyzer %q (choices: %s)", n, strings.Join(AnalyzerNames, ", "))
+func (p *Pipeline) open(o *Options, r *resolved) error {
+	opened, err := r.source.Open(o.Components[sourceKey(r.source.Kind)], o.sourceEnv())
+	p.sources = opened.Sources
+	if err != nil {
+		if r.source.Live {
+			return fmt.Errorf("-i %s: %w", o.Interface, err)
 		}
+		return err
 	}
+	if r.source.Live {
+		attrs := []any{"interface", o.Interface, "capture", r.source.Kind, "sources", len(opened.Sources), "filter", o.Filter}
+		if o.User != "" {
+			if opened.CloseNeedsPrivileges {
+				return registry.Usagef("-i %s: the %s capture could not be undone at exit after --user gives up its privileges (tc filters need CAP_NET_ADMIN): run without --user, or on a kernel with TCX", o.Interface, r.source.Kind)
+			}
+			if err := dropPrivileges(o.User); err != nil {
+				return err
+			}
+		}
+		o.Log.Info("capturing", append(append(attrs, "uid", os.Getuid()), opened.Attrs...)...)
+	}
+	if o.WritePcap != "" {
+		w, err := pcapng.Create(o.WritePcap, pcapng.Config{IfName: opened.IfName, Stats: o.Stats})
+		if err != nil {
+			return err
+		}
+		p.taps = append(p.taps, pcapTap{w})
+	}
+	outputs, err := p.openSinks(o, r)
+	if err != nil {
+		return err
+	}
+	workers, err := buildAnalyzers(o, r.analyzers)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(r.analyzers))
+	for i, s := range r.analyzers {
+		names[i] = s.Name
+	}
+	eng, err := pipeline.New(pipeline.Config{
+		Workers: o.Workers, BatchPackets: o.BatchPackets, Stats: o.Stats, Log: o.Log,
+	}, pipeline.Parts{
+		Sources:    opened.Sources,
+		NewDecoder: func() pipeline.Decoder { return decode.New() },
+		NewFilter:  opened.NewFilter,
+		Taps:       p.taps,
+		NewProcessor: func(i int) pipeline.Processor {
+			return flow.NewProcessor(o.flowConfig(names), workers[i]...)
+		},
+		Sinks: outputs,
+	})
+	if err != nil {
+		return err
+	}
+	p.Engine = eng
 	return nil
 }
 
-func (p *Pipeline) buildSink(cfg Config) (pipeline.Sink, error) {
-	if cfg.Sink != nil {
-		return cfg.Sink, nil
+func (p *Pipeline) openSinks(o *Options, r *resolved) ([]pipeline.Output, error) {
+	if o.Sink != nil {
+		p.sinks = append(p.sinks, o.Sink)
+		p.Outputs = append(p.Outputs, NamedTarget{Name: "sink", Target: "(in-process)"})
+		return []pipeline.Output{{Name: "sink", Sink: o.Sink}}, nil
 	}
-	format := cfg.Format
-	if format == "" {
-		format = encode.FormatJSON
-	}
-	enc, err := encode.New(format)
-	if err != nil {
-		return nil, err
-	}
-	switch out := cfg.Output; {
-	case out == "" || out == "-":
-		w := cfg.Stdout
-		if w == nil {
-			w = os.Stdout
+	env := pipeline.SinkEnv{Ctx: o.Ctx, Format: o.Format, Stdout: o.Stdout, Stats: o.Stats, Log: o.Log}
+	var outputs []pipeline.Output
+	for i, s := range r.sinks {
+		target := r.targets[i]
+		sink, err := s.Open(target, o.Components[sinkKey(s.Scheme)], env)
+		if err != nil {
+			return nil, fmt.Errorf("-o %s: %w", redact(s, target), err)
 		}
-		return stdout.New(w, enc), nil
-	case strings.HasPrefix(out, "file:"):
-		compress := cfg.Compress
-		if compress == "none" {
-			compress = ""
+		p.sinks = append(p.sinks, sink)
+		if ro, ok := sink.(Reopener); ok {
+			p.Reopeners = append(p.Reopeners, ro)
 		}
-		fs, err := file.New(file.Config{
-			Path: strings.TrimPrefix(out, "file:"), Format: enc, Compress: compress,
-			RotateBytes: cfg.RotateBytes, RotateEvery: cfg.RotateInterval,
-		})
+		outputs = append(outputs, pipeline.Output{Name: r.names[i], Sink: sink})
+		p.Outputs = append(p.Outputs, NamedTarget{Name: r.names[i], Target: redact(s, target)})
+	}
+	return outputs, nil
+}
+
+// buildAnalyzers builds every worker's analyzers now, so that an error
+// shows before the run starts.
+func buildAnalyzers(o *Options, specs []flow.AnalyzerSpec) ([][]flow.Analyzer, error) {
+	opts := map[string]registry.Options{}
+	for _, s := range specs {
+		opts[s.Name] = o.Components[analyzerKey(s.Name)]
+	}
+	out := make([][]flow.Analyzer, o.Workers)
+	for i := range out {
+		env := flow.AnalyzerEnv{Worker: i, Workers: o.Workers, Flow: o.flowConfig(nil), Stats: o.Stats, Log: o.Log}
+		o.perWorker(&env)
+		as, err := flow.BuildAnalyzers(specs, opts, env)
 		if err != nil {
 			return nil, err
 		}
-		p.FileSink = fs
-		return fs, nil
-	case strings.HasPrefix(out, "kafka://"):
-		kc, err := kafka.ParseURL(out)
-		if err != nil {
-			return nil, err
-		}
-		if kc.Encoder == nil && !strings.Contains(out, "format=") {
-			kc.Format = format
-		}
-		if cfg.KafkaTopic != "" {
-			kc.Topic = cfg.KafkaTopic
-		}
-		if cfg.KafkaDrainTimeout > 0 {
-			kc.DrainTimeout = cfg.KafkaDrainTimeout
-		}
-		if cfg.KafkaSpill != "" {
-			kc.SpillPath = cfg.KafkaSpill
-		}
-		kc.Stats, kc.Log = cfg.Stats, cfg.Log
-		return kafka.New(kc)
-	default:
-		return nil, fmt.Errorf("-o %q: use - (stdout), file:PATH or kafka://HOST:PORT/TOPIC", out)
+		out[i] = as
 	}
+	return out, nil
+}
+
+func (o *Options) flowConfig(names []string) flow.Config {
+	perWorker := 0
+	if o.FlowCap > 0 {
+		perWorker = max(1, o.FlowCap/o.Workers)
+	}
+	return flow.Config{
+		MaxFlows: perWorker, Workers: o.Workers, Timeouts: o.Timeouts,
+		CommunityIDSeed: o.CommunityIDSeed, NoCommunityID: o.NoCommunityID,
+		AnalyzerNames: names, Stats: o.Stats,
+	}
+}
+
+func (o *Options) sourceEnv() pipeline.SourceEnv {
+	return pipeline.SourceEnv{
+		Files: o.Files, Stdin: o.Stdin,
+		Interface: o.Interface, Netns: o.Netns, Snaplen: o.Snaplen, Promisc: o.Promisc,
+		Filter: o.Filter, Progress: o.Progress, Stats: o.Stats, Log: o.Log,
+	}
+}
+
+func redact(s pipeline.SinkSpec, target string) string {
+	if s.Redact != nil {
+		return s.Redact(target)
+	}
+	return target
+}
+
+func sinkUsage() string {
+	var forms []string
+	for _, scheme := range pipeline.SinkSchemes() {
+		s, _ := pipeline.SinkFor(scheme + ":")
+		forms = append(forms, s.Usage)
+	}
+	return strings.Join(forms, ", ")
+}
+
+func liveKinds() []string {
+	var kinds []string
+	for _, k := range pipeline.SourceKinds() {
+		if s, _ := pipeline.SourceKind(k); s.Live {
+			kinds = append(kinds, k)
+		}
+	}
+	return kinds
+}
+
+// pcapTap writes what passes the filter to the -w capture.
+type pcapTap struct{ w *pcapng.Writer }
+
+func (t pcapTap) NewObserver() pipeline.PacketObserver { return pcapObserver{t.w.NewTap()} }
+func (t pcapTap) Close() error                         { return t.w.Close() }
+
+type pcapObserver struct{ t *pcapng.Tap }
+
+func (o pcapObserver) Observe(p *packet.Packet) { o.t.Write(p) }
+
+// The defaults of a zero Options, for tests and benchmarks that fill
+// only what they need.
+func (o *Options) defaults() {
+	if o.Stats == nil {
+		o.Stats = stats.NewRegistry()
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Ctx == nil {
+		o.Ctx = context.Background()
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if len(o.Outputs) == 0 {
+		o.Outputs = []string{"-"}
+	}
+	if o.Format == "" {
+		o.Format = "json"
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Components == nil {
+		o.Components = map[string]registry.Options{}
+	}
+	fillComponentDefaults(o.Components)
+}
+
+// Abandon is for a second stop signal, right before the process exits
+// without draining: each sink that can (Kafka spills what the broker has
+// not acknowledged) does what it can at once; the attributes describe
+// what it did, for the exit's log line.
+func (p *Pipeline) Abandon() []any {
+	var attrs []any
+	for i, s := range p.sinks {
+		if a, ok := s.(interface{ Abandon() []any }); ok {
+			attrs = append(attrs, a.Abandon()...)
+		}
+		if f, ok := s.(interface{ FinalPath() string }); ok && i < len(p.Outputs) {
+			attrs = append(attrs, p.Outputs[i].Name, "the current segment keeps its temporary name ("+f.FinalPath()+" is not completed)")
+		}
+	}
+	return attrs
+}
+
+// Target returns the redacted target of the sink named name.
+func (p *Pipeline) Target(name string) string {
+	for _, o := range p.Outputs {
+		if o.Name == name {
+			return o.Target
+		}
+	}
+	return ""
 }

@@ -59,11 +59,28 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.Path, e.Msg)
 }
 
-// Load reads and parses path.
+// MaxSize is the largest config file Load reads: a real one is a few KiB,
+// and a bound keeps /dev/zero or a wrong file from exhausting memory.
+const MaxSize = 1 << 20
+
+// Load reads and parses path, a regular file of at most MaxSize bytes.
 func Load(path string) (*File, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, &Error{Path: path, Msg: "not a regular file"}
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(b) > MaxSize {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("larger than %d bytes: not a pktpipe config file", MaxSize)}
 	}
 	return Parse(path, b)
 }

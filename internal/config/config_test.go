@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -135,5 +138,18 @@ func TestFormatRoundTrips(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "workers: 4 # file line 2\n") {
 		t.Errorf("numbers should be plain, with the comment:\n%s", out)
+	}
+}
+
+func TestLoadRefusesDevicesAndHugeFiles(t *testing.T) {
+	if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("/dev/zero: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# comment\n"), MaxSize/10+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("big file: %v", err)
 	}
 }

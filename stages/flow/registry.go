@@ -56,6 +56,9 @@ func RegisterAnalyzer(s AnalyzerSpec) { analyzers.Add(s.Name, s) }
 // UnregisterAnalyzer removes an analyzer (tests' throw-away analyzers).
 func UnregisterAnalyzer(name string) { analyzers.Remove(name) }
 
+// LookupAnalyzer returns the spec registered under name.
+func LookupAnalyzer(name string) (AnalyzerSpec, bool) { return analyzers.Get(name) }
+
 // AnalyzerNames lists every registered analyzer in run order.
 func AnalyzerNames() []string {
 	specs, err := ResolveAnalyzers(nil)
