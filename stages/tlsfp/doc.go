@@ -13,9 +13,16 @@
 // the buffers. Segment reports done when nothing more will be learned; call
 // Event then (or at flow end, if HasHandshake) to get the tls event.
 //
-// Inside stages/flow, NewAnalyzer wraps this as a flow.Analyzer: one
-// Tracker per TCP flow (reused from a free list), one tls event per flow,
-// emitted when the handshake is read or when the flow ends.
+// Inside stages/flow, New wraps this as a flow.Analyzer (registered as
+// "tls"): one Tracker per TCP flow (reused from a free list), one tls
+// event per flow, emitted when the handshake is read or when the flow
+// ends.
+//
+// The buffers count against the worker's reassembly budget
+// (stages/reassembly, Config.Budget), shared with its other analyzers.
+// When it is full the buffers that went longest without new data are
+// given up: such a direction ends as if it had reached MaxBuffer, and the
+// event says truncated.
 //
 // TLS is recognised by content, on any port: the first record of the
 // client's stream must be a handshake record (type 22, version 3.x) holding

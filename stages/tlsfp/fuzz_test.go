@@ -2,6 +2,8 @@ package tlsfp
 
 import (
 	"testing"
+
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // helloBodies returns real ClientHello and ServerHello bodies for seeds
@@ -58,8 +60,16 @@ func FuzzTracker(f *testing.F) {
 	client, server, _ := helloFlow(f)
 	f.Add(client, server, uint16(100), uint8(0))
 	f.Add(client, server, uint16(7), uint8(3))
+	f.Add(client, server, uint16(3000), uint8(4))
 	f.Fuzz(func(t *testing.T, c, s []byte, cut uint16, mode uint8) {
-		var tr Tracker
+		// mode&4: the two directions share a budget smaller than both
+		// buffers, so they give each other up.
+		var b *reassembly.Budget
+		if mode&4 != 0 {
+			b = reassembly.NewBudget(int64(cut)%(2*MaxBuffer)+1, nil)
+		}
+		tr := &Tracker{Scratch: new(Scratch)}
+		tr.Scratch.bufs.bud = b
 		step := int(cut%1500) + 1
 		tr.Segment(ToServer, 10, 0x02, nil, 0)
 		tr.Segment(ToClient, 20, 0x12, nil, 0)
@@ -88,6 +98,19 @@ func FuzzTracker(f *testing.F) {
 				t.Fatal("too many pending segments")
 			}
 		}
+		if b != nil {
+			var held int64
+			for d := range tr.half {
+				held += int64(cap(tr.half[d].buf) + tr.half[d].pendBytes)
+			}
+			if b.Used() != held || b.Used() > b.Limit() {
+				t.Fatalf("budget %d of %d in use, buffers hold %d", b.Used(), b.Limit(), held)
+			}
+		}
 		_ = tr.Event(eventHeader{})
+		tr.Release()
+		if b != nil && b.Used() != 0 {
+			t.Fatalf("%d bytes in use after release", b.Used())
+		}
 	})
 }
