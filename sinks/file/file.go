@@ -10,30 +10,81 @@
 // and the sink reports an error naming the path; such a leftover holds the
 // events written before the failure, for inspection or recovery.
 //
-// Naming: without rotation the final file is Config.Path (plus ".gz" or
-// ".zst"). With rotation, and for any segment that would otherwise
-// overwrite a Path this sink already wrote, segments are named
-// "<stem>-<UTC start>-<seq><ext>", e.g. "events-20261123T101500.123Z-0001.json.gz":
-// the segment's start time to the millisecond, then a sequence number, so
-// names sort in the order the segments were written.
+// # What the target may be
+//
+// The target is Config.Path plus ".gz" or ".zst" when compressing.
+//   - Missing or a regular file: written as above. A regular file already
+//     there is replaced when the segment completes, keeping its mode and
+//     (when allowed) its owner, as logrotate's "create" set them.
+//   - A symbolic link is resolved (filepath.EvalSymlinks) and the rules
+//     apply to the file it points to: segments are written beside that
+//     file and renamed over it, and the link is left alone. A link that
+//     points nowhere is refused.
+//   - A character device or a FIFO (-o file:/dev/null, a named pipe) is
+//     opened and written in place: no temporary name, no rename, no fsync.
+//     Rotation and compression are refused for it (a usage error at start),
+//     and Reopen flushes and returns an error wrapping ErrInPlace. Opening a
+//     FIFO waits for its reader, as any writer of a FIFO does.
+//   - A directory, a block device or a socket is refused at start.
+//
+// Nothing but a regular file is ever renamed over: a final name that has
+// become something else by the time a segment completes is left alone and
+// the segment keeps its temporary name.
+//
+// # Naming
+//
+// Without rotation the final file is the target. With rotation, and for any
+// segment that would otherwise replace a non-empty target this sink already
+// wrote, segments are named "<stem>-<UTC start>-<seq><ext>", e.g.
+// "events-20261123T101500.123Z-0001.json.gz": the segment's start time to
+// the millisecond, then a sequence number, so names sort in the order the
+// segments were written.
+//
+// Reopen (SIGHUP) therefore works with logrotate: logrotate moves the
+// target away (with "create" it leaves an empty file in its place), then
+// SIGHUP completes the current segment under the target's name, which is
+// free again (an empty file there is replaced, its mode and owner kept).
+// Only a SIGHUP that finds the name still holding this sink's earlier
+// output gives the segment a timestamped name, so nothing is overwritten.
+//
+// # Write failures and lost events
+//
+// Records reach the file whole. Encoded records collect in a buffer that is
+// handed to the file (or the compressor) only between Writes, at Flush and
+// when a segment completes; compressed output is a series of complete gzip
+// members or zstd frames, one ended at each Flush (both formats read a
+// series as one stream). The sink remembers the file offset of the last
+// whole record (uncompressed) or complete member/frame (compressed). When
+// a write fails, ENOSPC or anything else, the segment is cut back to that
+// offset, so the leftover holds only whole records and decompresses
+// cleanly, and the error returned is a *pipeline.LostError whose Accepted
+// counts the events that earlier Writes accepted and that are not in the
+// file; the failing Write's own batch is not in the file either. So the
+// events in the files plus the lost ones are exactly the events written.
+// One exception overcounts: when a size rotation inside a batch completed a
+// segment and the same batch then fails (opening the next segment), the
+// batch's events in the completed segment are counted as lost as well.
+// An in-place target cannot be cut back: a failing write may leave part of
+// a record in the device or FIFO.
 package file
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/sinks/encode"
 )
 
@@ -57,8 +108,14 @@ type Config struct {
 	Now func() time.Time
 }
 
-// BufferSize is the write buffer in front of the compressor or file.
+// BufferSize is how much encoded output collects before it is handed to
+// the file or compressor (at the start of the next Write). A batch is
+// always taken whole, so the buffer may hold up to this plus one batch.
 const BufferSize = 64 << 10
+
+// ErrInPlace is wrapped by Reopen's error when the target is a device or a
+// FIFO, written in place: there is no file to complete. The sink carries on.
+var ErrInPlace = errors.New("written in place: SIGHUP has no file to complete")
 
 // Sink writes events to files. It implements pipeline.Sink; Reopen may be
 // called from another goroutine (a SIGHUP handler).
@@ -68,36 +125,69 @@ type Sink struct {
 	cfg      Config
 	enc      encode.Encoder
 	newline  bool
-	dir      string
-	stem     string // final-name stem: "events"
-	ext      string // final-name extension, with compression: ".json.gz"
+	target          // where the output goes
 	tmpBase  string // ".events.json.gz.tmp-<pid>-"
 	rotating bool
 
-	buf []byte
-	bw  *bufio.Writer
+	rec []byte // one encoded record
+	buf []byte // whole records not yet handed to the file or compressor
 	gz  *gzip.Writer
 	zw  *zstd.Encoder
+	out countWriter // the segment's file
 
 	// current segment; f == nil between segments
-	f         *os.File
-	tmp       string
-	segStart  time.Time
-	segEnd    time.Time // RotateEvery deadline
-	segBytes  int64
+	f        *os.File
+	tmp      string
+	segStart time.Time
+	segEnd   time.Time // RotateEvery deadline
+	segBytes int64
+	// whole is out's offset at the end of the last whole record (or the
+	// last complete gzip member or zstd frame): what a failure cuts back to.
+	whole   int64
+	inFrame bool // the compressor holds data not yet ended by a frame
+
+	// undelivered counts the events accepted since the output was last
+	// whole (in buf, or in the compressor's open frame); taken counts those
+	// of the Write in progress; lost counts undelivered events of a failure
+	// not yet reported as a LostError (a failure in Reopen is reported by
+	// the next Write, Flush or Close).
+	undelivered, taken, lost uint64
+
 	seq       int  // segments opened so far
-	published bool // this sink has renamed a segment to Path
+	published bool // this sink has renamed a segment to the target
 	closed    bool
 	err       error // first failure: the sink is broken from then on
 }
 
-// New checks cfg and opens the first segment.
+// target is what New found at the configured path.
+type target struct {
+	final   string // the target: Path plus compression extension, links resolved
+	dir     string
+	stem    string // final-name stem: "events"
+	ext     string // final-name extension, with compression: ".json.gz"
+	inPlace bool   // a device or FIFO, written in place
+	kind    string // what an in-place target is: "character device", "FIFO"
+}
+
+// countWriter is the segment's file, counting the bytes the OS took.
+type countWriter struct {
+	f *os.File
+	n int64
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// New checks cfg and opens the first segment (for a FIFO this waits until
+// it has a reader). Errors in cfg, and a target that cannot be written,
+// are usage errors (registry.IsUsage).
 func New(cfg Config) (*Sink, error) {
-	if cfg.Path == "" {
-		return nil, errors.New("file sink: no path")
-	}
-	if cfg.RotateBytes < 0 || cfg.RotateEvery < 0 {
-		return nil, fmt.Errorf("file sink %s: negative rotation limit", cfg.Path)
+	t, err := inspect(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Format == nil {
 		cfg.Format = encode.NewJSON()
@@ -109,96 +199,198 @@ func New(cfg Config) (*Sink, error) {
 		cfg:      cfg,
 		enc:      cfg.Format,
 		newline:  cfg.Format.Format() == encode.FormatJSON,
-		dir:      filepath.Dir(cfg.Path),
+		target:   t,
 		rotating: cfg.RotateBytes > 0 || cfg.RotateEvery > 0,
 	}
-	base := filepath.Base(cfg.Path)
-	s.ext = filepath.Ext(base)
-	s.stem = strings.TrimSuffix(base, s.ext)
 	switch cfg.Compress {
-	case "":
 	case "gzip":
-		s.ext += ".gz"
-		s.gz = gzip.NewWriter(io.Discard)
+		s.gz = gzip.NewWriter(&s.out)
 	case "zstd":
-		s.ext += ".zst"
-		// One goroutine: the sink already runs on its own, and the CPUs
-		// belong to the workers.
-		zw, err := zstd.NewWriter(io.Discard, zstd.WithEncoderConcurrency(1))
+		// One goroutine, which makes the encoder synchronous: its errors
+		// come back from the call that caused them, and the CPUs belong
+		// to the workers.
+		zw, err := zstd.NewWriter(&s.out, zstd.WithEncoderConcurrency(1))
 		if err != nil {
 			return nil, fmt.Errorf("file sink %s: zstd: %w", cfg.Path, err)
 		}
 		s.zw = zw
-	default:
-		return nil, fmt.Errorf("file sink %s: unknown compression %q (choices: none, gzip, zstd)", cfg.Path, cfg.Compress)
 	}
 	s.tmpBase = fmt.Sprintf(".%s%s.tmp-%d-", s.stem, s.ext, os.Getpid())
-	s.bw = bufio.NewWriterSize(io.Discard, BufferSize)
 	if err := s.open(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
+// inspect checks cfg and what is at its path, creating nothing.
+func inspect(cfg Config) (target, error) {
+	var t target
+	if cfg.Path == "" {
+		return t, registry.Usagef("file sink: no path (use -o file:PATH)")
+	}
+	if cfg.RotateBytes < 0 || cfg.RotateEvery < 0 {
+		return t, registry.Usagef("file sink %s: negative rotation limit", cfg.Path)
+	}
+	var compExt string
+	switch cfg.Compress {
+	case "":
+	case "gzip":
+		compExt = ".gz"
+	case "zstd":
+		compExt = ".zst"
+	default:
+		return t, registry.Usagef("file sink %s: unknown compression %q (choices: none, gzip, zstd)", cfg.Path, cfg.Compress)
+	}
+	if compExt != "" {
+		// Compressed output goes to PATH.gz: naming a device or a
+		// directory with --compress would make a new file beside it.
+		if fi, err := os.Stat(cfg.Path); err == nil && !fi.Mode().IsRegular() {
+			return t, registry.Usagef("file sink %s: is a %s; --compress writes %s, a new file, not into it", cfg.Path, kindOf(fi.Mode()), cfg.Path+compExt)
+		}
+	}
+	t.final = cfg.Path + compExt
+	fi, err := os.Lstat(t.final)
+	if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		r, rerr := filepath.EvalSymlinks(t.final)
+		if rerr != nil {
+			return t, registry.Usagef("file sink %s: %s is a symbolic link that does not resolve: %w", cfg.Path, t.final, rerr)
+		}
+		t.final = r
+		fi, err = os.Lstat(r)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return t, fmt.Errorf("file sink %s: %w", cfg.Path, err)
+	default:
+		switch m := fi.Mode(); {
+		case m.IsRegular():
+		case m.IsDir():
+			return t, registry.Usagef("file sink %s: %s is a directory; give a file name, e.g. -o file:%s", cfg.Path, t.final, filepath.Join(t.final, "events.json"))
+		case m&fs.ModeCharDevice != 0 || m&fs.ModeNamedPipe != 0:
+			t.inPlace, t.kind = true, kindOf(m)
+		default:
+			return t, registry.Usagef("file sink %s: %s is a %s; the file sink writes regular files, character devices and FIFOs", cfg.Path, t.final, kindOf(m))
+		}
+	}
+	if t.inPlace && (cfg.RotateBytes > 0 || cfg.RotateEvery > 0 || compExt != "") {
+		return t, registry.Usagef("file sink %s: %s is a %s, written in place: it cannot be rotated or compressed (drop --rotate-size, --rotate-interval, --compress)", cfg.Path, t.final, t.kind)
+	}
+	t.dir = filepath.Dir(t.final)
+	if !t.inPlace {
+		di, err := os.Stat(t.dir)
+		if err != nil {
+			return t, registry.Usagef("file sink %s: %w", cfg.Path, err)
+		}
+		if !di.IsDir() {
+			return t, registry.Usagef("file sink %s: %s is not a directory", cfg.Path, t.dir)
+		}
+	}
+	base := strings.TrimSuffix(filepath.Base(t.final), compExt)
+	ext := filepath.Ext(base)
+	t.stem, t.ext = strings.TrimSuffix(base, ext), ext+compExt
+	return t, nil
+}
+
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
+}
+
 // FinalPath is the file the output goes to when there is no rotation.
-func (s *Sink) FinalPath() string { return filepath.Join(s.dir, s.stem+s.ext) }
+func (s *Sink) FinalPath() string { return s.final }
 
 // Write encodes the events into the current segment, rotating as needed.
+// The output of earlier Writes reaches the file first, so a failure never
+// leaves part of this batch behind.
 func (s *Sink) Write(events []event.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.taken = 0
 	if err := s.usable(); err != nil {
-		return err
+		return s.report(err)
 	}
 	if err := s.rotateIfDue(); err != nil {
-		return err
+		return s.report(err)
+	}
+	if len(s.buf) >= BufferSize {
+		if err := s.drain(); err != nil {
+			return s.report(err)
+		}
 	}
 	for _, ev := range events {
-		s.buf = s.enc.Append(s.buf[:0], ev)
+		s.rec = s.enc.Append(s.rec[:0], ev)
 		if s.newline {
-			s.buf = append(s.buf, '\n')
+			s.rec = append(s.rec, '\n')
 		}
-		n := int64(len(s.buf))
+		n := int64(len(s.rec))
 		if s.f != nil && s.cfg.RotateBytes > 0 && s.segBytes > 0 && s.segBytes+n > s.cfg.RotateBytes {
 			if err := s.finish(); err != nil {
-				return err
+				return s.report(err)
 			}
 		}
 		if s.f == nil {
 			if err := s.open(); err != nil {
-				return err
+				return s.report(err)
 			}
 		}
-		if _, err := s.bw.Write(s.buf); err != nil {
-			return s.writeFailed(err)
-		}
+		s.buf = append(s.buf, s.rec...)
+		s.undelivered++
+		s.taken++
 		s.segBytes += n
 	}
+	s.taken = 0
 	return nil
 }
 
-// Flush ends the segment if its time is up, else pushes buffered output
-// through the compressor to the file (no fsync: that is done when a
+// Flush ends the segment if its time is up, else hands buffered output to
+// the file, ending the compressor's frame (no fsync: that is done when a
 // segment completes).
 func (s *Sink) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.taken = 0
 	if err := s.usable(); err != nil {
-		return err
+		return s.report(err)
 	}
 	if err := s.rotateIfDue(); err != nil || s.f == nil {
-		return err
+		return s.report(err)
 	}
-	return s.flush()
+	return s.report(s.endFrame())
 }
 
 // Reopen completes the current segment (it gets its final name) and starts
-// a new one. Safe to call from another goroutine, e.g. on SIGHUP.
+// a new one. Safe to call from another goroutine, e.g. on SIGHUP. For an
+// in-place target it flushes and returns an error wrapping ErrInPlace; the
+// sink carries on. Events lost by a failure here are reported by the next
+// Write, Flush or Close, which the engine counts.
 func (s *Sink) Reopen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.taken = 0
 	if err := s.usable(); err != nil {
 		return err
+	}
+	if s.inPlace {
+		if err := s.drain(); err != nil {
+			return err
+		}
+		return fmt.Errorf("file sink %s: %s is a %s, %w", s.cfg.Path, s.final, s.kind, ErrInPlace)
 	}
 	if s.f != nil {
 		if err := s.finish(); err != nil {
@@ -213,15 +405,16 @@ func (s *Sink) Reopen() error {
 func (s *Sink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.taken = 0
 	if s.closed {
-		return s.err
+		return s.report(s.err)
 	}
 	s.closed = true
 	if s.err != nil {
-		return s.err
+		return s.report(s.err)
 	}
 	if s.f != nil {
-		return s.finish()
+		return s.report(s.finish())
 	}
 	return nil
 }
@@ -236,6 +429,16 @@ func (s *Sink) usable() error {
 	return nil
 }
 
+// report returns err as a LostError while lost events are unreported.
+func (s *Sink) report(err error) error {
+	if err == nil || s.lost == 0 {
+		return err
+	}
+	n := s.lost
+	s.lost = 0
+	return &pipeline.LostError{Accepted: n, Err: err}
+}
+
 func (s *Sink) rotateIfDue() error {
 	if s.f == nil || s.cfg.RotateEvery <= 0 || s.cfg.Now().Before(s.segEnd) {
 		return nil
@@ -243,15 +446,26 @@ func (s *Sink) rotateIfDue() error {
 	return s.finish()
 }
 
-// open starts a segment under a new temporary name.
+// open starts a segment under a new temporary name, or opens an in-place
+// target.
 func (s *Sink) open() error {
 	s.seq++
-	s.tmp = filepath.Join(s.dir, fmt.Sprintf("%s%d", s.tmpBase, s.seq))
-	f, err := os.OpenFile(s.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	var f *os.File
+	var err error
+	if s.inPlace {
+		// No O_CREATE, no O_TRUNC: the node is used as it is. O_NOCTTY: a
+		// terminal named here must not become the controlling one.
+		f, err = os.OpenFile(s.final, os.O_WRONLY|syscall.O_NOCTTY, 0)
+	} else {
+		s.tmp = filepath.Join(s.dir, fmt.Sprintf("%s%d", s.tmpBase, s.seq))
+		f, err = os.OpenFile(s.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	}
 	if err != nil {
 		return s.fail(err)
 	}
 	s.f = f
+	s.out = countWriter{f: f}
+	s.whole, s.inFrame = 0, false
 	s.segStart = s.cfg.Now()
 	if s.cfg.RotateEvery > 0 {
 		s.segEnd = s.segStart.Truncate(s.cfg.RotateEvery).Add(s.cfg.RotateEvery)
@@ -259,40 +473,62 @@ func (s *Sink) open() error {
 	s.segBytes = 0
 	switch {
 	case s.gz != nil:
-		s.gz.Reset(f)
-		s.bw.Reset(s.gz)
+		s.gz.Reset(&s.out)
 	case s.zw != nil:
-		s.zw.Reset(f)
-		s.bw.Reset(s.zw)
-	default:
-		s.bw.Reset(f)
+		s.zw.Reset(&s.out)
 	}
 	return nil
 }
 
-func (s *Sink) flush() error {
-	if err := s.bw.Flush(); err != nil {
-		return s.writeFailed(err)
+// drain hands the buffered records to the compressor or the file. Records
+// written straight to the file are whole once the write succeeds.
+func (s *Sink) drain() error {
+	if len(s.buf) == 0 {
+		return nil
 	}
 	var err error
 	switch {
 	case s.gz != nil:
-		err = s.gz.Flush()
+		_, err = s.gz.Write(s.buf)
+		s.inFrame = true
 	case s.zw != nil:
-		err = s.zw.Flush()
+		_, err = s.zw.Write(s.buf)
+		s.inFrame = true
+	default:
+		_, err = s.out.Write(s.buf)
 	}
+	s.buf = s.buf[:0]
 	if err != nil {
 		return s.writeFailed(err)
+	}
+	if s.gz == nil && s.zw == nil {
+		s.delivered()
 	}
 	return nil
 }
 
-// finish completes the current segment: flush, end the compressed stream,
-// fsync, close, rename to the final name, fsync the directory.
-func (s *Sink) finish() error {
-	if err := s.flush(); err != nil {
+// endFrame drains the buffer and ends the compressor's frame (a gzip
+// member, a zstd frame), so that everything so far decompresses on its own.
+func (s *Sink) endFrame() error {
+	if err := s.drain(); err != nil {
 		return err
 	}
+	if !s.inFrame {
+		return nil
+	}
+	if err := s.closeFrame(); err != nil {
+		return err
+	}
+	switch {
+	case s.gz != nil:
+		s.gz.Reset(&s.out)
+	case s.zw != nil:
+		s.zw.Reset(&s.out)
+	}
+	return nil
+}
+
+func (s *Sink) closeFrame() error {
 	var err error
 	switch {
 	case s.gz != nil:
@@ -303,19 +539,54 @@ func (s *Sink) finish() error {
 	if err != nil {
 		return s.writeFailed(err)
 	}
-	if err := s.f.Sync(); err != nil {
-		return s.fail(err)
+	s.inFrame = false
+	s.delivered()
+	return nil
+}
+
+// delivered marks everything written so far as whole.
+func (s *Sink) delivered() {
+	s.whole = s.out.n
+	s.undelivered, s.taken = 0, 0
+}
+
+// finish completes the current segment: drain, end the compressed stream,
+// fsync, close, rename to the final name, fsync the directory. An in-place
+// target is only drained and closed.
+func (s *Sink) finish() error {
+	if err := s.drain(); err != nil {
+		return err
+	}
+	// An empty segment still gets an empty frame: a .gz or .zst file of
+	// no bytes would not decompress.
+	if (s.gz != nil || s.zw != nil) && (s.inFrame || s.whole == 0) {
+		if err := s.closeFrame(); err != nil {
+			return err
+		}
 	}
 	f := s.f
+	if s.inPlace {
+		s.f = nil
+		if err := f.Close(); err != nil {
+			return s.fail(err)
+		}
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return s.fail(err)
+	}
 	s.f = nil
 	if err := f.Close(); err != nil {
 		return s.fail(err)
 	}
-	final := s.finalName()
+	final, err := s.finalName()
+	if err != nil {
+		return s.fail(err)
+	}
 	if err := os.Rename(s.tmp, final); err != nil {
 		return s.fail(err)
 	}
-	if final == s.FinalPath() {
+	if final == s.final {
 		s.published = true
 	}
 	if err := syncDir(s.dir); err != nil {
@@ -324,16 +595,27 @@ func (s *Sink) finish() error {
 	return nil
 }
 
-// finalName is Path without rotation (unless that would overwrite what
-// this sink published before), else the timestamped segment name.
-func (s *Sink) finalName() string {
+// finalName is the target without rotation, unless the target holds this
+// sink's earlier output, else the timestamped segment name. Replacing a
+// file keeps its mode and owner.
+func (s *Sink) finalName() (string, error) {
 	if !s.rotating {
-		p := s.FinalPath()
-		if !s.published {
-			return p
-		}
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			return p // moved away (logrotate): publish there again
+		p := s.final
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return p, nil // never there, or moved away (logrotate)
+		case err != nil:
+			return "", err
+		case !fi.Mode().IsRegular():
+			return "", fmt.Errorf("%s is now a %s: not replacing it", p, kindOf(fi.Mode()))
+		case !s.published || fi.Size() == 0:
+			// An earlier run's output, or the empty file logrotate's
+			// "create" left: replace it as it was set up.
+			if err := s.adopt(fi); err != nil {
+				return "", err
+			}
+			return p, nil
 		}
 	}
 	for n := s.seq; ; n += 1000 {
@@ -343,9 +625,24 @@ func (s *Sink) finalName() string {
 		// millisecond); the check-then-rename race needs two writers on
 		// one path, which is a misconfiguration anyway.
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			return p
+			return p, nil
 		}
 	}
+}
+
+// adopt gives the segment the mode and owner of the file it replaces.
+func (s *Sink) adopt(fi fs.FileInfo) error {
+	if err := os.Chmod(s.tmp, fi.Mode().Perm()); err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		// Only root may give a file away; an unprivileged run keeps its
+		// own ownership (the mode still applies).
+		if err := os.Lchown(s.tmp, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, fs.ErrPermission) {
+			return err
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
@@ -363,19 +660,34 @@ func syncDir(dir string) error {
 // writeFailed names the segment in err unless an os error already does.
 func (s *Sink) writeFailed(err error) error {
 	if pe := (*fs.PathError)(nil); !errors.As(err, &pe) {
-		err = fmt.Errorf("write %s: %w", s.tmp, err)
+		name := s.tmp
+		if s.inPlace {
+			name = s.final
+		}
+		err = fmt.Errorf("write %s: %w", name, err)
 	}
 	return s.fail(err)
 }
 
-// fail records err as the sink's failure and releases the segment's file
-// (which keeps its temporary name). Errors from package os already name
-// their path; the wrapper adds the configured one.
+// fail records err as the sink's failure, cuts the segment back to its
+// last whole record or frame and releases its file (which keeps its
+// temporary name). The events accepted by earlier Writes and not in the
+// file are counted for the LostError that report returns. Errors from
+// package os already name their path; the wrapper adds the configured one.
 func (s *Sink) fail(err error) error {
+	err = fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
 	if s.f != nil {
+		if !s.inPlace {
+			if terr := s.f.Truncate(s.whole); terr != nil {
+				err = errors.Join(err, fmt.Errorf("cutting %s back to its last whole record: %w", s.tmp, terr))
+			}
+		}
 		s.f.Close()
 		s.f = nil
 	}
-	s.err = fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
-	return s.err
+	s.lost += s.undelivered - s.taken
+	s.undelivered, s.taken = 0, 0
+	s.buf = s.buf[:0]
+	s.err = err
+	return err
 }

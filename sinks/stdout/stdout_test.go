@@ -138,8 +138,12 @@ func TestBrokenPipe(t *testing.T) {
 	s := New(w, mustEnc(t, "json"))
 	_ = s.Write(flows(1))
 	err = s.Close()
-	if !errors.Is(err, ErrBrokenPipe) || !errors.Is(err, syscall.EPIPE) {
-		t.Fatalf("Close = %v, want ErrBrokenPipe wrapping EPIPE", err)
+	if !errors.Is(err, ErrBrokenPipe) || !errors.Is(err, syscall.EPIPE) || !errors.Is(err, pipeline.ErrReaderGone) {
+		t.Fatalf("Close = %v, want ErrBrokenPipe (pipeline.ErrReaderGone) wrapping EPIPE", err)
+	}
+	var lost *pipeline.LostError
+	if !errors.As(err, &lost) || lost.Accepted != 1 {
+		t.Errorf("Close = %#v, want a LostError for the 1 buffered event", err)
 	}
 }
 
@@ -152,7 +156,7 @@ func TestStdoutBrokenPipe(t *testing.T) {
 		_ = s.Write(flows(10))
 		err := s.Close()
 		fmt.Fprintln(os.Stderr, err)
-		if errors.Is(err, ErrBrokenPipe) {
+		if errors.Is(err, ErrBrokenPipe) && errors.Is(err, pipeline.ErrReaderGone) {
 			os.Exit(3)
 		}
 		os.Exit(4)
