@@ -44,17 +44,20 @@
 // post-quantum ClientHello spans two or more). The hello is complete when
 // the bytes from offset 0 cover the handshake message's length. The
 // buffer is capped at MaxCryptoBytes (64 KiB) per direction, and at 256
-// disjoint fragments.
+// disjoint fragments, and counts against the worker's reassembly budget
+// (stages/reassembly, Config.Budget) until the hello is read; the buffer
+// then goes back to a per-worker pool.
 //
 // # Giving up
 //
 // A connection is abandoned (flow summary state "gave_up") when its
 // hello would exceed the cap, the first handshake message is not a hello
 // or does not parse, 16 datagrams of a direction came without completing
-// its hello, 8 Initials failed to authenticate, or the derivation budget
-// is spent. Version Negotiation packets are recorded (versions_offered);
-// Retry packets switch the keys as above; garbage never panics (FuzzInitial,
-// FuzzFrames).
+// its hello, 8 Initials failed to authenticate, the derivation budget
+// is spent, or the reassembly budget was full and this connection's
+// buffer had gone longest without new data. Version Negotiation packets
+// are recorded (versions_offered); Retry packets switch the keys as
+// above; garbage never panics (FuzzInitial, FuzzFrames).
 //
 // # Output
 //

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
 // FuzzInitial feeds a client datagram and a server datagram to a tracker
@@ -48,6 +49,29 @@ func FuzzFrames(f *testing.F) {
 		tr.crypto(ToClient, plain)
 		tr.crypto(ToServer, plain)
 		check(t, tr)
+
+		// Again with a budget that may not hold both streams: they give
+		// each other up, and the accounting stays exact.
+		b := reassembly.NewBudget(int64(len(plain))*16, nil)
+		tr = &Tracker{Worker: &Worker{Budget: b}}
+		tr.crypto(ToServer, plain)
+		tr.crypto(ToClient, plain)
+		tr.crypto(ToServer, plain)
+		check(t, tr)
+		var held int64
+		for d := range tr.streams {
+			s := &tr.streams[d]
+			if s.held.Bytes() > 0 {
+				held += int64(cap(s.buf) + cap(s.spans)*spanBytes)
+			}
+		}
+		if b.Used() != held || b.Limit() > 0 && b.Used() > b.Limit() {
+			t.Fatalf("budget %d of %d in use, streams hold %d", b.Used(), b.Limit(), held)
+		}
+		tr.Reset()
+		if b.Used() != 0 {
+			t.Fatalf("%d bytes in use after reset", b.Used())
+		}
 	})
 }
 
