@@ -24,7 +24,8 @@
 //     opened and written in place: no temporary name, no rename, no fsync.
 //     Rotation and compression are refused for it (a usage error at start),
 //     and Reopen flushes and returns an error wrapping ErrInPlace. Opening a
-//     FIFO waits for its reader, as any writer of a FIFO does.
+//     FIFO waits for its reader, as any writer of a FIFO does, until
+//     Config.Ctx is cancelled.
 //   - A directory, a block device or a socket is refused at start.
 //
 // Nothing but a regular file is ever renamed over: a final name that has
@@ -69,6 +70,7 @@
 package file
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -106,6 +108,9 @@ type Config struct {
 	RotateEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Ctx, when set, ends New's wait for a FIFO's reader (the run was told
+	// to stop before anyone read the output).
+	Ctx context.Context
 }
 
 // BufferSize is how much encoded output collects before it is handed to
@@ -453,9 +458,7 @@ func (s *Sink) open() error {
 	var f *os.File
 	var err error
 	if s.inPlace {
-		// No O_CREATE, no O_TRUNC: the node is used as it is. O_NOCTTY: a
-		// terminal named here must not become the controlling one.
-		f, err = os.OpenFile(s.final, os.O_WRONLY|syscall.O_NOCTTY, 0)
+		f, err = s.openInPlace()
 	} else {
 		s.tmp = filepath.Join(s.dir, fmt.Sprintf("%s%d", s.tmpBase, s.seq))
 		f, err = os.OpenFile(s.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -478,6 +481,38 @@ func (s *Sink) open() error {
 		s.zw.Reset(&s.out)
 	}
 	return nil
+}
+
+// openInPlace opens the device or FIFO as it is: no O_CREATE, no O_TRUNC.
+// O_NOCTTY: a terminal named here must not become the controlling one.
+// Opening a FIFO waits for a reader; Config.Ctx ends the wait.
+func (s *Sink) openInPlace() (*os.File, error) {
+	open := func() (*os.File, error) { return os.OpenFile(s.final, os.O_WRONLY|syscall.O_NOCTTY, 0) }
+	if s.cfg.Ctx == nil || s.kind != "FIFO" {
+		return open()
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, err := open()
+		done <- result{f, err}
+	}()
+	select {
+	case r := <-done:
+		return r.f, r.err
+	case <-s.cfg.Ctx.Done():
+	}
+	// Be the reader the open waits for, so that it returns, then let go.
+	if rf, err := os.OpenFile(s.final, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+		if r := <-done; r.f != nil {
+			r.f.Close()
+		}
+		rf.Close()
+	}
+	return nil, fmt.Errorf("waiting for a reader of %s: %w", s.final, context.Cause(s.cfg.Ctx))
 }
 
 // drain hands the buffered records to the compressor or the file. Records

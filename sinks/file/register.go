@@ -90,5 +90,6 @@ func open(target string, opts registry.Options, env pipeline.SinkEnv) (pipeline.
 	if cfg.Format, err = encode.New(format); err != nil {
 		return nil, registry.Usage(err)
 	}
+	cfg.Ctx = env.Ctx
 	return New(cfg)
 }

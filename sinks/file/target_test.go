@@ -1,6 +1,7 @@
 package file
 
 import (
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
+	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 )
 
@@ -216,5 +218,40 @@ func TestNeverRenamesOverNonRegular(t *testing.T) {
 	}
 	if got := flowIDs(t, content(t, filepath.Join(dir, temp[0]))); !slices.Equal(got, seq(1, 3)) {
 		t.Errorf("leftover holds %v", got)
+	}
+}
+
+// TestFIFOWaitEndsOnStop: opening a FIFO nobody reads waits, and the
+// run's stop (SinkEnv.Ctx) ends the wait with an error; the FIFO stays.
+func TestFIFOWaitEndsOnStop(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "events.fifo")
+	must(t, unix.Mkfifo(fifo, 0o600))
+	ctx, cancel := context.WithCancel(context.Background())
+	spec := fileSpec(t)
+	done := make(chan error, 1)
+	go func() {
+		s, err := spec.Open("file:"+fifo, NewOptions(), pipeline.SinkEnv{Ctx: ctx})
+		if err == nil {
+			s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Open returned %v with no reader and no stop", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Open = %v, want an error wrapping context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Open still waits for a reader after the stop")
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
+		t.Errorf("%s is now %v (%v)", fifo, fi.Mode(), err)
 	}
 }
