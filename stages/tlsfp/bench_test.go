@@ -3,6 +3,7 @@ package tlsfp
 import (
 	"testing"
 
+	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
 
@@ -46,7 +47,11 @@ func BenchmarkStalledDirection(b *testing.B) {
 	for _, c := range []struct {
 		name   string
 		budget *reassembly.Budget
-	}{{"unlimited", nil}, {"budget", reassembly.NewBudget(4*MaxBuffer, nil)}} {
+	}{
+		{"unlimited", nil},
+		{"budget", reassembly.NewBudget(4*MaxBuffer, nil)},
+		{"budget+metrics", reassembly.NewBudget(4*MaxBuffer, stats.NewRegistry())},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			var sc Scratch
 			trs := make([]*Tracker, 8)
