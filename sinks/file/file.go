@@ -320,6 +320,10 @@ func kindOf(m fs.FileMode) string {
 // FinalPath is the file the output goes to when there is no rotation.
 func (s *Sink) FinalPath() string { return s.final }
 
+// InPlace reports whether the target is a device or FIFO written in place
+// (no temporary name: an abandoned run leaves nothing behind to complete).
+func (s *Sink) InPlace() bool { return s.inPlace }
+
 // Write encodes the events into the current segment, rotating as needed.
 // The output of earlier Writes reaches the file first, so a failure never
 // leaves part of this batch behind.

@@ -29,6 +29,9 @@ func TestCharDeviceWrittenInPlace(t *testing.T) {
 	must(t, unix.Mknod(nul, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	s, err := New(Config{Path: nul})
 	must(t, err)
+	if !s.InPlace() || s.FinalPath() != nul {
+		t.Errorf("InPlace %v, FinalPath %s", s.InPlace(), s.FinalPath())
+	}
 	must(t, s.Write(flowsFrom(1, 500)))
 	must(t, s.Flush())
 	if err := s.Reopen(); !errors.Is(err, ErrInPlace) {
