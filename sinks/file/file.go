@@ -45,8 +45,10 @@
 // target away (with "create" it leaves an empty file in its place), then
 // SIGHUP completes the current segment under the target's name, which is
 // free again (an empty file there is replaced, its mode and owner kept).
-// Only a SIGHUP that finds the name still holding this sink's earlier
-// output gives the segment a timestamped name, so nothing is overwritten.
+// Only a segment that completes (on SIGHUP or at exit) while the name still
+// holds this sink's earlier, non-empty output gets a timestamped name, so
+// nothing is overwritten. A name that holds another run's output is
+// replaced, as -o always did.
 //
 // # Write failures and lost events
 //
