@@ -191,7 +191,7 @@ const (
 // bufClass is the smallest class that holds n bytes (n <= MaxBuffer).
 func bufClass(n int) int {
 	c := 0
-	for minBuf<<c < n {
+	for c < nClasses-1 && minBuf<<c < n {
 		c++
 	}
 	return c
