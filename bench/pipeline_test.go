@@ -51,8 +51,8 @@ func capture(tb testing.TB, n int) string {
 // after encoding (the stdout sink over io.Discard).
 func runPipeline(tb testing.TB, file string) pipeline.Result {
 	tb.Helper()
-	p, err := app.Build(app.Config{
-		Files: []string{file}, Output: "-", Stdout: io.Discard, Format: "json",
+	p, err := app.Build(app.Options{
+		Files: []string{file}, Outputs: []string{"-"}, Stdout: io.Discard, Format: "json",
 		Workers: runtime.NumCPU(), FlowCap: 1 << 20, Stats: stats.NewRegistry(),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

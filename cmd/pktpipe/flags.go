@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %v", err)
 	}
-	if err := o.flags.CheckUse(&o.app, o.ops.isSet); err != nil {
+	if err := o.flags.CheckUse(&o.app, fs, o.ops.isSet); err != nil {
 		return nil, o.ops.locate(err)
 	}
 	if err := o.ops.validate(o); err != nil {

@@ -434,7 +434,8 @@ func (p *opsOptions) effective(o *options) ([]byte, error) {
 		key := configSchema.Key(f.Name)
 		it := config.Item{Key: key, Comment: origin(f.Name)}
 		if m, ok := f.Value.(*registry.Strings); ok {
-			it.List, it.String, it.Values = true, true, []string(*m)
+			// One value is written as a scalar, as most files say it.
+			it.List, it.String, it.Values = len(*m) != 1, true, []string(*m)
 			if f.Name == "o" {
 				it.Values = redactOutputs(it.Values)
 			}

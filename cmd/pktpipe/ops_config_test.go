@@ -30,7 +30,7 @@ func TestConfigCheckRejectsUnknownKeyNamingTheLine(t *testing.T) {
 	for text, want := range map[string]string{
 		"read: [x.pcap]\nworkers: many\n":       ":2: workers: invalid value \"many\"",
 		"read: [x.pcap]\nrotate_size: 12Q\n":    ":2: rotate_size: invalid value \"12Q\"",
-		"read: [x.pcap]\noutput: [a, b]\n":      ":2: output takes one value, not a list",
+		"read: [x.pcap]\nformat: [a, b]\n":      ":2: format takes one value, not a list",
 		"read: x.pcap\ninterface: eth0\n":       "-r and -i cannot be used together",
 		"read: [x.pcap]\nmetrics_addr: :9477\n": "not a loopback address",
 	} {

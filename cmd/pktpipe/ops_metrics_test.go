@@ -71,8 +71,8 @@ func TestMetricsMatchTheRun(t *testing.T) {
 	m := opsProm(t, body)
 	want := map[string]float64{
 		`pktpipe_source_packets_total{source="pcapfile"}`: 79,
-		"pktpipe_sink_events_total":                       float64(len(evs)),
-		"pktpipe_sink_failed_events_total":                0,
+		`pktpipe_sink_events_total{sink="stdout"}`:        float64(len(evs)),
+		`pktpipe_sink_failed_events_total{sink="stdout"}`: 0,
 		`pktpipe_queue_capacity_batches{queue="worker1"}`: 8,
 		`pktpipe_queue_batches{queue="events"}`:           0,
 	}

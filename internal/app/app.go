@@ -114,7 +114,7 @@ func (o *Options) check() (*resolved, error) {
 	r := &resolved{}
 	kind := o.sourceKind()
 	spec, ok := pipeline.SourceKind(kind)
-	if !ok {
+	if !ok || spec.Live != (o.Interface != "") {
 		return nil, registry.Usagef("--capture %q: use %s", kind, strings.Join(liveKinds(), " or "))
 	}
 	r.source = spec

@@ -162,9 +162,15 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 }
 
 // CheckUse refuses a source kind's flag, or a live capture flag, given
-// when the run does not capture with that kind; set says which flags were
-// given (command line or config file).
-func (f *Flags) CheckUse(o *Options, set func(name string) bool) error {
+// with a value other than its default when the run does not capture with
+// that kind; given says which flags were given (command line or config
+// file). A default value is let through: `config check` prints every
+// setting, and its output must check again.
+func (f *Flags) CheckUse(o *Options, fs *flag.FlagSet, given func(name string) bool) error {
+	set := func(name string) bool {
+		fl := fs.Lookup(name)
+		return given(name) && fl != nil && fl.Value.String() != fl.DefValue
+	}
 	live := o.Interface != ""
 	for _, name := range []string{"capture", "snaplen", "promisc", "netns", "user"} {
 		if set(name) && !live {

@@ -287,7 +287,9 @@ func inspect(cfg Config) (target, error) {
 	if !t.inPlace {
 		di, err := os.Stat(t.dir)
 		if err != nil {
-			return t, registry.Usagef("file sink %s: %w", cfg.Path, err)
+			// Not a usage error: the directory may be made before the
+			// run (systemd's LogsDirectory=), so config check passes it.
+			return t, fmt.Errorf("file sink %s: %w", cfg.Path, err)
 		}
 		if !di.IsDir() {
 			return t, registry.Usagef("file sink %s: %s is not a directory", cfg.Path, t.dir)

@@ -1,7 +1,9 @@
 package file
 
 import (
+	"errors"
 	"flag"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -17,6 +19,9 @@ func init() {
 		NewOptions: func() registry.Options { return NewOptions() },
 		Check: func(target string, opts registry.Options) error {
 			_, err := configFor(target, opts)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // the directory may be made before the run (LogsDirectory=)
+			}
 			return err
 		},
 		Open: open,

@@ -181,10 +181,19 @@ func TestSymlinkResolved(t *testing.T) {
 }
 
 // TestDirectoryRefusedAtStart: -o file:DIR fails before anything is
-// written, as a usage error; so does a missing directory.
+// written, as a usage error. A missing directory fails New (at start) but
+// passes Check: config check may run before the directory is made
+// (systemd's LogsDirectory=).
 func TestDirectoryRefusedAtStart(t *testing.T) {
 	dir := t.TempDir()
-	for _, p := range []string{dir, filepath.Join(dir, "missing", "e.json"), ""} {
+	missing := filepath.Join(dir, "missing", "e.json")
+	if _, err := New(Config{Path: missing}); err == nil {
+		t.Errorf("New(%q) succeeded", missing)
+	}
+	if err := fileSpec(t).Check("file:"+missing, NewOptions()); err != nil {
+		t.Errorf("Check(file:%s) = %v, want nil", missing, err)
+	}
+	for _, p := range []string{dir, ""} {
 		if _, err := New(Config{Path: p}); !registry.IsUsage(err) {
 			t.Errorf("New(%q) = %v, want a usage error", p, err)
 		}

@@ -106,6 +106,7 @@ func TestWithEngine(t *testing.T) {
 type src struct{ n int }
 
 func (src) Name() string { return "test" }
+func (src) Close() error { return nil }
 func (s src) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
 	b := pool.Get()
 	for i := range s.n {

@@ -19,7 +19,7 @@ import (
 func runApp(t *testing.T, file string, workers int) []map[string]any {
 	t.Helper()
 	sink := memsink.New(nil)
-	p, err := app.Build(app.Config{Files: []string{file}, Workers: workers, Sink: sink})
+	p, err := app.Build(app.Options{Files: []string{file}, Workers: workers, Sink: sink})
 	if err != nil {
 		t.Fatal(err)
 	}

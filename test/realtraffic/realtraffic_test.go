@@ -31,7 +31,7 @@ import (
 func runPktpipe(t *testing.T, pcap string) []map[string]any {
 	t.Helper()
 	var out bytes.Buffer
-	p, err := app.Build(app.Config{Files: []string{pcap}, Output: "-", Stdout: &out, Format: "json", Workers: 2})
+	p, err := app.Build(app.Options{Files: []string{pcap}, Outputs: []string{"-"}, Stdout: &out, Format: "json", Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

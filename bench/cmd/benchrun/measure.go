@@ -38,9 +38,8 @@ var allModes = []string{modePcapgo, modePcapfile, modeDecode, modeFile, modeDisc
 // What `pktpipe` passes to app.Build when a flag is left at its default
 // (cmd/pktpipe/flags.go); the pipeline modes build exactly that.
 const (
-	cliFormat   = "json"
-	cliCompress = "none"
-	cliFlowCap  = 1 << 20
+	cliFormat  = "json"
+	cliFlowCap = 1 << 20
 )
 
 // Result is one measurement, made in a child process of its own.
@@ -213,15 +212,15 @@ func runSource(capture string, each func(*packet.Batch)) (uint64, error) {
 // sink that encodes JSON and throws the bytes away (the stdout sink over
 // io.Discard), and runs it to the end, sink closed and fsynced included.
 func runPipeline(capture, outDir string, workers int, r *Result) error {
-	cfg := app.Config{
-		Files: []string{capture}, Format: cliFormat, Compress: cliCompress,
+	cfg := app.Options{
+		Files: []string{capture}, Format: cliFormat,
 		Workers: workers, FlowCap: cliFlowCap, Stats: stats.NewRegistry(), Analyzers: analyzerSet(),
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if outDir != "" {
-		cfg.Output = "file:" + filepath.Join(outDir, "events.json")
+		cfg.Outputs = []string{"file:" + filepath.Join(outDir, "events.json")}
 	} else {
-		cfg.Output, cfg.Stdout = "-", io.Discard
+		cfg.Outputs, cfg.Stdout = []string{"-"}, io.Discard
 	}
 	p, err := app.Build(cfg)
 	if err != nil {
@@ -241,7 +240,7 @@ func runPipeline(capture, outDir string, workers int, r *Result) error {
 	return err
 }
 
-// analyzerSet is -analyzers as app.Config.Analyzers (nil = all).
+// analyzerSet is -analyzers as app.Options.Analyzers (nil = all).
 func analyzerSet() []string {
 	switch cliAnalyzers {
 	case "":

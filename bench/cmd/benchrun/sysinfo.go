@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pktpipe/pktpipe/internal/app"
+	"github.com/pktpipe/pktpipe/stages/flow"
+
+	_ "github.com/pktpipe/pktpipe/stages/all" // the analyzers the pipeline modes run
 )
 
 type cpuSplit struct{ user, sys time.Duration }
@@ -103,8 +104,9 @@ func dirBytes(dir string) int64 {
 // before an analyzer was added.
 func analyzers() []string {
 	names := []string{}
-	for _, a := range app.Analyzers(app.Config{Analyzers: analyzerSet()}) {
-		names = append(names, strings.TrimPrefix(fmt.Sprintf("%T", a), "*"))
+	specs, _ := flow.ResolveAnalyzers(analyzerSet())
+	for _, s := range specs {
+		names = append(names, s.Name)
 	}
 	return names
 }
