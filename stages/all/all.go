@@ -4,7 +4,9 @@ package all
 
 import (
 	_ "github.com/pktpipe/pktpipe/stages/dns"
+	_ "github.com/pktpipe/pktpipe/stages/features"
 	_ "github.com/pktpipe/pktpipe/stages/icmpfb"
+	_ "github.com/pktpipe/pktpipe/stages/probe"
 	_ "github.com/pktpipe/pktpipe/stages/quic"
 	_ "github.com/pktpipe/pktpipe/stages/rtt"
 	_ "github.com/pktpipe/pktpipe/stages/tcpstate"

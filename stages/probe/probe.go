@@ -1,0 +1,418 @@
+// Package probe is the flow analyzer that says what happened to every
+// connection attempt on the wire, the way an active prober (nmap) would
+// report it: open, closed, filtered, admin_prohibited, unreachable or
+// ttl_exceeded. It adds outcome, attempts and, when the attempt was
+// answered, the answer's RTT to the flow record's conn object:
+//
+//	"conn": {"state": "REJ", "history": "Sr", "missed_bytes": 0,
+//	         "outcome": "closed", "attempts": 1, "rtt_ms": 0.051, "rtt_ns": 51000}
+//
+// # Attempts
+//
+// A flow is an attempt when its first packet, from the client, is a TCP
+// SYN (without ACK), a UDP datagram, or an ICMP/ICMPv6 echo request. Other
+// flows (TCP picked up midstream or from its SYN/ACK, other ICMP) get no
+// outcome. attempts counts the probes the client sent until the target
+// answered (every one when it never did; an ICMP error does not stop the
+// count, as the client may try again): SYNs (the first and its
+// retransmissions), datagrams, echo requests. So a connection whose SYN was
+// answered only after two retransmissions is "open" with attempts 3, and a
+// ping of five answered requests is "open" with attempts 1.
+//
+// # Outcome
+//
+// From the target itself (final: later packets and errors change nothing):
+//   - open: a SYN/ACK acknowledging one of the client's SYNs, any UDP
+//     datagram back, an echo reply;
+//   - closed: an RST acknowledging one of the client's SYNs.
+//
+// From an ICMP/ICMPv6 error quoting the client's probe (the latest error
+// counts, until the target answers; see icmpfb.Classify for the classes):
+//   - closed: port or protocol unreachable;
+//   - admin_prohibited: administratively prohibited (v4 codes 9, 10, 13,
+//     precedence cut-offs 14, 15; v6 code 1, source policy failed 5, reject
+//     route 6);
+//   - unreachable: net, host or address unreachable, no route, unknown
+//     net/host, beyond scope;
+//   - ttl_exceeded: time exceeded in transit (not reassembly timeouts).
+//
+// Errors that say nothing about reachability (frag-needed, packet too big,
+// redirect, source quench, parameter problem) leave the outcome alone.
+// Otherwise, with no answer before the flow ends: filtered.
+//
+// This follows the vocabulary, which differs from nmap's in one
+// place: nmap calls a TCP port answered by ICMP port-unreachable
+// "filtered"; here it is "closed", as for UDP (nmap's -sU does the same).
+//
+// # Trust
+//
+// Anyone on the path can forge an answer, so answers are checked against
+// what the client sent: a SYN/ACK or RST must acknowledge the first or the
+// latest SYN's sequence number + 1, and an ICMP error quoting TCP must
+// quote the first or the latest SYN's sequence number. An error must quote
+// the client's direction. Anything else is ignored and counted in
+// pktpipe_probe_ignored_total{reason}.
+//
+// # RTT
+//
+// rtt_ms / rtt_ns run from the latest probe before the answer to the
+// answer (the target's or the ICMP error's): after retransmissions the
+// answer is taken to answer the latest copy, as Wireshark and stages/rtt
+// do.
+//
+// # conn
+//
+// stages/tcpstate writes the conn object of TCP records. The probe
+// analyzer runs after it (Order 45) and, when a conn extension is already
+// on the record, wraps it so the probe's fields close the same object;
+// otherwise (UDP, ICMP, tcpstate off) it adds a conn object of its own.
+//
+// # Cost
+//
+// Per-flow state comes from a per-worker free list (no allocation in the
+// steady state); once the target has answered, the flow's packets are
+// skipped. The record's extension allocates once per attempt.
+package probe
+
+import (
+	"net/netip"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/icmpfb"
+)
+
+// Outcome is what happened to an attempt.
+type Outcome uint8
+
+const (
+	Filtered Outcome = iota // no answer (the zero value: nothing came back)
+	Open
+	Closed
+	AdminProhibited
+	Unreachable
+	TTLExceeded
+	NumOutcomes
+)
+
+var outcomeNames = [NumOutcomes]string{"filtered", "open", "closed", "admin_prohibited", "unreachable", "ttl_exceeded"}
+
+func (o Outcome) String() string {
+	if o < NumOutcomes {
+		return outcomeNames[o]
+	}
+	return "filtered"
+}
+
+// ParseOutcome is the inverse of String.
+func ParseOutcome(s string) (Outcome, bool) {
+	for i, n := range outcomeNames {
+		if n == s {
+			return Outcome(i), true
+		}
+	}
+	return 0, false
+}
+
+// Kind is what the attempt probed with.
+type Kind uint8
+
+const (
+	KindTCP Kind = iota + 1
+	KindUDP
+	KindEcho
+)
+
+type state struct {
+	kind      Kind
+	out       Outcome
+	final     bool // the target answered
+	answered  bool // the target or an ICMP error answered
+	attempts  uint32
+	seqFirst  uint32 // TCP: first and latest SYN sequence numbers
+	seqLast   uint32
+	lastProbe int64 // ns
+	rtt       int64 // ns, when answered
+	reporter  netip.Addr
+	icmpType  uint8
+	icmpCode  uint8
+}
+
+// Analyzer is one worker's probe analyzer (a flow.Analyzer).
+type Analyzer struct {
+	slot int
+	free []*state
+
+	outcomes                    [NumOutcomes]*stats.Counter
+	badAnswer, badQuote, badDir *stats.Counter
+}
+
+var _ flow.Analyzer = (*Analyzer)(nil)
+
+// New returns an analyzer for one worker; reg may be nil.
+func New(reg *stats.Registry) *Analyzer {
+	if reg == nil {
+		reg = stats.NewRegistry()
+	}
+	a := &Analyzer{}
+	for i := range a.outcomes {
+		a.outcomes[i] = reg.Counter("pktpipe_probe_outcomes_total", "Connection attempts ended, by outcome.", "outcome", outcomeNames[i])
+	}
+	const help = "Answers to connection attempts that were ignored: a SYN/ACK or RST not acknowledging the client's SYN, an ICMP error quoting another sequence number or the server's direction."
+	a.badAnswer = reg.Counter("pktpipe_probe_ignored_total", help, "reason", "answer_mismatch")
+	a.badQuote = reg.Counter("pktpipe_probe_ignored_total", help, "reason", "quote_mismatch")
+	a.badDir = reg.Counter("pktpipe_probe_ignored_total", help, "reason", "quote_direction")
+	return a
+}
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(i int) { a.slot = i }
+
+// attemptKind says whether p, the first packet of its flow, starts an
+// attempt.
+func attemptKind(m *packet.Meta) Kind {
+	switch m.Proto {
+	case packet.ProtoTCP:
+		if m.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn {
+			return KindTCP
+		}
+	case packet.ProtoUDP:
+		return KindUDP
+	case packet.ProtoICMP:
+		if m.ICMPType == 8 {
+			return KindEcho
+		}
+	case packet.ProtoICMPv6:
+		if m.ICMPType == 128 {
+			return KindEcho
+		}
+	}
+	return 0
+}
+
+// Packet implements flow.Analyzer.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
+	m := &p.Meta
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		var k Kind
+		if dir == flow.ToServer && f.Packets(flow.ToServer)+f.Packets(flow.ToClient) == 1 {
+			k = attemptKind(m)
+		}
+		if k == 0 {
+			f.SkipPackets(a.slot)
+			return
+		}
+		if n := len(a.free); n > 0 {
+			s = a.free[n-1]
+			a.free = a.free[:n-1]
+		} else {
+			s = &state{}
+		}
+		s.kind = k
+		s.seqFirst = m.Seq
+		f.SetState(a.slot, s)
+	}
+	if dir == flow.ToServer {
+		if s.final {
+			return
+		}
+		switch s.kind {
+		case KindTCP:
+			if m.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn {
+				return
+			}
+			s.seqLast = m.Seq
+		case KindEcho:
+			if m.ICMPType != 8 && m.ICMPType != 128 {
+				return
+			}
+		}
+		s.attempts++
+		s.lastProbe = p.Timestamp
+		return
+	}
+	// From the server.
+	switch s.kind {
+	case KindTCP:
+		fl := m.TCPFlags
+		var o Outcome
+		switch {
+		case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck:
+			o = Open
+		case fl&packet.TCPRst != 0 && fl&packet.TCPSyn == 0:
+			o = Closed
+		default:
+			return
+		}
+		// An RST in answer to a SYN carries ACK (RFC 9293 3.10.7.1); one
+		// without it, or acknowledging another sequence number, is not an
+		// answer to these probes.
+		if fl&packet.TCPAck == 0 || (m.Ack != s.seqFirst+1 && m.Ack != s.seqLast+1) {
+			a.badAnswer.Inc()
+			return
+		}
+		a.answer(s, o, p.Timestamp)
+	case KindUDP:
+		a.answer(s, Open, p.Timestamp)
+	case KindEcho:
+		if m.ICMPType != 0 && m.ICMPType != 129 {
+			return
+		}
+		a.answer(s, Open, p.Timestamp)
+	}
+	s.reporter = netip.Addr{}
+	f.SkipPackets(a.slot)
+}
+
+// answer records the target's own answer, which is final.
+func (a *Analyzer) answer(s *state, o Outcome, ts int64) {
+	s.out, s.final, s.answered = o, true, true
+	s.rtt = ts - s.lastProbe
+}
+
+// ICMPError implements flow.Analyzer.
+func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter) {
+	if f == nil {
+		return
+	}
+	s, ok := f.State(a.slot).(*state)
+	if !ok || s.final {
+		return
+	}
+	m := &p.Meta
+	c, ok := icmpfb.Classify(m.Proto, m.ICMPType, m.ICMPCode)
+	if !ok {
+		return
+	}
+	var o Outcome
+	switch c.Summary {
+	case "rejected":
+		o = Closed
+	case "filtered":
+		o = AdminProhibited
+	case "unreachable":
+		o = Unreachable
+	case "ttl-exceeded":
+		o = TTLExceeded
+	default:
+		return // frag-needed, redirect, ...: nothing about reachability
+	}
+	qk, ok := packet.QuoteKey(m)
+	if !ok {
+		return
+	}
+	if d, ok := f.DirOf(qk); !ok || d != flow.ToServer {
+		a.badDir.Inc()
+		return
+	}
+	if s.kind == KindTCP {
+		q := &m.Quote
+		if !q.HasSeq || (q.Seq != s.seqFirst && q.Seq != s.seqLast) {
+			a.badQuote.Inc()
+			return
+		}
+	}
+	s.out, s.answered = o, true
+	s.rtt = p.Timestamp - s.lastProbe
+	s.reporter, s.icmpType, s.icmpCode = m.Src, m.ICMPType, m.ICMPCode
+}
+
+// End implements flow.Analyzer: the outcome joins the record's conn object.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		return
+	}
+	c := &Conn{Outcome: s.out, Attempts: s.attempts, Answered: s.answered, RTTNS: s.rtt,
+		Reporter: s.reporter, ICMPType: s.icmpType, ICMPCode: s.icmpCode}
+	a.outcomes[s.out].Inc()
+	for i, x := range rec.Extra {
+		if x.Key() == "conn" {
+			c.Inner = x
+			rec.Extra[i] = c
+			c = nil
+			break
+		}
+	}
+	if c != nil {
+		rec.Extra = append(rec.Extra, c)
+	}
+	*s = state{}
+	f.SetState(a.slot, nil)
+	a.free = append(a.free, s)
+}
+
+// Conn carries the probe's fields of a flow record's conn object. When
+// another analyzer (tcpstate) already wrote a conn object, Inner is that
+// extension and these fields are written at the end of its object.
+type Conn struct {
+	Inner    event.Extension
+	Outcome  Outcome
+	Attempts uint32
+	Answered bool  // RTTNS is meaningful
+	RTTNS    int64 // latest probe → answer
+	// The ICMP error behind the outcome, if any: its sender and type/code.
+	Reporter           netip.Addr
+	ICMPType, ICMPCode uint8
+}
+
+func (*Conn) Key() string { return "conn" }
+
+func (c *Conn) Encode(w event.Writer) {
+	if c.Inner != nil {
+		// (An inner conn that is not an object would lose these fields;
+		// tcpstate's always is.)
+		sp := splice{Writer: w, c: c}
+		c.Inner.Encode(&sp)
+		return
+	}
+	w.BeginObject()
+	c.fields(w)
+	w.EndObject()
+}
+
+func (c *Conn) fields(w event.Writer) {
+	w.Key("outcome")
+	w.String(c.Outcome.String())
+	w.Key("attempts")
+	w.Uint(uint64(c.Attempts))
+	if c.Answered {
+		w.Key("rtt_ms")
+		w.Float(float64(c.RTTNS) / 1e6)
+		w.Key("rtt_ns")
+		w.Int(c.RTTNS)
+	}
+	if c.Reporter.IsValid() {
+		w.Key("icmp_reporter")
+		w.IP(c.Reporter)
+		w.Key("icmp_type")
+		w.Uint(uint64(c.ICMPType))
+		w.Key("icmp_code")
+		w.Uint(uint64(c.ICMPCode))
+	}
+}
+
+// splice passes an inner extension's output through and writes the probe's
+// fields just before the inner top-level object closes.
+type splice struct {
+	event.Writer
+	c     *Conn
+	depth int
+	done  bool
+}
+
+func (s *splice) BeginObject() { s.depth++; s.Writer.BeginObject() }
+func (s *splice) BeginArray()  { s.depth++; s.Writer.BeginArray() }
+func (s *splice) EndArray()    { s.depth--; s.Writer.EndArray() }
+func (s *splice) EndObject() {
+	s.depth--
+	if s.depth == 0 && !s.done {
+		s.done = true
+		s.c.fields(s.Writer)
+	}
+	s.Writer.EndObject()
+}
