@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/pktpipe/pktpipe/stages/appproto"
 	_ "github.com/pktpipe/pktpipe/stages/dns"
 	_ "github.com/pktpipe/pktpipe/stages/features"
 	_ "github.com/pktpipe/pktpipe/stages/icmpfb"

@@ -1,0 +1,269 @@
+// Package appproto names each flow's application protocol from its
+// content, on any port, with Suricata's names, and writes it on the flow
+// record as app_proto.
+//
+// # Detection
+//
+// Each direction of a flow is probed once, on its first payload bytes, as
+// Suricata's probing parsers do: a handful of cheap checks (Probe), each
+// reading a few bytes at fixed offsets. A check that needs more bytes than
+// the first segment holds says so, and the direction's next in-order
+// segments are appended to a 64-byte buffer (at most maxTries segments);
+// otherwise nothing is copied. Once both directions are decided (or, for
+// UDP, the first one) the analyzer sets the flow's skip bit, so the cost
+// is paid once per flow direction, not per packet.
+//
+// Only NTP falls back to the port (UDP 123, with a plausible header): its
+// 48-byte header has no value that other traffic could not carry.
+//
+// # Result
+//
+//   - One direction named a protocol and the other did not (or had no
+//     payload): app_proto is that protocol.
+//   - Both named the same protocol: app_proto.
+//   - They disagree: app_proto is the client's, and app_proto_tc the
+//     server's (Suricata writes app_proto_ts/app_proto_tc only when they
+//     differ from app_proto).
+//   - TCP: both directions had payload and neither matched: "failed".
+//     UDP: the first datagram with payload did not match: "failed" (as
+//     Suricata, which decides a UDP flow on its first datagram).
+//   - Otherwise (no payload, or one TCP direction only and unmatched):
+//     no app_proto key, as Suricata leaves such flows unknown.
+package appproto
+
+import (
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+const (
+	bufSize  = 64 // bytes kept per direction while a probe needs more
+	maxTries = 4  // payload segments looked at per direction
+)
+
+// half is one direction's detection state.
+type half struct {
+	proto   Proto
+	done    bool
+	payload bool   // the direction carried payload
+	synSeen bool   // next is known from the SYN
+	next    uint32 // TCP: sequence number of the next in-order byte
+	tries   uint8
+	n       uint8
+	buf     [bufSize]byte
+}
+
+type state struct {
+	d       [2]half
+	matched bool     // a direction named a protocol
+	first   flow.Dir // the first that did: its protocol is app_proto
+}
+
+// Analyzer is one worker's detector (a flow.Analyzer).
+type Analyzer struct {
+	slot int
+	free []*state
+
+	flows [numProtos]*stats.Counter
+}
+
+var _ flow.Analyzer = (*Analyzer)(nil)
+
+// New returns a detector; its counters go to reg (nil: none kept).
+func New(reg *stats.Registry) *Analyzer {
+	if reg == nil {
+		reg = stats.NewRegistry()
+	}
+	a := &Analyzer{}
+	for p := Proto(0); p < numProtos; p++ {
+		name := p.String()
+		if p == Unknown {
+			name = "unknown"
+		}
+		a.flows[p] = reg.Counter("pktpipe_app_proto_flows_total", "Flows ended, by the app_proto detected (unknown: no payload, or one TCP direction that matched nothing).", "app_proto", name)
+	}
+	return a
+}
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(i int) { a.slot = i }
+
+func (a *Analyzer) get(f *flow.Flow) *state {
+	if s, ok := f.State(a.slot).(*state); ok {
+		return s
+	}
+	var s *state
+	if n := len(a.free); n > 0 {
+		s = a.free[n-1]
+		a.free = a.free[:n-1]
+	} else {
+		s = &state{}
+	}
+	f.SetState(a.slot, s)
+	return s
+}
+
+// Packet implements flow.Analyzer.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
+	m := &p.Meta
+	if m.Proto != packet.ProtoTCP && m.Proto != packet.ProtoUDP {
+		f.SkipPackets(a.slot)
+		return
+	}
+	payload := p.Payload()
+	tcp := m.Proto == packet.ProtoTCP
+	if len(payload) == 0 && !(tcp && m.TCPFlags&packet.TCPSyn != 0) {
+		return
+	}
+	s := a.get(f)
+	h := &s.d[dir&1]
+	if h.done {
+		return
+	}
+	if tcp {
+		seq := m.Seq
+		if m.TCPFlags&packet.TCPSyn != 0 {
+			if !h.synSeen && h.n == 0 && h.tries == 0 {
+				h.synSeen, h.next = true, seq+1
+			}
+			seq++
+		}
+		if len(payload) == 0 {
+			return
+		}
+		if h.synSeen || h.n > 0 {
+			off := int32(seq - h.next)
+			if off > 0 { // a gap: wait for the missing bytes, a few segments at most
+				if h.tries++; h.tries >= 2*maxTries {
+					a.decide(f, s, dir, Unknown)
+				}
+				return
+			}
+			if int(-off) >= len(payload) {
+				return // retransmission
+			}
+			payload = payload[-off:]
+		}
+		h.next = seq + uint32(len(payload))
+		h.synSeen = true
+	}
+	h.payload = true
+	h.tries++
+	b := payload
+	if h.n > 0 {
+		k := copy(h.buf[h.n:], payload)
+		h.n += uint8(k)
+		b = h.buf[:h.n]
+	}
+	ts := dir == flow.ToServer
+	var (
+		pr = Unknown
+		v  = NoMatch
+	)
+	if o := s.d[(dir^1)&1].proto; o != Unknown {
+		// The other direction named the protocol: see whether this one
+		// goes along before looking for another.
+		if v = Confirm(o, m.Proto, ts, b); v == Match {
+			pr = o
+		}
+	}
+	if v == NoMatch {
+		pr, v = Probe(m.Proto, ts, m.SrcPort, m.DstPort, b)
+	}
+	switch {
+	case v == Match:
+		a.decide(f, s, dir, pr)
+	case !tcp: // each datagram stands alone
+		if h.tries >= maxTries {
+			a.decide(f, s, dir, Unknown)
+		}
+	case v == NoMatch || h.tries >= maxTries || int(h.n) == bufSize:
+		a.decide(f, s, dir, Unknown)
+	case h.n == 0:
+		h.n = uint8(copy(h.buf[:], payload))
+	}
+}
+
+// decide ends a direction's probing; when nothing is left to probe, the
+// flow's packets are no longer wanted.
+func (a *Analyzer) decide(f *flow.Flow, s *state, dir flow.Dir, p Proto) {
+	h := &s.d[dir&1]
+	h.done, h.proto = true, p
+	if p != Unknown && !s.matched {
+		s.matched, s.first = true, dir
+	}
+	// Suricata decides a UDP flow once: the other direction is not
+	// looked at for a mismatch.
+	if (s.d[0].done && s.d[1].done) || (p != Unknown && f.Proto() == packet.ProtoUDP) {
+		f.SkipPackets(a.slot)
+	}
+}
+
+// result is the flow's app_proto and, when the directions disagree, the
+// other direction (dir) and its protocol; Unknown when there is nothing
+// to write.
+func (s *state) result(udp bool) (app Proto, other Proto, dir flow.Dir) {
+	if s.matched {
+		o := s.first ^ 1
+		app, other = s.d[s.first&1].proto, s.d[o&1].proto
+		if other == app {
+			other = Unknown
+		}
+		return app, other, o
+	}
+	if (udp && (s.d[0].payload || s.d[1].payload)) || (s.d[0].payload && s.d[1].payload) {
+		return Failed, Unknown, 0
+	}
+	return Unknown, Unknown, 0
+}
+
+// ICMPError implements flow.Analyzer.
+func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
+
+// End implements flow.Analyzer: app_proto (and app_proto_tc) go on the
+// record.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		a.flows[Unknown].Inc()
+		return
+	}
+	app, other, dir := s.result(f.Proto() == packet.ProtoUDP)
+	a.flows[app].Inc()
+	if app != Unknown {
+		rec.Extra = append(rec.Extra, &appExt[app])
+	}
+	if other != Unknown {
+		if dir == flow.ToServer {
+			rec.Extra = append(rec.Extra, &tsExt[other])
+		} else {
+			rec.Extra = append(rec.Extra, &tcExt[other])
+		}
+	}
+	*s = state{}
+	f.SetState(a.slot, nil)
+	a.free = append(a.free, s)
+}
+
+// ext is a string-valued top-level key of the flow record; the values are
+// preallocated so ending a flow allocates nothing.
+type ext struct{ key, val string }
+
+func (e *ext) Key() string           { return e.key }
+func (e *ext) Encode(w event.Writer) { w.String(e.val) }
+func (e *ext) String() string        { return e.key + "=" + e.val }
+func mkExt(key string) (t [numProtos]ext) {
+	for p := range t {
+		t[p] = ext{key, Proto(p).String()}
+	}
+	return
+}
+
+var (
+	appExt = mkExt("app_proto")
+	tsExt  = mkExt("app_proto_ts")
+	tcExt  = mkExt("app_proto_tc")
+)
