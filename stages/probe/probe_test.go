@@ -102,7 +102,9 @@ type connJSON struct {
 type recJSON struct {
 	raw       string
 	EventType string    `json:"event_type"`
+	FlowID    uint64    `json:"flow_id"`
 	SrcIP     string    `json:"src_ip"`
+	SrcPort   int       `json:"src_port"`
 	DestIP    string    `json:"dest_ip"`
 	DestPort  int       `json:"dest_port"`
 	Proto     string    `json:"proto"`
@@ -116,11 +118,6 @@ func runFlows(t *testing.T, reg *stats.Registry, noTCPState bool, pkts ...packet
 	as := []flow.Analyzer{tcpstate.New(), New(reg)}
 	if noTCPState {
 		as = as[1:]
-	}
-	for i, a := range as {
-		if su, ok := a.(flow.SlotUser); ok {
-			su.SetSlot(i)
-		}
 	}
 	p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg}, as...)
 	ch := make(chan *event.Batch, 1024)
