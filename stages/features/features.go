@@ -1,0 +1,322 @@
+// Package features is the flow analyzer that adds NFStream-compatible
+// statistical flow features to each flow record, as a "features" object:
+//
+//	"features": {"bidirectional_packets": 9, "src2dst_mean_ps": 70.67, ...}
+//
+// The names and definitions are those of NFStream (6.6.0) with
+// statistical_analysis=True and its defaults, checked against it by the
+// oracle test (oracle_test.go):
+//
+//   - Sizes (ps, bytes) are link-layer sizes, as NFStream's default
+//     accounting_mode 0: the packet's length on the wire (pcap orig_len),
+//     not its captured length. For a tunnelled flow that is the whole
+//     outer frame, as NFStream counts it (flow.bytes_* count the inner
+//     packet there).
+//   - Times are integer milliseconds since the epoch, truncated
+//     (first_seen_ms, last_seen_ms); inter-arrival times (piat) are the
+//     differences of those truncated times, so a 0.4 ms gap that crosses a
+//     millisecond boundary counts 1 ms. duration_ms = last - first.
+//   - Standard deviations are sample standard deviations (divisor n-1), 0
+//     for fewer than two values.
+//   - The first packet has no inter-arrival time: piat statistics are over
+//     the n-1 gaps of a direction (bidirectional: between consecutive
+//     packets of either direction). With no gap, every piat statistic is 0;
+//     a direction without packets has all its statistics 0.
+//   - src2dst is the record's src (the client) to its dest, so
+//     src2dst_bytes equals flow.bytes_toserver. NFStream's src is always
+//     the sender of the first packet; the two differ only for a TCP flow
+//     first seen from its server (SYN-ACK first, or picked up midstream)
+//     and an ICMP echo reply seen first: there src2dst and dst2src swap.
+//   - Time going backwards: a packet older than the flow's latest is taken
+//     at the flow's latest time (gap 0), as NFStream takes it at its
+//     clock's latest. Durations and gaps are never negative.
+//
+// With --splt N (0 = off), splt_direction, splt_ps and splt_piat_ms list
+// the first N packets: direction 0 (src to dest) or 1, size, and gap to
+// the previous packet of the flow in ms (0 for the first), each padded
+// with -1 to N entries.
+//
+// # State and cost
+//
+// Per flow, a fixed-size state (running Welford means and squared
+// deviations, no stored samples) taken from a per-worker free list when
+// the flow's first packet is seen and returned at its end. The SPLT
+// buffers are a separate pooled block, only on flows of an analyzer built
+// with N > 0. Packet allocates nothing; End allocates the record's
+// extension (a copy of the state, and the SPLT arrays).
+//
+// Flag counters are 32-bit and saturate at 2^32-1 (a flow would need more
+// than four billion SYNs or ACKs in one direction); packet and byte
+// counters are 64-bit.
+package features
+
+import (
+	"math"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+// MaxSPLT bounds --splt.
+const MaxSPLT = 1024
+
+// welford is a running mean and sum of squared deviations.
+type welford struct {
+	mean, m2 float64
+}
+
+// add adds x as the n-th value (n >= 1).
+func (w *welford) add(x float64, n uint64) {
+	d := x - w.mean
+	w.mean += d / float64(n)
+	w.m2 += d * (x - w.mean)
+}
+
+// stddev is the sample standard deviation of n values.
+func (w *welford) stddev(n uint64) float64 {
+	if n < 2 || !(w.m2 > 0) {
+		return 0
+	}
+	return math.Sqrt(w.m2 / float64(n-1))
+}
+
+// combine merges two summaries of na and nb values (Chan et al.).
+func combine(a, b welford, na, nb uint64) welford {
+	switch {
+	case na == 0:
+		return b
+	case nb == 0:
+		return a
+	}
+	fa, fb := float64(na), float64(nb)
+	n := fa + fb
+	d := b.mean - a.mean
+	return welford{mean: a.mean + d*fb/n, m2: a.m2 + b.m2 + d*d*fa*fb/n}
+}
+
+// flag bits in the order of the counters.
+var flagBits = [8]uint8{
+	packet.TCPSyn, packet.TCPCwr, packet.TCPEce, packet.TCPUrg,
+	packet.TCPAck, packet.TCPPsh, packet.TCPRst, packet.TCPFin,
+}
+
+var flagNames = [8]string{"syn", "cwr", "ece", "urg", "ack", "psh", "rst", "fin"}
+
+// dirStats are one direction's counters.
+type dirStats struct {
+	pkts, bytes      uint64
+	first, last      int64 // ms
+	minPS, maxPS     uint32
+	minPIAT, maxPIAT uint32 // ms
+	ps, piat         welford
+	flags            [8]uint32
+}
+
+// state is one flow's features so far.
+type state struct {
+	d       [2]dirStats
+	clock   int64 // latest packet time, ns
+	last    int64 // latest packet time, ms
+	biPIAT  welford
+	biMin   uint32
+	biMax   uint32
+	splt    *splt
+	started bool
+}
+
+// splt holds the first packets of a flow, pooled apart from state.
+type splt struct {
+	n    int
+	dir  []int8
+	ps   []int32
+	piat []int32
+}
+
+// sat32 saturates v to [0, MaxUint32].
+func sat32(v int64) uint32 {
+	if v <= 0 {
+		return 0
+	}
+	if v > math.MaxUint32 {
+		return math.MaxUint32
+	}
+	return uint32(v)
+}
+
+func satI32(v uint64) int32 {
+	if v > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int32(v)
+}
+
+// floorMS is ns in whole milliseconds, rounded down.
+func floorMS(ns int64) int64 {
+	ms := ns / 1e6
+	if ns < 0 && ms*1e6 != ns {
+		ms--
+	}
+	return ms
+}
+
+// add counts one packet of size n at time ts (ns) in direction d.
+func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
+	if !s.started {
+		s.started = true
+		s.clock = ts
+		s.last = floorMS(ts)
+	} else if ts < s.clock {
+		ts = s.clock // time went backwards: no negative gap
+	} else {
+		s.clock = ts
+	}
+	ms := floorMS(ts)
+	ds := &s.d[d&1]
+	ps := uint32(min(size, math.MaxUint32))
+	biGap := ms - s.last
+	if s.d[0].pkts+s.d[1].pkts > 0 {
+		g := sat32(biGap)
+		n := s.d[0].pkts + s.d[1].pkts // gaps so far, with this one
+		if n == 1 || g < s.biMin {
+			s.biMin = g
+		}
+		if g > s.biMax {
+			s.biMax = g
+		}
+		s.biPIAT.add(float64(g), n)
+	}
+	s.last = ms
+	if ds.pkts == 0 {
+		ds.first, ds.minPS, ds.maxPS = ms, ps, ps
+	} else {
+		g := sat32(ms - ds.last)
+		if ds.pkts == 1 || g < ds.minPIAT {
+			ds.minPIAT = g
+		}
+		if g > ds.maxPIAT {
+			ds.maxPIAT = g
+		}
+		ds.piat.add(float64(g), ds.pkts)
+		ds.minPS = min(ds.minPS, ps)
+		ds.maxPS = max(ds.maxPS, ps)
+	}
+	ds.last = ms
+	ds.pkts++
+	ds.bytes += size
+	ds.ps.add(float64(size), ds.pkts)
+	if tcpFlags != 0 {
+		for i, b := range flagBits {
+			if tcpFlags&b != 0 && ds.flags[i] != math.MaxUint32 {
+				ds.flags[i]++
+			}
+		}
+	}
+	if sp := s.splt; sp != nil && sp.n < len(sp.dir) {
+		i := sp.n
+		sp.dir[i] = int8(d & 1)
+		sp.ps[i] = satI32(size)
+		if i > 0 {
+			sp.piat[i] = satI32(uint64(sat32(biGap)))
+		}
+		sp.n++
+	}
+}
+
+// Analyzer is one worker's features analyzer (a flow.Analyzer).
+type Analyzer struct {
+	slot     int
+	n        int // SPLT length, 0 = off
+	free     []*state
+	freeSPLT []*splt
+}
+
+var _ flow.Analyzer = (*Analyzer)(nil)
+
+// New returns an analyzer for one worker; splt is the SPLT length (0 = off).
+func New(spltN int) *Analyzer {
+	return &Analyzer{n: min(max(spltN, 0), MaxSPLT)}
+}
+
+// SetSlot implements flow.SlotUser.
+func (a *Analyzer) SetSlot(i int) { a.slot = i }
+
+// ICMPError implements flow.Analyzer: ICMP errors are not the flow's
+// packets (the flow record does not count them either).
+func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
+
+// Packet implements flow.Analyzer.
+func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
+	s, _ := f.State(a.slot).(*state)
+	if s == nil {
+		s = a.get()
+		f.SetState(a.slot, s)
+	}
+	m := &p.Meta
+	var fl uint8
+	if m.Proto == packet.ProtoTCP {
+		fl = m.TCPFlags
+	}
+	s.add(dir, p.Timestamp, packetSize(p), fl)
+}
+
+// packetSize is NFStream's link-layer size: the frame's length on the
+// wire, the whole frame for a tunnel too (the flow record's bytes count the
+// inner packet there).
+func packetSize(p *packet.Packet) uint64 {
+	if p.OrigLen != 0 {
+		return uint64(p.OrigLen)
+	}
+	return uint64(len(p.Data))
+}
+
+func (a *Analyzer) get() *state {
+	var s *state
+	if k := len(a.free); k > 0 {
+		s = a.free[k-1]
+		a.free = a.free[:k-1]
+	} else {
+		s = new(state)
+	}
+	if a.n > 0 {
+		if k := len(a.freeSPLT); k > 0 {
+			s.splt = a.freeSPLT[k-1]
+			a.freeSPLT = a.freeSPLT[:k-1]
+		} else {
+			s.splt = &splt{dir: make([]int8, a.n), ps: make([]int32, a.n), piat: make([]int32, a.n)}
+		}
+	}
+	return s
+}
+
+func (a *Analyzer) put(s *state) {
+	if sp := s.splt; sp != nil {
+		sp.n = 0
+		sp.piat[0] = 0
+		a.freeSPLT = append(a.freeSPLT, sp)
+	}
+	*s = state{}
+	a.free = append(a.free, s)
+}
+
+// End implements flow.Analyzer: the features object goes on the record.
+func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
+	s, ok := f.State(a.slot).(*state)
+	if !ok {
+		return
+	}
+	x := &Features{st: *s}
+	x.st.splt = nil
+	if sp := s.splt; sp != nil {
+		x.n = len(sp.dir)
+		x.spltDir = append([]int8(nil), sp.dir[:sp.n]...)
+		buf := make([]int32, 2*sp.n)
+		copy(buf, sp.ps[:sp.n])
+		copy(buf[sp.n:], sp.piat[:sp.n])
+		x.spltPS, x.spltPIAT = buf[:sp.n:sp.n], buf[sp.n:]
+	}
+	rec.Extra = append(rec.Extra, x)
+	f.SetState(a.slot, nil)
+	a.put(s)
+}

@@ -1,0 +1,177 @@
+package features
+
+import (
+	"github.com/pktpipe/pktpipe/pipeline/event"
+)
+
+// Features is the record's "features" object: a copy of the flow's state,
+// turned into NFStream's columns when it is encoded.
+type Features struct {
+	st       state
+	n        int // SPLT length (0 = off)
+	spltDir  []int8
+	spltPS   []int32
+	spltPIAT []int32
+}
+
+// Key implements event.Extension.
+func (*Features) Key() string { return "features" }
+
+// side is one prefix's columns.
+type side struct {
+	pkts, bytes       uint64
+	first, last       int64
+	minPS, maxPS      uint64
+	meanPS, stdPS     float64
+	minPIAT, maxPIAT  uint64
+	meanPIAT, stdPIAT float64
+	flags             [8]uint64
+	hasPackets        bool
+	psW               welford
+}
+
+func dirSide(d *dirStats) side {
+	s := side{pkts: d.pkts, bytes: d.bytes, first: d.first, last: d.last, hasPackets: d.pkts > 0, psW: d.ps}
+	if d.pkts == 0 {
+		return s
+	}
+	s.minPS, s.maxPS = uint64(d.minPS), uint64(d.maxPS)
+	s.meanPS, s.stdPS = d.ps.mean, d.ps.stddev(d.pkts)
+	if d.pkts > 1 {
+		s.minPIAT, s.maxPIAT = uint64(d.minPIAT), uint64(d.maxPIAT)
+		s.meanPIAT, s.stdPIAT = d.piat.mean, d.piat.stddev(d.pkts-1)
+	}
+	for i, c := range d.flags {
+		s.flags[i] = uint64(c)
+	}
+	return s
+}
+
+// sides returns the bidirectional, src2dst and dst2src columns.
+func (x *Features) sides() [3]side {
+	a, b := dirSide(&x.st.d[0]), dirSide(&x.st.d[1])
+	bi := side{pkts: a.pkts + b.pkts, bytes: a.bytes + b.bytes}
+	switch {
+	case a.hasPackets && b.hasPackets:
+		bi.first, bi.last = min(a.first, b.first), max(a.last, b.last)
+		bi.minPS, bi.maxPS = min(a.minPS, b.minPS), max(a.maxPS, b.maxPS)
+	case a.hasPackets:
+		bi.first, bi.last, bi.minPS, bi.maxPS = a.first, a.last, a.minPS, a.maxPS
+	case b.hasPackets:
+		bi.first, bi.last, bi.minPS, bi.maxPS = b.first, b.last, b.minPS, b.maxPS
+	}
+	w := combine(a.psW, b.psW, a.pkts, b.pkts)
+	bi.meanPS, bi.stdPS = w.mean, w.stddev(bi.pkts)
+	if bi.pkts > 1 {
+		bi.minPIAT, bi.maxPIAT = uint64(x.st.biMin), uint64(x.st.biMax)
+		bi.meanPIAT, bi.stdPIAT = x.st.biPIAT.mean, x.st.biPIAT.stddev(bi.pkts-1)
+	}
+	for i := range bi.flags {
+		bi.flags[i] = a.flags[i] + b.flags[i]
+	}
+	return [3]side{bi, a, b}
+}
+
+var prefixes = [3]string{"bidirectional_", "src2dst_", "dst2src_"}
+
+// Column names in NFStream's order, built once so Encode allocates nothing.
+var (
+	colTimes [3][5]string // first_seen_ms, last_seen_ms, duration_ms, packets, bytes
+	colPS    [3][4]string
+	colPIAT  [3][4]string
+	colFlags [3][8]string
+)
+
+func init() {
+	for i, p := range prefixes {
+		for j, n := range [5]string{"first_seen_ms", "last_seen_ms", "duration_ms", "packets", "bytes"} {
+			colTimes[i][j] = p + n
+		}
+		for j, n := range [4]string{"min_ps", "mean_ps", "stddev_ps", "max_ps"} {
+			colPS[i][j] = p + n
+		}
+		for j, n := range [4]string{"min_piat_ms", "mean_piat_ms", "stddev_piat_ms", "max_piat_ms"} {
+			colPIAT[i][j] = p + n
+		}
+		for j, n := range flagNames {
+			colFlags[i][j] = p + n + "_packets"
+		}
+	}
+}
+
+// Encode implements event.Extension: one flat object, columns in
+// NFStream's order.
+func (x *Features) Encode(w event.Writer) {
+	s := x.sides()
+	w.BeginObject()
+	for i := range s {
+		c := &colTimes[i]
+		w.Key(c[0])
+		w.Int(s[i].first)
+		w.Key(c[1])
+		w.Int(s[i].last)
+		w.Key(c[2])
+		w.Int(s[i].last - s[i].first)
+		w.Key(c[3])
+		w.Uint(s[i].pkts)
+		w.Key(c[4])
+		w.Uint(s[i].bytes)
+	}
+	for i := range s {
+		c := &colPS[i]
+		w.Key(c[0])
+		w.Uint(s[i].minPS)
+		w.Key(c[1])
+		w.Float(s[i].meanPS)
+		w.Key(c[2])
+		w.Float(s[i].stdPS)
+		w.Key(c[3])
+		w.Uint(s[i].maxPS)
+	}
+	for i := range s {
+		c := &colPIAT[i]
+		w.Key(c[0])
+		w.Uint(s[i].minPIAT)
+		w.Key(c[1])
+		w.Float(s[i].meanPIAT)
+		w.Key(c[2])
+		w.Float(s[i].stdPIAT)
+		w.Key(c[3])
+		w.Uint(s[i].maxPIAT)
+	}
+	for i := range s {
+		for j, c := range colFlags[i] {
+			w.Key(c)
+			w.Uint(s[i].flags[j])
+		}
+	}
+	if x.n > 0 {
+		w.Key("splt_direction")
+		w.BeginArray()
+		for _, d := range x.spltDir {
+			w.Int(int64(d))
+		}
+		x.pad(w, len(x.spltDir))
+		w.Key("splt_ps")
+		w.BeginArray()
+		for _, v := range x.spltPS {
+			w.Int(int64(v))
+		}
+		x.pad(w, len(x.spltPS))
+		w.Key("splt_piat_ms")
+		w.BeginArray()
+		for _, v := range x.spltPIAT {
+			w.Int(int64(v))
+		}
+		x.pad(w, len(x.spltPIAT))
+	}
+	w.EndObject()
+}
+
+// pad fills an SPLT array to its length with -1 and closes it.
+func (x *Features) pad(w event.Writer, have int) {
+	for range x.n - have {
+		w.Int(-1)
+	}
+	w.EndArray()
+}
