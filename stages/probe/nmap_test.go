@@ -5,8 +5,10 @@ import (
 	"encoding/xml"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,28 +18,34 @@ import (
 
 // nmapRun is the part of nmap's -oX output the oracle reads.
 type nmapRun struct {
-	Hosts []struct {
-		Status struct {
-			State  string `xml:"state,attr"`
-			Reason string `xml:"reason,attr"`
-		} `xml:"status"`
-		Addrs []struct {
-			Addr string `xml:"addr,attr"`
-			Type string `xml:"addrtype,attr"`
-		} `xml:"address"`
-		Ports []struct {
-			Proto string `xml:"protocol,attr"`
-			ID    int    `xml:"portid,attr"`
-			State struct {
-				State  string `xml:"state,attr"`
-				Reason string `xml:"reason,attr"`
-			} `xml:"state"`
-		} `xml:"ports>port"`
-		Extra []struct {
-			State string `xml:"state,attr"`
-			Count int    `xml:"count,attr"`
-		} `xml:"ports>extraports"`
-	} `xml:"host"`
+	Hosts []nmapHost `xml:"host"`
+}
+
+type nmapHost struct {
+	Status struct {
+		State  string `xml:"state,attr"`
+		Reason string `xml:"reason,attr"`
+	} `xml:"status"`
+	Addrs []nmapAddr `xml:"address"`
+	Ports []nmapPort `xml:"ports>port"`
+	Extra []struct {
+		State string `xml:"state,attr"`
+		Count int    `xml:"count,attr"`
+	} `xml:"ports>extraports"`
+}
+
+type nmapAddr struct {
+	Addr string `xml:"addr,attr"`
+	Type string `xml:"addrtype,attr"`
+}
+
+type nmapPort struct {
+	Proto string `xml:"protocol,attr"`
+	ID    int    `xml:"portid,attr"`
+	State struct {
+		State  string `xml:"state,attr"`
+		Reason string `xml:"reason,attr"`
+	} `xml:"state"`
 }
 
 func (r *nmapRun) addr(i int) string {
@@ -112,6 +120,10 @@ type scan struct {
 	name string
 	args []string // nmap's, before -oX
 	src  []string // the scanner's addresses
+	// tool runs another scanner instead of nmap and returns its verdicts
+	// in nmap's form (masscan writes nmap's XML; hping3's lines are
+	// translated) and the ports it probed without an answer it reports.
+	tool func(l *lab, name string) (nmapRun, []portKey)
 	// connect: nmap -sT reads connect()'s errno, and Linux turns every
 	// ICMP unreachable but port-unreachable into EHOSTUNREACH (an
 	// admin-prohibited one too), so nmap's host-unreach may be ours
@@ -121,7 +133,7 @@ type scan struct {
 
 func TestNmapOracle(t *testing.T) {
 	testenv.NeedRoot(t)
-	for _, c := range []string{"ip", "tcpdump", "nft", "nmap", "ping", "python3"} {
+	for _, c := range []string{"ip", "tcpdump", "nft", "nmap", "masscan", "hping3", "ping", "python3"} {
 		testenv.NeedCommand(t, c)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -130,36 +142,36 @@ func TestNmapOracle(t *testing.T) {
 	common := []string{"nmap", "-n", "-T5", "--max-retries", "1", "--host-timeout", "20s"}
 	v4, v6 := []string{scanner4}, []string{"fd00:88:1::2"}
 	scans := []scan{
-		{"sS", []string{"-Pn", "-sS", "-p", scanPorts, target4, absent4}, v4, false},
-		{"sT", []string{"-Pn", "-sT", "-p", scanPorts, target4, absent4}, v4, true},
-		{"sU", []string{"-Pn", "-sU", "-p", udpPorts, target4, absent4}, v4, false},
-		{"6sS", []string{"-6", "-Pn", "-sS", "-p", scanPorts, target6, absent6}, v6, false},
+		{"sS", []string{"-Pn", "-sS", "-p", scanPorts, target4, absent4}, v4, nil, false},
+		{"sT", []string{"-Pn", "-sT", "-p", scanPorts, target4, absent4}, v4, nil, true},
+		{"sU", []string{"-Pn", "-sU", "-p", udpPorts, target4, absent4}, v4, nil, false},
+		{"6sS", []string{"-6", "-Pn", "-sS", "-p", scanPorts, target6, absent6}, v6, nil, false},
 		// -v: down hosts are written too.
-		{"sn", []string{"-v", "-sn", target4, absent4}, v4, false},
+		{"sn", []string{"-v", "-sn", target4, absent4}, v4, nil, false},
+		{name: "masscan", src: v4, tool: masscan},
+		{name: "hping3", src: v4, tool: hping3},
 	}
 	for _, sc := range scans {
 		t.Run(sc.name, func(t *testing.T) {
 			l.t = t
-			xmlOut := filepath.Join(l.dir, sc.name+".xml")
-			pcap := l.capture(sc.name, func() {
-				l.in(l.S, append(append(common, sc.args...), "-oX", xmlOut)...)
-			})
-			b, err := os.ReadFile(xmlOut)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if dir := os.Getenv("PROBE_KEEP"); dir != "" {
-				_ = os.WriteFile(filepath.Join(dir, sc.name+".xml"), b, 0o644)
-			}
 			var run nmapRun
-			if err := xml.Unmarshal(b, &run); err != nil {
-				t.Fatal(err)
+			var silent []portKey
+			var pcap string
+			if sc.tool != nil {
+				pcap = l.capture(sc.name, func() { run, silent = sc.tool(l, sc.name) })
+			} else {
+				xmlOut := filepath.Join(l.dir, sc.name+".xml")
+				pcap = l.capture(sc.name, func() {
+					l.in(l.S, append(append(common, sc.args...), "-oX", xmlOut)...)
+				})
+				run = readXML(t, xmlOut)
 			}
 			recs := runCapture(t, pcap, 4)
 			if sc.name == "sn" {
 				compareHosts(t, &run, recs, sc.src)
 			} else {
 				comparePorts(t, &run, recs, sc.src, sc.connect)
+				compareSilent(t, silent, recs, sc.src)
 			}
 			// Workers 1 and 4 write the same outcomes.
 			one := runCapture(t, pcap, 1)
@@ -167,6 +179,37 @@ func TestNmapOracle(t *testing.T) {
 				t.Errorf("workers 4 and 1 differ:\n%s\n---\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
 			}
 		})
+	}
+}
+
+func readXML(t *testing.T, file string) nmapRun {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir := os.Getenv("PROBE_KEEP"); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, filepath.Base(file)), b, 0o644)
+	}
+	var run nmapRun
+	if err := xml.Unmarshal(b, &run); err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+// compareSilent checks ports a scanner probed and reported nothing about
+// (masscan reports open and closed ports only): no answer from the target.
+func compareSilent(t *testing.T, silent []portKey, recs []recJSON, src []string) {
+	t.Helper()
+	ours := ports(recs, src)
+	for _, k := range silent {
+		switch got := ours[k]; got {
+		case "filtered", "admin_prohibited", "unreachable", "ttl_exceeded":
+			t.Logf("%s: not reported, ours %s", k, got)
+		default:
+			t.Errorf("%s: not reported, ours %q", k, got)
+		}
 	}
 }
 
@@ -257,4 +300,76 @@ func compareHosts(t *testing.T, run *nmapRun, recs []recJSON, src []string) {
 		}
 	}
 	t.Logf("%d hosts compared", n)
+}
+
+// masscan at a modest rate. It reports open and (with --show closed)
+// closed ports; the rest of the range it probed is silent.
+func masscan(l *lab, name string) (nmapRun, []portKey) {
+	out := filepath.Join(l.dir, name+".xml")
+	l.in(l.S, "masscan", "-e", "p0", "--router-ip", "10.88.1.1", "--rate", "200", "--wait", "1",
+		"--show", "closed", "-p", scanPorts, target4, "-oX", out)
+	run := readXML(l.t, out)
+	var silent []portKey
+	for p := 8001; p <= 8006; p++ {
+		k := portKey{target4, "TCP", p}
+		found := false
+		for _, h := range run.Hosts {
+			for _, q := range h.Ports {
+				found = found || (q.ID == p && q.Proto == "tcp")
+			}
+		}
+		if !found {
+			silent = append(silent, k)
+		}
+	}
+	return run, silent
+}
+
+// hping3, a slow vertical SYN scan: one probe every 200 ms, destination
+// port counting up from 8001. Its lines become nmap verdicts: flags=SA
+// open, flags=RA closed, "ICMP Packet filtered" (admin prohibited) filtered
+// with nmap's reason admin-prohibited; a port with no line is silent.
+func hping3(l *lab, name string) (nmapRun, []portKey) {
+	cmd := exec.CommandContext(l.ctx, "ip", "netns", "exec", l.S, "hping3", "-n", "-S", "-p", "++8001", "-c", "6", "-i", "u200000", target4)
+	out, _ := cmd.CombinedOutput() // exits non-zero when a probe went unanswered
+	l.t.Logf("hping3:\n%s", out)
+	var run nmapRun
+	run.Hosts = make([]nmapHost, 1)
+	run.Hosts[0].Addrs = append(run.Hosts[0].Addrs, nmapAddr{Addr: target4, Type: "ipv4"})
+	seen := map[int]bool{}
+	add := func(port int, state, reason string) {
+		var p nmapPort
+		p.Proto, p.ID, p.State.State, p.State.Reason = "tcp", port, state, reason
+		run.Hosts[0].Ports = append(run.Hosts[0].Ports, p)
+		seen[port] = true
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := map[string]string{}
+		for _, w := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(w, "="); ok {
+				f[k] = v
+			}
+		}
+		switch {
+		case strings.HasPrefix(line, "ICMP Packet filtered"):
+			// hping3 names no port here; the quoted one is in the
+			// capture, and the test's rules put the reject on 8004.
+			add(8004, "filtered", "admin-prohibited")
+		case f["sport"] != "":
+			port, _ := strconv.Atoi(f["sport"])
+			switch f["flags"] {
+			case "SA":
+				add(port, "open", "syn-ack")
+			case "RA":
+				add(port, "closed", "reset")
+			}
+		}
+	}
+	var silent []portKey
+	for p := 8001; p <= 8006; p++ {
+		if !seen[p] {
+			silent = append(silent, portKey{target4, "TCP", p})
+		}
+	}
+	return run, silent
 }
