@@ -10,6 +10,7 @@ import (
 	_ "github.com/pktpipe/pktpipe/stages/probe"
 	_ "github.com/pktpipe/pktpipe/stages/quic"
 	_ "github.com/pktpipe/pktpipe/stages/rtt"
+	_ "github.com/pktpipe/pktpipe/stages/ssh"
 	_ "github.com/pktpipe/pktpipe/stages/tcpstate"
 	_ "github.com/pktpipe/pktpipe/stages/tlsfp"
 )

@@ -538,6 +538,12 @@ func isIMAP(b []byte, ts bool) Verdict {
 // framed strips the 4-byte (Kerberos) or 2-byte (DNS) record length of a
 // TCP message, checking it against what follows, and applies f.
 func framed(b []byte, n int, ts bool, f func([]byte, bool) Verdict) Verdict {
+	if b[0] > 1 {
+		// First messages (queries, AS/TGS requests and their answers)
+		// are far below 512 bytes or 16 MiB: a larger length is text or
+		// another protocol, not worth waiting for.
+		return NoMatch
+	}
 	if len(b) <= n {
 		return NeedMore
 	}
