@@ -92,6 +92,27 @@ type Config struct {
 	// to if it exists.
 	SpillPath string
 
+	// SpoolDir turns on the disk spool (spool.go): events the in-flight
+	// budget has no room for go there instead of blocking Write, and a
+	// drainer sends them once the broker accepts writes again. The
+	// directory is created if missing; segments left by an earlier run
+	// are sent first. "": no spool (Write blocks, then spills).
+	SpoolDir string
+	// SpoolMax bounds the spool's files (default 1 GiB).
+	SpoolMax int64
+	// SpoolFull is what happens to a batch the spool cannot take (full,
+	// disk full, I/O error): SpoolBlock, SpoolDropNewest or
+	// SpoolDropOldest. "": SpoolBlock, or SpoolDropOldest when Live.
+	SpoolFull string
+	// The spool's fsync: every SpoolSyncInterval (default 1s) and after
+	// SpoolSyncBytes written (default 8 MiB). Negative bytes: every batch.
+	SpoolSyncInterval time.Duration
+	SpoolSyncBytes    int64
+	// Live says the source is a live capture, which cannot be slowed
+	// down: blocking would only move the loss to the kernel's ring. It
+	// picks SpoolFull's default.
+	Live bool
+
 	// Ctx, when set, is the run's stop signal (the first SIGTERM): once it
 	// is done, Write no longer waits for budget and spills instead, so
 	// that the drain ends within DrainTimeout. Nil: never.
@@ -181,6 +202,24 @@ func (c *Config) defaults() {
 		c.SpillPath = filepath.Join(stateDir(),
 			fmt.Sprintf("pktpipe-kafka-spill-%s-%d.jsonl", time.Now().UTC().Format("20060102T150405Z"), os.Getpid()))
 	}
+	if c.SpoolMax <= 0 {
+		c.SpoolMax = 1 << 30
+	}
+	if c.SpoolFull == "" {
+		c.SpoolFull = SpoolBlock
+		if c.Live {
+			c.SpoolFull = SpoolDropOldest
+		}
+	}
+	if c.SpoolSyncInterval <= 0 {
+		c.SpoolSyncInterval = time.Second
+	}
+	if c.SpoolSyncBytes == 0 {
+		c.SpoolSyncBytes = 8 << 20
+	}
+	if c.SpoolSyncBytes < 0 {
+		c.SpoolSyncBytes = 1
+	}
 	if c.Ctx == nil {
 		c.Ctx = context.Background()
 	}
@@ -199,6 +238,41 @@ func (c *Config) defaults() {
 func stateDir() string {
 	d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
 	return d
+}
+
+// What the spool does with a batch it cannot take (Config.SpoolFull).
+const (
+	SpoolBlock      = "block"       // wait for room (backpressure), then spill after MaxBlock
+	SpoolDropNewest = "drop-newest" // drop the batch
+	SpoolDropOldest = "drop-oldest" // remove the oldest segment to make room
+)
+
+// minSpoolMax is the smallest spool: a few segments of the smallest size.
+const minSpoolMax = 256 << 10
+
+// checkSpool makes sure the spool directory can be written (or made), at
+// start: a probe file is created and removed.
+func checkSpool(dir string) error {
+	probeIn := dir
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		probeIn = filepath.Dir(dir) // MkdirAll would make it there
+		if st, err := os.Stat(probeIn); err != nil || !st.IsDir() {
+			return registry.Usagef("--kafka-spool %s: its parent directory does not exist", dir)
+		}
+	case err != nil:
+		return registry.Usagef("--kafka-spool %s: %w", dir, err)
+	case !st.IsDir():
+		return registry.Usagef("--kafka-spool %s: not a directory", dir)
+	}
+	f, err := os.CreateTemp(probeIn, ".pktpipe-spool-probe-*")
+	if err != nil {
+		return registry.Usagef("--kafka-spool %s: cannot be written: %w", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
 }
 
 // built is what New makes of a checked Config.
@@ -231,6 +305,14 @@ func (c *Config) build() (built, error) {
 	}
 	if b.sasl, err = c.SASL.build(); err != nil {
 		return b, registry.Usage(err)
+	}
+	switch c.SpoolFull {
+	case SpoolBlock, SpoolDropNewest, SpoolDropOldest:
+	default:
+		return b, registry.Usagef("--kafka-spool-full %q: want block, drop-newest or drop-oldest", c.SpoolFull)
+	}
+	if c.SpoolDir != "" && c.SpoolMax < minSpoolMax {
+		return b, registry.Usagef("--kafka-spool-max %d: want at least %d (256K)", c.SpoolMax, minSpoolMax)
 	}
 	return b, nil
 }

@@ -61,12 +61,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -74,6 +76,7 @@ import (
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/sinks/encode"
 )
@@ -109,7 +112,9 @@ type record struct {
 	due      time.Time // when a retry may go
 	attempts int
 	state    recState
-	call     *sendCall // the WriteMessages call that holds it (stateSent)
+	call     *sendCall  // the WriteMessages call that holds it (stateSent)
+	typ      event.Type // for the spool
+	seg      *segment   // the spool segment it was read from, or nil
 }
 
 // recordOverhead is the memory an accepted event holds besides its key
@@ -138,6 +143,13 @@ type Sink struct {
 	topic   func(event.Type) string
 	headers map[event.Type][]kafkago.Header
 	spill   *spillFile
+	spool   *spool // nil without SpoolDir
+
+	drainStop  chan struct{} // closed by Close: the drainer stops
+	drainDone  chan struct{}
+	drainSpace chan struct{} // cap 1: budget was released (for the drainer)
+	dropLog    logEvery
+	spoolLog   logEvery
 
 	// sender
 	wake       chan struct{} // cap 1: pending work or an earlier retry
@@ -172,6 +184,10 @@ type metrics struct {
 	blockedUS, latSumUS, latCount                                         *stats.Counter
 	latBuckets                                                            []*stats.Counter
 	inflightN, inflightB, waiting                                         *stats.Gauge
+
+	spoolIn, spoolOut, spoolRecovered, spoolTorn, spoolTornBytes *stats.Counter
+	spoolDropped, spoolErrors, spoolSyncs                        *stats.Counter
+	spoolBytes, spoolSegments, spoolRecords, spoolAge            *stats.Gauge
 }
 
 // Latency bucket bounds, in seconds.
@@ -194,6 +210,18 @@ func newMetrics(r *stats.Registry) metrics {
 		inflightB:   r.Gauge("pktpipe_kafka_inflight_bytes", "Memory held for events accepted and not yet acknowledged: key and value buffers plus each event's bookkeeping."),
 		waiting:     r.Gauge("pktpipe_kafka_write_waiting", "1 while a Write waits for in-flight budget (the sink pushes back on the pipeline)."),
 	}
+	m.spoolIn = r.Counter("pktpipe_kafka_spool_records_in_total", "Events written to the disk spool (the in-flight budget had no room).")
+	m.spoolOut = r.Counter("pktpipe_kafka_spool_records_out_total", "Spooled events the broker acknowledged.")
+	m.spoolRecovered = r.Counter("pktpipe_kafka_spool_recovered_total", "Events found in the spool at start (left by an earlier run).")
+	m.spoolTorn = r.Counter("pktpipe_kafka_spool_torn_total", "Torn tails cut off spool segments at start (a crash during a write).")
+	m.spoolTornBytes = r.Counter("pktpipe_kafka_spool_torn_bytes_total", "Bytes cut off spool segments at start.")
+	m.spoolDropped = r.LossCounter("pktpipe_kafka_spool_dropped_total", "Events dropped because the spool was full or could not be written (--kafka-spool-full drop-newest/drop-oldest), or unreadable in it.")
+	m.spoolErrors = r.Counter("pktpipe_kafka_spool_errors_total", "Spool I/O errors (disk full, write, fsync, read).")
+	m.spoolSyncs = r.Counter("pktpipe_kafka_spool_syncs_total", "fsyncs of spool segments.")
+	m.spoolBytes = r.Gauge("pktpipe_kafka_spool_bytes", "Bytes in the spool's segment files.")
+	m.spoolSegments = r.Gauge("pktpipe_kafka_spool_segments", "Segment files in the spool.")
+	m.spoolRecords = r.Gauge("pktpipe_kafka_spool_records", "Spooled events not yet read by the drainer.")
+	m.spoolAge = r.Gauge("pktpipe_kafka_spool_oldest_age_seconds", "Age of the oldest spool segment (0: empty).")
 	for _, b := range latencyBounds {
 		m.latBuckets = append(m.latBuckets, r.Counter("pktpipe_kafka_ack_latency_seconds_bucket",
 			"Accept-to-ack latency histogram (cumulative).", "le", strconv.FormatFloat(b, 'g', -1, 64)))
@@ -214,6 +242,11 @@ func New(cfg Config) (*Sink, error) {
 	if err := checkSpill(cfg.SpillPath); err != nil {
 		return nil, err
 	}
+	if cfg.SpoolDir != "" {
+		if err := checkSpool(cfg.SpoolDir); err != nil {
+			return nil, err
+		}
+	}
 	enc, codec, tlsCfg, mech := b.enc, b.codec, b.tls, b.sasl
 	s := &Sink{
 		cfg:         cfg,
@@ -226,6 +259,27 @@ func New(cfg Config) (*Sink, error) {
 		outstanding: map[*record]struct{}{},
 		spilledBy:   map[string]uint64{},
 		m:           newMetrics(cfg.Stats),
+		drainStop:   make(chan struct{}),
+		drainDone:   make(chan struct{}),
+		drainSpace:  make(chan struct{}, 1),
+	}
+	if cfg.SpoolDir != "" {
+		sp, err := openSpool(&cfg, &s.m)
+		if err != nil {
+			return nil, registry.Usage(err)
+		}
+		s.spool = sp
+		if sp.recovered > 0 || sp.tornRecs > 0 {
+			s.m.spoolRecovered.Add(uint64(sp.recovered))
+			s.m.spoolTorn.Add(uint64(sp.tornRecs))
+			s.m.spoolTornBytes.Add(uint64(sp.tornBytes))
+			lvl := slog.LevelInfo
+			if sp.tornRecs > 0 {
+				lvl = slog.LevelWarn
+			}
+			cfg.Log.Log(context.Background(), lvl, "kafka: spool holds events from an earlier run; sending them first",
+				"spool", cfg.SpoolDir, "events", sp.recovered, "segments", len(sp.segs), "torn_tails", sp.tornRecs, "torn_bytes", sp.tornBytes)
+		}
 	}
 	dial := cfg.dial
 	if dial == nil {
@@ -273,6 +327,11 @@ func New(cfg Config) (*Sink, error) {
 	}
 	s.senderCtx, s.stopSender = context.WithCancel(context.Background())
 	go s.sendLoop()
+	if s.spool != nil {
+		go s.drainer()
+	} else {
+		close(s.drainDone)
+	}
 	return s, nil
 }
 
@@ -282,6 +341,16 @@ func (s *Sink) Stats() *stats.Registry { return s.cfg.Stats }
 // SpillPath is where undeliverable events go (the file exists only if
 // something was spilled).
 func (s *Sink) SpillPath() string { return s.cfg.SpillPath }
+
+// headersForName makes the headers of event type t (the drainer keeps its
+// own cache: headersFor's belongs to Write's goroutine).
+func (s *Sink) headersForName(t string) []kafkago.Header {
+	return []kafkago.Header{
+		{Key: "schema_version", Value: []byte(s.cfg.SchemaVersion)},
+		{Key: "event_type", Value: []byte(t)},
+		{Key: "format", Value: []byte(s.enc.Format())},
+	}
+}
 
 func (s *Sink) headersFor(t event.Type) []kafkago.Header {
 	h, ok := s.headers[t]
@@ -323,7 +392,7 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 	var size int64
 	for _, ev := range events {
 		s.scratch = s.enc.Append(s.scratch[:0], ev)
-		r := &record{accepted: now, msg: kafkago.Message{
+		r := &record{accepted: now, typ: ev.Type(), msg: kafkago.Message{
 			Topic:   s.topic(ev.Type()),
 			Value:   append([]byte(nil), s.scratch...),
 			Headers: s.headersFor(ev.Type()),
@@ -349,6 +418,9 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 	}
 	if len(recs) == 0 {
 		return nil
+	}
+	if s.spool != nil {
+		return s.writeSpooled(ctx, recs, size)
 	}
 	if s.admit(recs, size) {
 		return nil
@@ -411,6 +483,20 @@ func (s *Sink) admit(recs []*record, size int64) bool {
 	return true
 }
 
+// room is how many events the budget can take now (the byte budget
+// permitting); the drainer reads no more than that.
+func (s *Sink) room() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflightN == 0 {
+		return s.cfg.MaxInflight
+	}
+	if s.inflightB >= s.cfg.MaxInflightBytes {
+		return 0
+	}
+	return max(s.cfg.MaxInflight-s.inflightN, 0)
+}
+
 func (s *Sink) inflight() (int, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -423,6 +509,145 @@ func (s *Sink) release(r *record) {
 	delete(s.outstanding, r)
 	s.inflightN--
 	s.inflightB -= r.cost
+}
+
+// keepInSpool sorts unacknowledged events at exit: those read from the
+// spool are still in it (nothing to do), the others are appended to it;
+// it returns what the spool could not take (for the spill file) and how
+// many it took.
+func (s *Sink) keepInSpool(rest []*record) ([]*record, int) {
+	direct := rest[:0]
+	for _, r := range rest {
+		if r.seg == nil {
+			direct = append(direct, r)
+		}
+	}
+	if len(direct) == 0 {
+		return nil, 0
+	}
+	if err := s.spool.append(direct); err != nil {
+		if !errors.Is(err, errSpoolFull) {
+			s.spoolFailed(err)
+		}
+		return direct, 0
+	}
+	return nil, len(direct)
+}
+
+// writeSpooled is Write with a spool. What the budget has no room for
+// goes to the spool, and so does everything while older events wait in
+// it (to keep their order); the drainer feeds them to the budget. When
+// the spool cannot take a batch (full, disk full, I/O error),
+// Config.SpoolFull decides: block waits for room as Write does without a
+// spool (up to MaxBlock, then the spill file), drop-newest drops the
+// batch, drop-oldest removes the oldest segment and tries again. Drops
+// are counted in pktpipe_kafka_spool_dropped_total, a loss counter.
+func (s *Sink) writeSpooled(ctx context.Context, recs []*record, size int64) error {
+	var timer *time.Timer
+	var waitStart time.Time
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+			s.m.waiting.Set(0)
+			s.m.blockedUS.Add(uint64(time.Since(waitStart).Microseconds()))
+		}
+	}()
+	for dropped := 0; ; {
+		if !s.spool.hasUnread() && s.admit(recs, size) {
+			return nil
+		}
+		err := s.spool.append(recs)
+		if err == nil {
+			return nil
+		}
+		full := errors.Is(err, errSpoolFull)
+		if !full {
+			s.spoolFailed(err)
+		}
+		switch s.cfg.SpoolFull {
+		case SpoolDropNewest:
+			s.dropped(len(recs), "newest", err)
+			return nil
+		case SpoolDropOldest:
+			// A full disk also gets room this way; another I/O error
+			// would not, so it costs at most one segment per batch.
+			if full || errors.Is(err, syscall.ENOSPC) || dropped == 0 {
+				if n, ok := s.spool.dropOldest(); ok {
+					dropped++
+					s.dropped(n, "oldest", err)
+					continue
+				}
+			}
+			s.dropped(len(recs), "newest", err)
+			return nil
+		}
+		// block
+		if ctx.Err() != nil {
+			s.spillRecs("stopping", recs)
+			return nil
+		}
+		if s.overflow.Load() {
+			// An earlier batch waited max_block in vain: spill at once
+			// until the broker acknowledges again.
+			s.spillRecs("max_block", recs)
+			return nil
+		}
+		if timer == nil {
+			waitStart = time.Now()
+			timer = time.NewTimer(s.cfg.MaxBlock)
+			s.m.waiting.Set(1)
+		}
+		select {
+		case <-s.spool.room:
+		case <-s.space:
+		case <-timer.C:
+			s.overflow.Store(true)
+			s.cfg.Log.Error("kafka: the spool had no room for max_block; spilling what finds no room until the broker answers",
+				"max_block", s.cfg.MaxBlock, "spool", s.cfg.SpoolDir, "spill", s.cfg.SpillPath, "err", err)
+			s.spillRecs("max_block", recs)
+			return nil
+		case <-ctx.Done():
+			s.spillRecs("stopping", recs)
+			return nil
+		}
+	}
+}
+
+// dropped counts n events dropped by the spool policy and logs it (at
+// most once a second).
+func (s *Sink) dropped(n int, which string, cause error) {
+	if n <= 0 {
+		return
+	}
+	s.m.spoolDropped.Add(uint64(n))
+	if !s.dropLog.due() {
+		return
+	}
+	s.cfg.Log.Error("kafka: spool cannot take more; dropping the "+which+" events (counted lost)",
+		"spool", s.cfg.SpoolDir, "spool_max", s.cfg.SpoolMax, "events", n, "dropped_so_far", s.m.spoolDropped.Load(), "cause", cause)
+}
+
+// logEvery lets a log line through at most once a second.
+type logEvery struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (l *logEvery) due() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.t) < time.Second {
+		return false
+	}
+	l.t = time.Now()
+	return true
+}
+
+// freed tells whoever waits for budget (Write, the drainer, Close) that
+// some was released.
+func (s *Sink) freed() {
+	signal(s.space)
+	signal(s.drainSpace)
 }
 
 func signal(c chan struct{}) {
@@ -555,7 +780,7 @@ func (s *Sink) send(batch []*record) {
 			s.m.failed.Inc()
 			s.spillRecs("too_large", []*record{r})
 		}
-		signal(s.space)
+		s.freed()
 		return
 	}
 	stopping := s.senderCtx.Err() != nil
@@ -656,6 +881,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 	var buckets [16]uint64
 	var latSum uint64
 	var delivered, late int
+	var segAcks []segAck
 	s.mu.Lock()
 	var retry []*record
 	for i := range msgs {
@@ -671,6 +897,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 			}
 		case err == nil:
 			s.release(r)
+			segAcks = addSegAck(segAcks, r.seg)
 			delivered++
 			lat := now.Sub(r.accepted)
 			latSum += uint64(lat.Microseconds())
@@ -684,6 +911,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 		case tooLarge:
 			// The broker's limit is below ours: retrying cannot help.
 			s.release(r)
+			segAcks = addSegAck(segAcks, r.seg)
 			spill = append(spill, r)
 		default:
 			retry = append(retry, r)
@@ -696,6 +924,9 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 	s.m.inflightN.Set(int64(s.inflightN))
 	s.m.inflightB.Set(s.inflightB)
 	s.mu.Unlock()
+	for _, a := range segAcks {
+		s.spool.ack(a.seg, a.n)
+	}
 
 	if delivered > 0 {
 		s.overflow.Store(false) // the broker answers again
@@ -722,7 +953,7 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 		s.spillRecs("too_large", spill)
 	}
 	if delivered > 0 || len(spill) > 0 {
-		signal(s.space)
+		s.freed()
 	}
 }
 
@@ -777,8 +1008,17 @@ func (s *Sink) Abandon() []any {
 	s.mu.Lock()
 	rest := s.takeOutstanding()
 	s.mu.Unlock()
-	signal(s.space)
+	s.freed()
 	attrs := []any{"kafka_unacknowledged", len(rest)}
+	if s.spool != nil {
+		var kept int
+		rest, kept = s.keepInSpool(rest)
+		records, _, _ := s.spool.remaining()
+		attrs = append(attrs, "kafka_spooled_at_exit", kept, "kafka_spool_events", records, "kafka_spool", s.cfg.SpoolDir)
+		if err := s.spool.close(); err != nil {
+			s.spoolFailed(err)
+		}
+	}
 	if len(rest) == 0 {
 		return attrs
 	}
@@ -829,7 +1069,7 @@ drain:
 		s.mu.Lock()
 		n := len(s.outstanding)
 		s.mu.Unlock()
-		if n == 0 {
+		if n == 0 && (s.spool == nil || s.spool.drained()) {
 			break
 		}
 		select {
@@ -844,6 +1084,8 @@ drain:
 	// returns within DrainTimeout + closeGrace (+ the spill write).
 	grace := time.After(closeGrace)
 	graceOver := false
+	close(s.drainStop)
+	<-s.drainDone
 	s.stopSender()
 	select {
 	case <-s.senderDone:
@@ -855,6 +1097,18 @@ drain:
 	s.mu.Lock()
 	rest := s.takeOutstanding()
 	s.mu.Unlock()
+	if s.spool != nil {
+		var kept int
+		rest, kept = s.keepInSpool(rest)
+		records, segs, bytes := s.spool.remaining()
+		if err := s.spool.close(); err != nil {
+			s.spoolFailed(err)
+		}
+		if records > 0 {
+			s.cfg.Log.Warn("kafka: events left in the spool; the next run with this spool sends them first",
+				"spool", s.cfg.SpoolDir, "events", records, "segments", segs, "bytes", bytes, "spooled_at_close", kept)
+		}
+	}
 	s.spillRecs("undelivered", rest)
 
 	closed := make(chan error, 1)
@@ -910,6 +1164,26 @@ func (s *Sink) logSpilled(atClose int) {
 		attrs = append(attrs, "last_produce_error", last.Error())
 	}
 	s.cfg.Log.Error("kafka: events not delivered were spilled", attrs...)
+}
+
+// segAck counts acknowledged records of one spool segment.
+type segAck struct {
+	seg *segment
+	n   int
+}
+
+// addSegAck counts one more record of sg (nil: not from the spool).
+func addSegAck(a []segAck, sg *segment) []segAck {
+	if sg == nil {
+		return a
+	}
+	for i := range a {
+		if a[i].seg == sg {
+			a[i].n++
+			return a
+		}
+	}
+	return append(a, segAck{sg, 1})
 }
 
 // retryHeap orders retries by due time.

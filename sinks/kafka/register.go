@@ -31,7 +31,13 @@ func init() {
 			if _, err := c.build(); err != nil {
 				return err
 			}
-			return checkSpill(c.SpillPath)
+			if err := checkSpill(c.SpillPath); err != nil {
+				return err
+			}
+			if c.SpoolDir != "" {
+				return checkSpool(c.SpoolDir)
+			}
+			return nil
 		},
 		Open: func(target string, opts registry.Options, env pipeline.SinkEnv) (pipeline.Sink, error) {
 			c, err := configFor(target, opts.(*Options), env)
@@ -54,6 +60,13 @@ type Options struct {
 	// not part of it), e.g. a systemd credential: --kafka-password-file
 	// %d/kafka-password with LoadCredential=kafka-password:/etc/....
 	PasswordFile string
+
+	// The disk spool (Config.SpoolDir and the rest).
+	SpoolDir          string
+	SpoolMax          registry.ByteSize
+	SpoolFull         string
+	SpoolSyncInterval time.Duration
+	SpoolSyncBytes    registry.ByteSize
 }
 
 // RegisterFlags declares the flags (and so the config keys
@@ -63,12 +76,25 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 0, "Kafka sink: how long to wait at exit for the broker to acknowledge what was sent; the rest goes to the spill file (0 = 10s)")
 	fs.StringVar(&o.Spill, "kafka-spill", "", "Kafka sink: spill file for events not delivered (default pktpipe-kafka-spill-TIME-PID.jsonl in $STATE_DIRECTORY, else the working directory)")
 	fs.StringVar(&o.PasswordFile, "kafka-password-file", "", "Kafka sink: read the SASL password from `FILE` (else $"+PasswordEnv+" or the URL)")
+	fs.StringVar(&o.SpoolDir, "kafka-spool", "", "Kafka sink: disk spool `DIR` for events the broker cannot take yet (slow or down); sent in order once it can, and first at the next start")
+	fs.Var(&o.SpoolMax, "kafka-spool-max", "Kafka sink: size limit of the spool (0 = 1G)")
+	fs.StringVar(&o.SpoolFull, "kafka-spool-full", "", "Kafka sink: when the spool is full or cannot be written: block, drop-newest or drop-oldest (default block for -r, drop-oldest for live capture)")
+	fs.DurationVar(&o.SpoolSyncInterval, "kafka-spool-sync-interval", 0, "Kafka sink: fsync the spool at least this often (0 = 1s)")
+	fs.Var(&o.SpoolSyncBytes, "kafka-spool-sync-bytes", "Kafka sink: fsync the spool after this many bytes (0 = 8M)")
 }
 
 // Validate checks the options on their own.
 func (o *Options) Validate() error {
 	if o.DrainTimeout < 0 {
 		return registry.Usagef("--drain-timeout %s: want 0 (the default) or more", o.DrainTimeout)
+	}
+	switch o.SpoolFull {
+	case "", SpoolBlock, SpoolDropNewest, SpoolDropOldest:
+	default:
+		return registry.Usagef("--kafka-spool-full %q: want block, drop-newest or drop-oldest", o.SpoolFull)
+	}
+	if o.SpoolMax < 0 || o.SpoolSyncBytes < 0 || o.SpoolSyncInterval < 0 {
+		return registry.Usagef("--kafka-spool-max, --kafka-spool-sync-bytes, --kafka-spool-sync-interval: want 0 (the default) or more")
 	}
 	return nil
 }
@@ -103,6 +129,9 @@ func configFor(target string, o *Options, env pipeline.SinkEnv) (Config, error) 
 	if err := c.setPassword(o.PasswordFile, os.Getenv(PasswordEnv)); err != nil {
 		return c, err
 	}
+	c.SpoolDir, c.SpoolMax, c.SpoolFull = o.SpoolDir, int64(o.SpoolMax), o.SpoolFull
+	c.SpoolSyncInterval, c.SpoolSyncBytes = o.SpoolSyncInterval, int64(o.SpoolSyncBytes)
+	c.Live = envLive(env)
 	c.Ctx, c.Stats, c.Log = env.Ctx, env.Stats, env.Log
 	return c, nil
 }
@@ -144,3 +173,8 @@ func (c *Config) setPassword(file, fromEnv string) error {
 	}
 	return nil
 }
+
+// envLive says whether the run captures live. SinkEnv does not say so
+// yet: until it carries the source's kind, the default of
+// --kafka-spool-full is block for every run.
+func envLive(pipeline.SinkEnv) bool { return false }
