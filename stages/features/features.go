@@ -62,38 +62,33 @@ import (
 // MaxSPLT bounds --splt.
 const MaxSPLT = 1024
 
-// welford is a running mean and sum of squared deviations.
-type welford struct {
-	mean, m2 float64
+// Means need no state of their own: a direction's mean size is bytes /
+// packets, and its mean gap is (last - first) / (packets - 1) since the
+// gaps add up to the time between its first and last packets. The sums of
+// squared deviations are kept with Welford's update, M2 += (x - mean
+// before) * (x - mean after), from those exact means.
+
+// m2add adds x to m2 given the mean of the values before it (n-1 of
+// them) and after it.
+func m2add(m2 *float64, x, before, after float64) {
+	*m2 += (x - before) * (x - after)
 }
 
-// add adds x as the n-th value (n >= 1).
-func (w *welford) add(x float64, n uint64) {
-	d := x - w.mean
-	w.mean += d / float64(n)
-	w.m2 += d * (x - w.mean)
-}
-
-// stddev is the sample standard deviation of n values.
-func (w *welford) stddev(n uint64) float64 {
-	if n < 2 || !(w.m2 > 0) {
+// stddev is the sample standard deviation of n values with squared
+// deviations m2.
+func stddev(m2 float64, n uint64) float64 {
+	if n < 2 || !(m2 > 0) {
 		return 0
 	}
-	return math.Sqrt(w.m2 / float64(n-1))
+	return math.Sqrt(m2 / float64(n-1))
 }
 
-// combine merges two summaries of na and nb values (Chan et al.).
-func combine(a, b welford, na, nb uint64) welford {
-	switch {
-	case na == 0:
-		return b
-	case nb == 0:
-		return a
+// ratio is a / b, 0 when b is 0.
+func ratio(a float64, b uint64) float64 {
+	if b == 0 {
+		return 0
 	}
-	fa, fb := float64(na), float64(nb)
-	n := fa + fb
-	d := b.mean - a.mean
-	return welford{mean: a.mean + d*fb/n, m2: a.m2 + b.m2 + d*d*fa*fb/n}
+	return a / float64(b)
 }
 
 // flag bits in the order of the counters.
@@ -107,23 +102,21 @@ var flagNames = [8]string{"syn", "cwr", "ece", "urg", "ack", "psh", "rst", "fin"
 // dirStats are one direction's counters.
 type dirStats struct {
 	pkts, bytes      uint64
-	first, last      int64 // ms
+	first, last      uint32 // ms after state.base
 	minPS, maxPS     uint32
 	minPIAT, maxPIAT uint32 // ms
-	ps, piat         welford
+	psM2, piatM2     float64
 	flags            [8]uint32
 }
 
 // state is one flow's features so far.
 type state struct {
-	d       [2]dirStats
-	clock   int64 // latest packet time, ns
-	last    int64 // latest packet time, ms
-	biPIAT  welford
-	biMin   uint32
-	biMax   uint32
-	splt    *splt
-	started bool
+	d     [2]dirStats
+	base  int64 // ms of the flow's first packet
+	biM2  float64
+	biMin uint32
+	biMax uint32
+	splt  *splt
 }
 
 // splt holds the first packets of a flow, pooled apart from state.
@@ -161,51 +154,47 @@ func floorMS(ns int64) int64 {
 	return ms
 }
 
+// latest is the time of the flow's latest packet, in ms after base.
+func (s *state) latest() uint32 { return max(s.d[0].last, s.d[1].last) }
+
 // add counts one packet of size n at time ts (ns) in direction d.
 func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
-	if !s.started {
-		s.started = true
-		s.clock = ts
-		s.last = floorMS(ts)
-	} else if ts < s.clock {
-		ts = s.clock // time went backwards: no negative gap
-	} else {
-		s.clock = ts
-	}
 	ms := floorMS(ts)
-	ds := &s.d[d&1]
-	ps := uint32(min(size, math.MaxUint32))
-	biGap := ms - s.last
-	if s.d[0].pkts+s.d[1].pkts > 0 {
-		g := sat32(biGap)
-		n := s.d[0].pkts + s.d[1].pkts // gaps so far, with this one
-		if n == 1 || g < s.biMin {
+	total := s.d[0].pkts + s.d[1].pkts // packets before this one
+	var off, biGap uint32
+	if total == 0 {
+		s.base = ms
+	} else {
+		// A packet older than the latest is taken at the latest: no
+		// negative gap. Past 2^32 ms (49 days) the offset saturates.
+		prev := s.latest()
+		off = max(sat32(ms-s.base), prev)
+		g := off - prev
+		biGap = g
+		if total == 1 || g < s.biMin {
 			s.biMin = g
 		}
-		if g > s.biMax {
-			s.biMax = g
-		}
-		s.biPIAT.add(float64(g), n)
+		s.biMax = max(s.biMax, g)
+		m2add(&s.biM2, float64(g), ratio(float64(prev), total-1), float64(off)/float64(total))
 	}
-	s.last = ms
+	ds := &s.d[d&1]
+	ps := uint32(min(size, math.MaxUint32))
 	if ds.pkts == 0 {
-		ds.first, ds.minPS, ds.maxPS = ms, ps, ps
+		ds.first, ds.minPS, ds.maxPS = off, ps, ps
 	} else {
-		g := sat32(ms - ds.last)
+		g := off - ds.last
 		if ds.pkts == 1 || g < ds.minPIAT {
 			ds.minPIAT = g
 		}
-		if g > ds.maxPIAT {
-			ds.maxPIAT = g
-		}
-		ds.piat.add(float64(g), ds.pkts)
+		ds.maxPIAT = max(ds.maxPIAT, g)
+		m2add(&ds.piatM2, float64(g), ratio(float64(ds.last-ds.first), ds.pkts-1), float64(off-ds.first)/float64(ds.pkts))
 		ds.minPS = min(ds.minPS, ps)
 		ds.maxPS = max(ds.maxPS, ps)
 	}
-	ds.last = ms
+	ds.last = off
 	ds.pkts++
 	ds.bytes += size
-	ds.ps.add(float64(size), ds.pkts)
+	m2add(&ds.psM2, float64(size), ratio(float64(ds.bytes-size), ds.pkts-1), float64(ds.bytes)/float64(ds.pkts))
 	if tcpFlags != 0 {
 		for i, b := range flagBits {
 			if tcpFlags&b != 0 && ds.flags[i] != math.MaxUint32 {
@@ -217,9 +206,7 @@ func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
 		i := sp.n
 		sp.dir[i] = int8(d & 1)
 		sp.ps[i] = satI32(size)
-		if i > 0 {
-			sp.piat[i] = satI32(uint64(sat32(biGap)))
-		}
+		sp.piat[i] = satI32(uint64(biGap))
 		sp.n++
 	}
 }

@@ -26,20 +26,21 @@ type side struct {
 	minPIAT, maxPIAT  uint64
 	meanPIAT, stdPIAT float64
 	flags             [8]uint64
-	hasPackets        bool
-	psW               welford
+	psM2              float64
 }
 
-func dirSide(d *dirStats) side {
-	s := side{pkts: d.pkts, bytes: d.bytes, first: d.first, last: d.last, hasPackets: d.pkts > 0, psW: d.ps}
+func dirSide(d *dirStats, base int64) side {
+	s := side{pkts: d.pkts, bytes: d.bytes, psM2: d.psM2}
 	if d.pkts == 0 {
 		return s
 	}
+	s.first, s.last = base+int64(d.first), base+int64(d.last)
 	s.minPS, s.maxPS = uint64(d.minPS), uint64(d.maxPS)
-	s.meanPS, s.stdPS = d.ps.mean, d.ps.stddev(d.pkts)
+	s.meanPS, s.stdPS = ratio(float64(d.bytes), d.pkts), stddev(d.psM2, d.pkts)
 	if d.pkts > 1 {
 		s.minPIAT, s.maxPIAT = uint64(d.minPIAT), uint64(d.maxPIAT)
-		s.meanPIAT, s.stdPIAT = d.piat.mean, d.piat.stddev(d.pkts-1)
+		s.meanPIAT = ratio(float64(d.last-d.first), d.pkts-1)
+		s.stdPIAT = stddev(d.piatM2, d.pkts-1)
 	}
 	for i, c := range d.flags {
 		s.flags[i] = uint64(c)
@@ -49,22 +50,30 @@ func dirSide(d *dirStats) side {
 
 // sides returns the bidirectional, src2dst and dst2src columns.
 func (x *Features) sides() [3]side {
-	a, b := dirSide(&x.st.d[0]), dirSide(&x.st.d[1])
+	st := &x.st
+	a, b := dirSide(&st.d[0], st.base), dirSide(&st.d[1], st.base)
 	bi := side{pkts: a.pkts + b.pkts, bytes: a.bytes + b.bytes}
 	switch {
-	case a.hasPackets && b.hasPackets:
+	case a.pkts > 0 && b.pkts > 0:
 		bi.first, bi.last = min(a.first, b.first), max(a.last, b.last)
 		bi.minPS, bi.maxPS = min(a.minPS, b.minPS), max(a.maxPS, b.maxPS)
-	case a.hasPackets:
+	case a.pkts > 0:
 		bi.first, bi.last, bi.minPS, bi.maxPS = a.first, a.last, a.minPS, a.maxPS
-	case b.hasPackets:
+	case b.pkts > 0:
 		bi.first, bi.last, bi.minPS, bi.maxPS = b.first, b.last, b.minPS, b.maxPS
 	}
-	w := combine(a.psW, b.psW, a.pkts, b.pkts)
-	bi.meanPS, bi.stdPS = w.mean, w.stddev(bi.pkts)
+	bi.meanPS = ratio(float64(bi.bytes), bi.pkts)
+	// Chan et al.'s merge of the two directions' squared deviations.
+	m2 := a.psM2 + b.psM2
+	if a.pkts > 0 && b.pkts > 0 {
+		dm := b.meanPS - a.meanPS
+		m2 += dm * dm * float64(a.pkts) / float64(bi.pkts) * float64(b.pkts)
+	}
+	bi.stdPS = stddev(m2, bi.pkts)
 	if bi.pkts > 1 {
-		bi.minPIAT, bi.maxPIAT = uint64(x.st.biMin), uint64(x.st.biMax)
-		bi.meanPIAT, bi.stdPIAT = x.st.biPIAT.mean, x.st.biPIAT.stddev(bi.pkts-1)
+		bi.minPIAT, bi.maxPIAT = uint64(st.biMin), uint64(st.biMax)
+		bi.meanPIAT = ratio(float64(st.latest()), bi.pkts-1)
+		bi.stdPIAT = stddev(st.biM2, bi.pkts-1)
 	}
 	for i := range bi.flags {
 		bi.flags[i] = a.flags[i] + b.flags[i]
