@@ -68,10 +68,15 @@ const MaxSPLT = 1024
 // squared deviations are kept with Welford's update, M2 += (x - mean
 // before) * (x - mean after), from those exact means.
 
-// m2add adds x to m2 given the mean of the values before it (n-1 of
-// them) and after it.
-func m2add(m2 *float64, x, before, after float64) {
-	*m2 += (x - before) * (x - after)
+// m2add adds x, the n-th value, to m2, given the sums of the values
+// before it and with it: Welford's (x - before/(n-1)) * (x - after/n)
+// with one division.
+func m2add(m2 *float64, x, before, after float64, n uint64) {
+	if n < 2 {
+		return
+	}
+	f := float64(n)
+	*m2 += ((f-1)*x - before) * (f*x - after) / (f * (f - 1))
 }
 
 // stddev is the sample standard deviation of n values with squared
@@ -102,21 +107,23 @@ var flagNames = [8]string{"syn", "cwr", "ece", "urg", "ack", "psh", "rst", "fin"
 // dirStats are one direction's counters.
 type dirStats struct {
 	pkts, bytes      uint64
-	first, last      uint32 // ms after state.base
 	minPS, maxPS     uint32
 	minPIAT, maxPIAT uint32 // ms
 	psM2, piatM2     float64
 	flags            [8]uint32
 }
 
-// state is one flow's features so far.
+// state is one flow's features so far. What every packet touches comes
+// first (times of both directions side by side), so a packet reads the
+// head and its direction's counters.
 type state struct {
-	d     [2]dirStats
-	base  int64 // ms of the flow's first packet
-	biM2  float64
-	biMin uint32
-	biMax uint32
-	splt  *splt
+	base        int64 // ms of the flow's first packet
+	biM2        float64
+	first, last [2]uint32 // by direction, ms after base
+	biMin       uint32
+	biMax       uint32
+	splt        *splt
+	d           [2]dirStats
 }
 
 // splt holds the first packets of a flow, pooled apart from state.
@@ -155,7 +162,7 @@ func floorMS(ns int64) int64 {
 }
 
 // latest is the time of the flow's latest packet, in ms after base.
-func (s *state) latest() uint32 { return max(s.d[0].last, s.d[1].last) }
+func (s *state) latest() uint32 { return max(s.last[0], s.last[1]) }
 
 // add counts one packet of size n at time ts (ns) in direction d.
 func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
@@ -175,26 +182,27 @@ func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
 			s.biMin = g
 		}
 		s.biMax = max(s.biMax, g)
-		m2add(&s.biM2, float64(g), ratio(float64(prev), total-1), float64(off)/float64(total))
+		m2add(&s.biM2, float64(g), float64(prev), float64(off), total)
 	}
-	ds := &s.d[d&1]
+	d &= 1
+	ds := &s.d[d]
 	ps := uint32(min(size, math.MaxUint32))
 	if ds.pkts == 0 {
-		ds.first, ds.minPS, ds.maxPS = off, ps, ps
+		s.first[d], ds.minPS, ds.maxPS = off, ps, ps
 	} else {
-		g := off - ds.last
+		g := off - s.last[d]
 		if ds.pkts == 1 || g < ds.minPIAT {
 			ds.minPIAT = g
 		}
 		ds.maxPIAT = max(ds.maxPIAT, g)
-		m2add(&ds.piatM2, float64(g), ratio(float64(ds.last-ds.first), ds.pkts-1), float64(off-ds.first)/float64(ds.pkts))
+		m2add(&ds.piatM2, float64(g), float64(s.last[d]-s.first[d]), float64(off-s.first[d]), ds.pkts)
 		ds.minPS = min(ds.minPS, ps)
 		ds.maxPS = max(ds.maxPS, ps)
 	}
-	ds.last = off
+	s.last[d] = off
 	ds.pkts++
 	ds.bytes += size
-	m2add(&ds.psM2, float64(size), ratio(float64(ds.bytes-size), ds.pkts-1), float64(ds.bytes)/float64(ds.pkts))
+	m2add(&ds.psM2, float64(size), float64(ds.bytes-size), float64(ds.bytes), ds.pkts)
 	if tcpFlags != 0 {
 		for i, b := range flagBits {
 			if tcpFlags&b != 0 && ds.flags[i] != math.MaxUint32 {
@@ -204,7 +212,7 @@ func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
 	}
 	if sp := s.splt; sp != nil && sp.n < len(sp.dir) {
 		i := sp.n
-		sp.dir[i] = int8(d & 1)
+		sp.dir[i] = int8(d)
 		sp.ps[i] = satI32(size)
 		sp.piat[i] = satI32(uint64(biGap))
 		sp.n++

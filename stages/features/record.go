@@ -29,17 +29,17 @@ type side struct {
 	psM2              float64
 }
 
-func dirSide(d *dirStats, base int64) side {
+func dirSide(d *dirStats, base int64, first, last uint32) side {
 	s := side{pkts: d.pkts, bytes: d.bytes, psM2: d.psM2}
 	if d.pkts == 0 {
 		return s
 	}
-	s.first, s.last = base+int64(d.first), base+int64(d.last)
+	s.first, s.last = base+int64(first), base+int64(last)
 	s.minPS, s.maxPS = uint64(d.minPS), uint64(d.maxPS)
 	s.meanPS, s.stdPS = ratio(float64(d.bytes), d.pkts), stddev(d.psM2, d.pkts)
 	if d.pkts > 1 {
 		s.minPIAT, s.maxPIAT = uint64(d.minPIAT), uint64(d.maxPIAT)
-		s.meanPIAT = ratio(float64(d.last-d.first), d.pkts-1)
+		s.meanPIAT = ratio(float64(last-first), d.pkts-1)
 		s.stdPIAT = stddev(d.piatM2, d.pkts-1)
 	}
 	for i, c := range d.flags {
@@ -51,7 +51,8 @@ func dirSide(d *dirStats, base int64) side {
 // sides returns the bidirectional, src2dst and dst2src columns.
 func (x *Features) sides() [3]side {
 	st := &x.st
-	a, b := dirSide(&st.d[0], st.base), dirSide(&st.d[1], st.base)
+	a := dirSide(&st.d[0], st.base, st.first[0], st.last[0])
+	b := dirSide(&st.d[1], st.base, st.first[1], st.last[1])
 	bi := side{pkts: a.pkts + b.pkts, bytes: a.bytes + b.bytes}
 	switch {
 	case a.pkts > 0 && b.pkts > 0:

@@ -1,0 +1,110 @@
+package features_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/features"
+	"github.com/pktpipe/pktpipe/stages/flow"
+)
+
+var (
+	cli = netip.MustParseAddr("10.0.0.1")
+	srv = netip.MustParseAddr("10.0.0.2")
+)
+
+func seg(ts int64, toServer bool, port uint16, flags uint8, size uint32) packet.Packet {
+	p := packet.Packet{OrigLen: size, Timestamp: ts, IfIndex: -1}
+	m := &p.Meta
+	m.IPVersion, m.Proto, m.TCPFlags = 4, packet.ProtoTCP, flags
+	m.Src, m.Dst, m.SrcPort, m.DstPort = cli, srv, port, 443
+	if !toServer {
+		m.Src, m.Dst, m.SrcPort, m.DstPort = srv, cli, 443, port
+	}
+	return p
+}
+
+// steady returns a processor (with the features analyzer when on) whose
+// 64 TCP flows are open, and a round of packets that continues them.
+func steady(tb testing.TB, on bool, splt int) (*flow.Processor, *pipeline.Emitter, []packet.Packet, func()) {
+	reg := stats.NewRegistry()
+	var as []flow.Analyzer
+	if on {
+		as = append(as, features.New(splt))
+	}
+	p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg}, as...)
+	ch := make(chan *event.Batch, 64)
+	done := make(chan struct{})
+	go func() {
+		for b := range ch {
+			b.Release()
+		}
+		close(done)
+	}()
+	em := pipeline.NewEmitter(ch)
+	var round []packet.Packet
+	const t0 = int64(1_700_000_000) * 1e9
+	for i := range uint16(64) {
+		for _, q := range []packet.Packet{
+			seg(t0, true, 1000+i, packet.TCPSyn, 74), seg(t0+1e5, false, 1000+i, packet.TCPSyn|packet.TCPAck, 74),
+			seg(t0+2e5, true, 1000+i, packet.TCPAck, 66),
+		} {
+			p.Packet(&q, em)
+		}
+		round = append(round, seg(t0+3e5, true, 1000+i, packet.TCPAck|packet.TCPPsh, 1514),
+			seg(t0+4e5, false, 1000+i, packet.TCPAck, 66))
+	}
+	return p, em, round, func() { em.Flush(); close(ch); <-done }
+}
+
+func advance(pkts []packet.Packet) {
+	for i := range pkts {
+		pkts[i].Timestamp += 1_300_000 // 1.3 ms: gaps vary in whole ms
+	}
+}
+
+// TestNoAllocPerPacket: in steady state the analyzer allocates nothing per
+// packet, with SPLT on or off.
+func TestNoAllocPerPacket(t *testing.T) {
+	for _, n := range []int{0, 10} {
+		p, em, round, stop := steady(t, true, n)
+		allocs := testing.AllocsPerRun(200, func() {
+			for i := range round {
+				p.Packet(&round[i], em)
+			}
+			advance(round)
+		})
+		stop()
+		if allocs != 0 {
+			t.Errorf("splt=%d: %.2f allocations per round of %d packets, want 0", n, allocs, len(round))
+		}
+	}
+}
+
+// BenchmarkPacket is the flow table's per-packet cost without the
+// analyzer, with it, and with SPLT=10 (ns/op is per packet).
+func BenchmarkPacket(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		on   bool
+		splt int
+	}{{"off", false, 0}, {"on", true, 0}, {"splt10", true, 10}} {
+		b.Run(c.name, func(b *testing.B) {
+			p, em, round, stop := steady(b, c.on, c.splt)
+			defer stop()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				k := i % len(round)
+				p.Packet(&round[k], em)
+				if k == len(round)-1 {
+					advance(round)
+				}
+			}
+		})
+	}
+}
