@@ -2,6 +2,7 @@ package pcapfile
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 // decompressors from file to file.
 type opener struct {
 	stdin io.Reader
+	ctx   context.Context // ends a read blocked on stdin
 	gz    *gzip.Reader
 	zs    *zstd.Decoder
 	cnt   countingReader // compressed bytes read, for the progress bar
@@ -40,6 +42,9 @@ func (o *opener) open(name string) (io.Reader, error) {
 	var raw io.Reader
 	if name == "-" {
 		raw = o.stdin
+		if o.ctx != nil {
+			raw = newCancelReader(o.ctx, o.stdin)
+		}
 	} else {
 		f, err := os.Open(name)
 		if err != nil {

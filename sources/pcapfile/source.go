@@ -148,14 +148,15 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 		s.op = &opener{stdin: s.cfg.Stdin}
 	}
 	op := s.op
+	op.ctx = ctx
 	defer op.close() // the file; Close frees the decompressors
 	if s.rd == nil {
 		s.rd = newReader()
 	}
 	rd := s.rd
 	err := rn.files(op, rd)
-	if err == errStop {
-		err = nil
+	if err == errStop || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
+		err = nil // stopped, not bad input (a read from stdin was cut)
 	}
 	rn.flush()
 	if rn.cur != nil {
