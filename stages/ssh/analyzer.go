@@ -95,7 +95,7 @@ func New(budget *reassembly.Budget, reg *stats.Registry) *Analyzer {
 	return &Analyzer{
 		budget:    budget,
 		events:    reg.Counter("pktpipe_ssh_events_total", "SSH connections reported (event_type ssh)."),
-		truncated: reg.Counter("pktpipe_ssh_truncated_total", "SSH directions whose KEXINIT was not read: larger than the per-direction buffer, or the reassembly budget took the buffer back."),
+		truncated: reg.Counter("pktpipe_ssh_truncated_total", "SSH directions given up at a cap: a banner line over 1 KiB, a KEXINIT larger than the per-direction buffer, too many out-of-order segments, or the reassembly budget took the buffer back."),
 	}
 }
 
@@ -345,7 +345,7 @@ func (t *tracker) parse(h *half, client bool, b []byte) int {
 			i := bytes.IndexByte(r, '\n')
 			if i < 0 {
 				if len(r) > maxLine {
-					t.finish(h, false)
+					t.finish(h, true) // a line longer than a banner can be: counted
 				}
 				return used
 			}
