@@ -271,7 +271,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 // answer records the target's own answer, which is final.
 func (a *Analyzer) answer(s *state, o Outcome, ts int64) {
 	s.out, s.final, s.answered = o, true, true
-	s.rtt = ts - s.lastProbe
+	s.rtt = max(0, ts-s.lastProbe) // a capture's clock may step back
 }
 
 // ICMPError implements flow.Analyzer.
@@ -317,7 +317,7 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 		}
 	}
 	s.out, s.answered = o, true
-	s.rtt = p.Timestamp - s.lastProbe
+	s.rtt = max(0, p.Timestamp-s.lastProbe)
 	s.reporter, s.icmpType, s.icmpCode = m.Src, m.ICMPType, m.ICMPCode
 }
 
