@@ -76,6 +76,7 @@ package probe
 
 import (
 	"net/netip"
+	"sync"
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -366,8 +367,11 @@ func (c *Conn) Encode(w event.Writer) {
 	if c.Inner != nil {
 		// (An inner conn that is not an object would lose these fields;
 		// tcpstate's always is.)
-		sp := splice{Writer: w, c: c}
-		c.Inner.Encode(&sp)
+		sp := splicePool.Get().(*splice)
+		*sp = splice{Writer: w, c: c}
+		c.Inner.Encode(sp)
+		*sp = splice{}
+		splicePool.Put(sp)
 		return
 	}
 	w.BeginObject()
@@ -395,6 +399,10 @@ func (c *Conn) fields(w event.Writer) {
 		w.Uint(uint64(c.ICMPCode))
 	}
 }
+
+// Pooled: a splice handed to an interface method escapes, and encoders
+// run once per record per sink.
+var splicePool = sync.Pool{New: func() any { return new(splice) }}
 
 // splice passes an inner extension's output through and writes the probe's
 // fields just before the inner top-level object closes.

@@ -316,3 +316,49 @@ func TestIgnoredCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestAllocs: per attempt, the analyzer allocates only the record's conn
+// extension (state comes from the free list), and nothing per packet.
+func TestAllocs(t *testing.T) {
+	cycle := func(as ...flow.Analyzer) float64 {
+		reg := stats.NewRegistry()
+		p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg, MaxFlows: 1024}, as...)
+		ch := make(chan *event.Batch, 64)
+		done := make(chan struct{})
+		go func() {
+			for b := range ch {
+				b.Release()
+			}
+			close(done)
+		}()
+		defer func() { close(ch); <-done }()
+		em := pipeline.NewEmitter(ch)
+		ts := t0
+		pkts := make([]packet.Packet, 4)
+		n := testing.AllocsPerRun(200, func() {
+			ts += 10 * int64(time.Second)
+			pkts[0] = tcp(ts, cli, 40000, srv, 22, syn, 1000, 0)
+			pkts[1] = tcp(ts+ms, cli, 40000, srv, 22, syn, 1000, 0)
+			pkts[2] = tcp(ts+2*ms, cli, 40000, srv, 22, syn, 1000, 0)
+			pkts[3] = tcp(ts+3*ms, srv, 22, cli, 40000, rstack, 0, 1001)
+			for i := range pkts {
+				p.Packet(&pkts[i], em)
+			}
+			p.Flush(ts+4*ms, em)
+			em.Flush()
+		})
+		return n
+	}
+	// Alone, the record's Extra slice is the probe's to allocate too.
+	without, with := cycle(), cycle(New(nil))
+	t.Logf("allocations per attempt of 4 packets: %.1f without probe, %.1f with", without, with)
+	if with-without > 2 {
+		t.Errorf("probe alone allocates %.1f per attempt, want 2 (the extension and rec.Extra)", with-without)
+	}
+	// Joined to tcpstate's conn: only the extension.
+	without, with = cycle(tcpstate.New()), cycle(tcpstate.New(), New(nil))
+	t.Logf("with tcpstate: %.1f without probe, %.1f with", without, with)
+	if with-without > 1 {
+		t.Errorf("probe after tcpstate allocates %.1f per attempt, want 1 (the extension)", with-without)
+	}
+}
