@@ -1108,6 +1108,11 @@ drain:
 			s.cfg.Log.Warn("kafka: events left in the spool; the next run with this spool sends them first",
 				"spool", s.cfg.SpoolDir, "events", records, "segments", segs, "bytes", bytes, "spooled_at_close", kept)
 		}
+		if in, rec := s.m.spoolIn.Load(), s.m.spoolRecovered.Load(); in > 0 || rec > 0 {
+			s.cfg.Log.Info("kafka: spool", "spool", s.cfg.SpoolDir, "recovered", rec, "records_in", in,
+				"records_out", s.m.spoolOut.Load(), "dropped", s.m.spoolDropped.Load(), "left", records,
+				"peak_bytes", s.spool.peakBytes())
+		}
 	}
 	s.spillRecs("undelivered", rest)
 

@@ -80,7 +80,7 @@ type spool struct {
 	mu                  sync.Mutex
 	segs                []*segment // oldest first; the last may be active
 	active              *os.File   // open for appends: segs[len-1], not sealed
-	bytes               int64
+	bytes, peak         int64
 	unread              int // records written and not yet taken by the drainer
 	unsynced            int64
 	nextSeq             uint64
@@ -340,6 +340,7 @@ func (sp *spool) append(recs []*record) error {
 	last.size += need
 	last.records += len(recs)
 	sp.bytes += need
+	sp.peak = max(sp.peak, sp.bytes)
 	sp.unread += len(recs)
 	sp.unsynced += need
 	sp.m.spoolIn.Add(uint64(len(recs)))
@@ -558,6 +559,13 @@ func (sp *spool) dropOldest() (int, bool) {
 	sp.unread -= lost
 	sp.removeLocked(sg)
 	return lost, true
+}
+
+// peakBytes is the largest the spool has been since it was opened.
+func (sp *spool) peakBytes() int64 {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return max(sp.peak, sp.bytes)
 }
 
 // remaining is what is still on disk: records and segments.

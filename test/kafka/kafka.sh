@@ -5,6 +5,9 @@
 #   kafka.sh up       start (idempotent) and wait until it serves metadata
 #   kafka.sh down     SIGTERM, wait for exit (idempotent)
 #   kafka.sh kill     SIGKILL, to simulate a crash (tests use it)
+#   kafka.sh pause    SIGSTOP: the broker hangs (connections open, no
+#                     answers), an outage without a 20 s restart after it
+#   kafka.sh resume   SIGCONT
 #   kafka.sh status   exit 0 when up and answering, 1 when starting, 3 when down
 #   kafka.sh clean    down, then delete the broker's data
 #   kafka.sh logs     tail of the broker log
@@ -345,12 +348,17 @@ case ${1:-} in
 up) cmd_up ;;
 down) lock && stop TERM ;;
 kill) lock && stop KILL ;;
+pause | resume)
+	pid=$(broker_pid) || die "not running"
+	if [[ $1 == pause ]]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+	say "${1}d pid $pid"
+	;;
 status) cmd_status ;;
 clean) lock && stop TERM && rm -rf "$STATE"/data-* "$STATE/data" "$PROPS" "$LOG" "$TLS" && say "removed $STATE/data-* and $TLS" ;;
 env) cmd_env ;;
 logs) tail -n "${2:-100}" "$LOG" ;;
 *)
-	echo "usage: $0 up|down|kill|status|clean|logs|env" >&2
+	echo "usage: $0 up|down|kill|pause|resume|status|clean|logs|env" >&2
 	exit 2
 	;;
 esac
