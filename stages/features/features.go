@@ -52,6 +52,7 @@ package features
 
 import (
 	"math"
+	"math/bits"
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -96,13 +97,12 @@ func ratio(a float64, b uint64) float64 {
 	return a / float64(b)
 }
 
-// flag bits in the order of the counters.
-var flagBits = [8]uint8{
-	packet.TCPSyn, packet.TCPCwr, packet.TCPEce, packet.TCPUrg,
-	packet.TCPAck, packet.TCPPsh, packet.TCPRst, packet.TCPFin,
-}
-
-var flagNames = [8]string{"syn", "cwr", "ece", "urg", "ack", "psh", "rst", "fin"}
+// The flag counters are indexed by bit (FIN 0 ... CWR 7); the columns
+// are in NFStream's order: flagNames[j] counts bit flagBit[j].
+var (
+	flagNames = [8]string{"syn", "cwr", "ece", "urg", "ack", "psh", "rst", "fin"}
+	flagBit   = [8]uint8{1, 7, 6, 5, 4, 3, 2, 0}
+)
 
 // dirStats are one direction's counters.
 type dirStats struct {
@@ -110,7 +110,7 @@ type dirStats struct {
 	minPS, maxPS     uint32
 	minPIAT, maxPIAT uint32 // ms
 	psM2, piatM2     float64
-	flags            [8]uint32
+	flags            [8]uint32 // by bit: FIN 0 ... CWR 7
 }
 
 // state is one flow's features so far. What every packet touches comes
@@ -203,11 +203,9 @@ func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
 	ds.pkts++
 	ds.bytes += size
 	m2add(&ds.psM2, float64(size), float64(ds.bytes-size), float64(ds.bytes), ds.pkts)
-	if tcpFlags != 0 {
-		for i, b := range flagBits {
-			if tcpFlags&b != 0 && ds.flags[i] != math.MaxUint32 {
-				ds.flags[i]++
-			}
+	for fl := tcpFlags; fl != 0; fl &= fl - 1 { // the bits set only
+		if c := &ds.flags[bits.TrailingZeros8(fl)]; *c != math.MaxUint32 {
+			*c++
 		}
 	}
 	if sp := s.splt; sp != nil && sp.n < len(sp.dir) {
@@ -304,12 +302,15 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	x := &Features{st: *s}
 	x.st.splt = nil
 	if sp := s.splt; sp != nil {
+		// One allocation for the three arrays.
 		x.n = len(sp.dir)
-		x.spltDir = append([]int8(nil), sp.dir[:sp.n]...)
-		buf := make([]int32, 2*sp.n)
-		copy(buf, sp.ps[:sp.n])
-		copy(buf[sp.n:], sp.piat[:sp.n])
-		x.spltPS, x.spltPIAT = buf[:sp.n:sp.n], buf[sp.n:]
+		buf := make([]int32, 3*sp.n)
+		for i, d := range sp.dir[:sp.n] {
+			buf[i] = int32(d)
+		}
+		copy(buf[sp.n:], sp.ps[:sp.n])
+		copy(buf[2*sp.n:], sp.piat[:sp.n])
+		x.spltDir, x.spltPS, x.spltPIAT = buf[:sp.n:sp.n], buf[sp.n:2*sp.n:2*sp.n], buf[2*sp.n:]
 	}
 	rec.Extra = append(rec.Extra, x)
 	f.SetState(a.slot, nil)

@@ -9,7 +9,7 @@ import (
 type Features struct {
 	st       state
 	n        int // SPLT length (0 = off)
-	spltDir  []int8
+	spltDir  []int32
 	spltPS   []int32
 	spltPIAT []int32
 }
@@ -42,8 +42,8 @@ func dirSide(d *dirStats, base int64, first, last uint32) side {
 		s.meanPIAT = ratio(float64(last-first), d.pkts-1)
 		s.stdPIAT = stddev(d.piatM2, d.pkts-1)
 	}
-	for i, c := range d.flags {
-		s.flags[i] = uint64(c)
+	for j, b := range flagBit {
+		s.flags[j] = uint64(d.flags[b])
 	}
 	return s
 }

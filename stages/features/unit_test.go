@@ -47,7 +47,10 @@ func (w *mapWriter) IP(a netip.Addr) {}
 func (s *state) values(n int) map[string]any {
 	x := &Features{st: *s, n: n}
 	if sp := s.splt; sp != nil {
-		x.spltDir, x.spltPS, x.spltPIAT = sp.dir[:sp.n], sp.ps[:sp.n], sp.piat[:sp.n]
+		for _, d := range sp.dir[:sp.n] {
+			x.spltDir = append(x.spltDir, int32(d))
+		}
+		x.spltPS, x.spltPIAT = sp.ps[:sp.n], sp.piat[:sp.n]
 	}
 	w := &mapWriter{m: map[string]any{}, ints: map[string]bool{}}
 	x.Encode(w)
