@@ -38,12 +38,13 @@
 //
 // # State and cost
 //
-// Per flow, a fixed-size state (running Welford means and squared
-// deviations, no stored samples) taken from a per-worker free list when
-// the flow's first packet is seen and returned at its end. The SPLT
-// buffers are a separate pooled block, only on flows of an analyzer built
-// with N > 0. Packet allocates nothing; End allocates the record's
-// extension (a copy of the state, and the SPLT arrays).
+// Per flow, a fixed-size state (counters, extremes, and Welford sums of
+// squared deviations; no stored samples), allocated at the flow's first
+// packet inside the record extension that End hands over (the record
+// outlives End: sinks encode it later). The SPLT buffers are a separate
+// block from a per-worker free list, only on flows of an analyzer built
+// with N > 0; End copies them into the record (one allocation) and
+// returns them. Packet allocates nothing.
 //
 // Flag counters are 32-bit and saturate at 2^32-1 (a flow would need more
 // than four billion SYNs or ACKs in one direction); packet and byte
@@ -221,7 +222,6 @@ func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
 type Analyzer struct {
 	slot     int
 	n        int // SPLT length, 0 = off
-	free     []*state
 	freeSPLT []*splt
 }
 
@@ -241,17 +241,17 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
-	s, _ := f.State(a.slot).(*state)
-	if s == nil {
-		s = a.get()
-		f.SetState(a.slot, s)
+	x, _ := f.State(a.slot).(*Features)
+	if x == nil {
+		x = a.start()
+		f.SetState(a.slot, x)
 	}
 	m := &p.Meta
 	var fl uint8
 	if m.Proto == packet.ProtoTCP {
 		fl = m.TCPFlags
 	}
-	s.add(dir, p.Timestamp, packetSize(p), fl)
+	x.st.add(dir, p.Timestamp, packetSize(p), fl)
 }
 
 // packetSize is NFStream's link-layer size: the frame's length on the
@@ -264,46 +264,40 @@ func packetSize(p *packet.Packet) uint64 {
 	return uint64(len(p.Data))
 }
 
-func (a *Analyzer) get() *state {
-	var s *state
-	if k := len(a.free); k > 0 {
-		s = a.free[k-1]
-		a.free = a.free[:k-1]
-	} else {
-		s = new(state)
-	}
+// start returns a new flow's record extension, whose state the flow's
+// packets then update in place: the record is what a flow allocates (once,
+// at its first packet), and End hands it over without copying. The SPLT
+// buffers come from the free list.
+func (a *Analyzer) start() *Features {
+	x := &Features{n: a.n}
 	if a.n > 0 {
 		if k := len(a.freeSPLT); k > 0 {
-			s.splt = a.freeSPLT[k-1]
+			x.st.splt = a.freeSPLT[k-1]
 			a.freeSPLT = a.freeSPLT[:k-1]
 		} else {
-			s.splt = &splt{dir: make([]int8, a.n), ps: make([]int32, a.n), piat: make([]int32, a.n)}
+			x.st.splt = &splt{dir: make([]int8, a.n), ps: make([]int32, a.n), piat: make([]int32, a.n)}
 		}
 	}
-	return s
-}
-
-func (a *Analyzer) put(s *state) {
-	if sp := s.splt; sp != nil {
-		sp.n = 0
-		sp.piat[0] = 0
-		a.freeSPLT = append(a.freeSPLT, sp)
-	}
-	*s = state{}
-	a.free = append(a.free, s)
+	return x
 }
 
 // End implements flow.Analyzer: the features object goes on the record.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	s, ok := f.State(a.slot).(*state)
+	x, ok := f.State(a.slot).(*Features)
 	if !ok {
 		return
 	}
-	x := &Features{st: *s}
-	x.st.splt = nil
-	if sp := s.splt; sp != nil {
-		// One allocation for the three arrays.
-		x.n = len(sp.dir)
+	a.end(x)
+	rec.Extra = append(rec.Extra, x)
+	f.SetState(a.slot, nil)
+}
+
+// end readies x for its record: the SPLT arrays are copied out and the
+// buffers returned to the free list.
+func (a *Analyzer) end(x *Features) {
+	if sp := x.st.splt; sp != nil {
+		// The record keeps a copy (one allocation for the three arrays);
+		// the buffers go back to the free list.
 		buf := make([]int32, 3*sp.n)
 		for i, d := range sp.dir[:sp.n] {
 			buf[i] = int32(d)
@@ -311,8 +305,8 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		copy(buf[sp.n:], sp.ps[:sp.n])
 		copy(buf[2*sp.n:], sp.piat[:sp.n])
 		x.spltDir, x.spltPS, x.spltPIAT = buf[:sp.n:sp.n], buf[sp.n:2*sp.n:2*sp.n], buf[2*sp.n:]
+		x.st.splt = nil
+		sp.n = 0
+		a.freeSPLT = append(a.freeSPLT, sp)
 	}
-	rec.Extra = append(rec.Extra, x)
-	f.SetState(a.slot, nil)
-	a.put(s)
 }

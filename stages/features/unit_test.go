@@ -156,7 +156,8 @@ func TestHugeCounts(t *testing.T) {
 
 func TestSPLTPaddingAndSizes(t *testing.T) {
 	a := New(4)
-	s := a.get()
+	x := a.start()
+	s := &x.st
 	if s.splt == nil {
 		t.Fatal("no SPLT buffer with N > 0")
 	}
@@ -176,13 +177,14 @@ func TestSPLTPaddingAndSizes(t *testing.T) {
 			}
 		}
 	}
-	a.put(s)
-	// A recycled state starts empty, and its SPLT buffer too.
-	s = a.get()
-	if s.d[0].pkts != 0 || s.splt == nil || s.splt.n != 0 {
-		t.Fatalf("recycled state not reset: %+v", s)
+	// A recycled SPLT buffer starts empty.
+	sp := s.splt
+	a.end(x)
+	y := a.start()
+	if y.st.d[0].pkts != 0 || y.st.splt != sp || sp.n != 0 {
+		t.Fatalf("SPLT buffer not recycled empty: %+v", y.st.splt)
 	}
-	if New(0).get().splt != nil {
+	if New(0).start().st.splt != nil {
 		t.Fatal("SPLT buffer allocated with N = 0")
 	}
 }
@@ -271,7 +273,8 @@ func FuzzState(f *testing.F) {
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0x80, 0, 0, 0, 0, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a := New(10)
-		s := a.get()
+		x := a.start()
+		s := &x.st
 		var ref reference
 		ts := int64(1_700_000_000) * 1e9
 		const rec = 6
@@ -305,7 +308,7 @@ func FuzzState(f *testing.F) {
 				t.Fatalf("%spackets = %v, want %d", p, got, len(ref.ps[i]))
 			}
 		}
-		a.put(s)
+		a.end(x)
 	})
 }
 
