@@ -80,7 +80,18 @@ func TestConformanceTshark(t *testing.T) {
 	tshark := testenv.NeedCommand(t, "tshark")
 	mergecap := testenv.NeedCommand(t, "mergecap")
 	root := testenv.Conformance(t)
-	files := conformancePcaps(t, root)
+	// A capture that the reference reader cannot read whole (cut short in a
+	// packet, as suricata-verify's http-mime-truncated is on purpose) is
+	// left out: mergecap refuses it, and there is no whole dissection to
+	// compare with. sources/pcapfile's tests cover cut files.
+	var files []string
+	for _, f := range conformancePcaps(t, root) {
+		if _, err := readPcap(f); err != nil {
+			t.Logf("left out, unreadable by pcapgo: %s: %v", f, err)
+			continue
+		}
+		files = append(files, f)
+	}
 	rows := tsharkRows(t, tshark, merge(t, mergecap, files), tsharkFields)
 	var total, compared int
 	for _, path := range files {
