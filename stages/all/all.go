@@ -6,6 +6,7 @@ import (
 	_ "github.com/pktpipe/pktpipe/stages/appproto"
 	_ "github.com/pktpipe/pktpipe/stages/dns"
 	_ "github.com/pktpipe/pktpipe/stages/features"
+	_ "github.com/pktpipe/pktpipe/stages/http"
 	_ "github.com/pktpipe/pktpipe/stages/icmpfb"
 	_ "github.com/pktpipe/pktpipe/stages/probe"
 	_ "github.com/pktpipe/pktpipe/stages/quic"

@@ -873,3 +873,12 @@ func ntpOK(b []byte) bool {
 	v := b[0] >> 3 & 7
 	return v >= 1 && v <= 4 && b[0]&7 != 0
 }
+
+// IsHTTP is the HTTP/1.x check alone (stages/http starts a flow's parser
+// with it): a request method to the server, "HTTP/" to the client.
+func IsHTTP(b []byte, toServer bool) Verdict {
+	if len(b) == 0 {
+		return NeedMore
+	}
+	return isHTTP(b, toServer)
+}
