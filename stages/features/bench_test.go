@@ -108,3 +108,58 @@ func BenchmarkPacket(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkShortFlows is the per-packet cost on flows of 10 packets (a
+// TCP connection: handshake, 2 requests and answers, FINs), ended and
+// emitted, so per-flow work (state, SPLT buffers, the record) counts too.
+func BenchmarkShortFlows(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		on   bool
+		splt int
+	}{{"off", false, 0}, {"on", true, 0}, {"splt10", true, 10}} {
+		b.Run(c.name, func(b *testing.B) {
+			reg := stats.NewRegistry()
+			var as []flow.Analyzer
+			if c.on {
+				as = append(as, features.New(c.splt))
+			}
+			p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg, MaxFlows: 1 << 16}, as...)
+			ch := make(chan *event.Batch, 64)
+			done := make(chan struct{})
+			go func() {
+				for bt := range ch {
+					bt.Release()
+				}
+				close(done)
+			}()
+			em := pipeline.NewEmitter(ch)
+			ts := int64(1_700_000_000) * 1e9
+			var conn [10]packet.Packet
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += len(conn) {
+				port := uint16(1024 + (i/len(conn))%60000)
+				conn = [10]packet.Packet{
+					seg(ts, true, port, packet.TCPSyn, 74), seg(ts+1e5, false, port, packet.TCPSyn|packet.TCPAck, 74),
+					seg(ts+2e5, true, port, packet.TCPAck, 66), seg(ts+3e5, true, port, packet.TCPAck|packet.TCPPsh, 400),
+					seg(ts+9e5, false, port, packet.TCPAck|packet.TCPPsh, 1514), seg(ts+1e6, true, port, packet.TCPAck, 66),
+					seg(ts+2e6, true, port, packet.TCPAck|packet.TCPPsh, 300), seg(ts+3e6, false, port, packet.TCPAck|packet.TCPPsh, 900),
+					seg(ts+4e6, true, port, packet.TCPAck|packet.TCPFin, 66), seg(ts+5e6, false, port, packet.TCPAck|packet.TCPFin, 66),
+				}
+				for k := range conn {
+					p.Packet(&conn[k], em)
+				}
+				ts += 1e6
+				if i%(256*len(conn)) == 0 {
+					p.Sweep(ts, em) // ends the closed flows past their linger
+				}
+			}
+			b.StopTimer()
+			p.Flush(ts+1e12, em)
+			em.Flush()
+			close(ch)
+			<-done
+		})
+	}
+}
