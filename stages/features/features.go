@@ -304,7 +304,7 @@ func (a *Analyzer) end(x *Features) {
 		}
 		copy(buf[sp.n:], sp.ps[:sp.n])
 		copy(buf[2*sp.n:], sp.piat[:sp.n])
-		x.spltDir, x.spltPS, x.spltPIAT = buf[:sp.n:sp.n], buf[sp.n:2*sp.n:2*sp.n], buf[2*sp.n:]
+		x.splt = buf
 		x.st.splt = nil
 		sp.n = 0
 		a.freeSPLT = append(a.freeSPLT, sp)

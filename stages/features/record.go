@@ -4,14 +4,15 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/event"
 )
 
-// Features is the record's "features" object: a copy of the flow's state,
+// Features is the record's "features" object: the flow's state (updated in
+// place while the flow lives, handed to the record at its end),
 // turned into NFStream's columns when it is encoded.
 type Features struct {
-	st       state
-	n        int // SPLT length (0 = off)
-	spltDir  []int32
-	spltPS   []int32
-	spltPIAT []int32
+	st state
+	n  int // SPLT length (0 = off)
+	// splt is the first packets' directions, then sizes, then gaps,
+	// len(splt)/3 of each.
+	splt []int32
 }
 
 // Key implements event.Extension.
@@ -156,32 +157,18 @@ func (x *Features) Encode(w event.Writer) {
 		}
 	}
 	if x.n > 0 {
-		w.Key("splt_direction")
-		w.BeginArray()
-		for _, d := range x.spltDir {
-			w.Int(int64(d))
+		k := len(x.splt) / 3
+		for i, name := range [3]string{"splt_direction", "splt_ps", "splt_piat_ms"} {
+			w.Key(name)
+			w.BeginArray()
+			for _, v := range x.splt[i*k : (i+1)*k] {
+				w.Int(int64(v))
+			}
+			for range x.n - k {
+				w.Int(-1) // NFStream's padding
+			}
+			w.EndArray()
 		}
-		x.pad(w, len(x.spltDir))
-		w.Key("splt_ps")
-		w.BeginArray()
-		for _, v := range x.spltPS {
-			w.Int(int64(v))
-		}
-		x.pad(w, len(x.spltPS))
-		w.Key("splt_piat_ms")
-		w.BeginArray()
-		for _, v := range x.spltPIAT {
-			w.Int(int64(v))
-		}
-		x.pad(w, len(x.spltPIAT))
 	}
 	w.EndObject()
-}
-
-// pad fills an SPLT array to its length with -1 and closes it.
-func (x *Features) pad(w event.Writer, have int) {
-	for range x.n - have {
-		w.Int(-1)
-	}
-	w.EndArray()
 }
