@@ -82,6 +82,7 @@ func (l *Lab) Start(args ...string) (*exec.Cmd, string) {
 
 // LabCapture is a running tcpdump.
 type LabCapture struct {
+	lab  *Lab
 	cmd  *exec.Cmd
 	File string
 }
@@ -122,13 +123,20 @@ func (l *Lab) StartCapture() *LabCapture {
 	case <-l.Ctx.Done():
 		l.t.Fatal("tcpdump did not start in time")
 	}
-	return &LabCapture{cmd: cmd, File: file}
+	return &LabCapture{lab: l, cmd: cmd, File: file}
 }
 
-// Stop ends the capture (SIGINT: tcpdump writes what it holds) and
-// returns the file.
+// Stop ends the capture and returns the file. A marker datagram is sent
+// last and the file polled until it holds it, so every packet before it
+// was written when tcpdump is told to stop (SIGINT).
 func (c *LabCapture) Stop(t testing.TB) string {
 	t.Helper()
+	mark := fmt.Sprintf("pktpipe-capture-end-%d", rand.Int64())
+	c.lab.In("bash", "-c", "echo "+mark+" > /dev/udp/127.0.0.1/9")
+	testenv.WaitFor(t, 10*time.Second, "the capture's end marker", func() bool {
+		b, err := os.ReadFile(c.File)
+		return err == nil && strings.Contains(string(b), mark)
+	})
 	_ = c.cmd.Process.Signal(syscall.SIGINT)
 	_ = c.cmd.Wait()
 	return c.File
