@@ -37,6 +37,17 @@
 //     delivered, spilled or counted lost.
 //   - Abandon is for a second signal (the process exits at once): it
 //     spills every accepted and unacknowledged event without waiting.
+//   - With a spool (Config.SpoolDir, spool.go), what finds no room in the
+//     budget goes to disk instead of waiting, and so does every later
+//     event while older ones wait there (their order is kept); a drainer
+//     reads the spool in order into the budget as acks free it. A
+//     segment file is removed once every record read from it is
+//     acknowledged. At Close and Abandon, unacknowledged events go to the
+//     spool rather than the spill file (those read from it are still
+//     there), so the next run sends them. When the spool cannot take a
+//     batch (SpoolMax, disk full, I/O error), Config.SpoolFull decides:
+//     block (the above, without a spool), drop-newest or drop-oldest,
+//     counted in pktpipe_kafka_spool_dropped_total (a loss).
 //
 // Keys: the event's community_id. An event without one gets a null key,
 // which the murmur2 balancer spreads over the partitions at random (as
@@ -52,7 +63,11 @@
 // pktpipe_kafka_inflight_{events,bytes}, pktpipe_kafka_write_waiting (1
 // while Write waits for budget), pktpipe_kafka_blocked_us_total
 // (time Write waited for budget) and the ack latency histogram
-// pktpipe_kafka_ack_latency_seconds_{bucket,count} with _sum_us.
+// pktpipe_kafka_ack_latency_seconds_{bucket,count} with _sum_us. The
+// spool's: pktpipe_kafka_spool_{bytes,segments,records,oldest_age_seconds}
+// (gauges), pktpipe_kafka_spool_{records_in,records_out,recovered,torn,
+// torn_bytes,errors,syncs}_total and the loss counter
+// pktpipe_kafka_spool_dropped_total.
 package kafka
 
 import (
@@ -264,7 +279,7 @@ func New(cfg Config) (*Sink, error) {
 		drainSpace:  make(chan struct{}, 1),
 	}
 	if cfg.SpoolDir != "" {
-		sp, err := openSpool(&cfg, &s.m)
+		sp, err := openSpool(&cfg, &s.m, s.spoolFailed)
 		if err != nil {
 			return nil, registry.Usage(err)
 		}
@@ -562,7 +577,7 @@ func (s *Sink) writeSpooled(ctx context.Context, recs []*record, size int64) err
 		}
 		full := errors.Is(err, errSpoolFull)
 		if !full {
-			s.spoolFailed(err)
+			s.spoolWriteFailed(err)
 		}
 		switch s.cfg.SpoolFull {
 		case SpoolDropNewest:

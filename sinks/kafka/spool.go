@@ -77,6 +77,7 @@ type spool struct {
 	syncBytes           int64
 	lock                *os.File
 	m                   *metrics
+	failed              func(error) // logs and counts an I/O error
 	mu                  sync.Mutex
 	segs                []*segment // oldest first; the last may be active
 	active              *os.File   // open for appends: segs[len-1], not sealed
@@ -99,7 +100,7 @@ func segMaxFor(limit int64) int64 { return min(max(limit/8, 64<<10), 64<<20) }
 
 // openSpool takes dir (created if missing), locks it and scans the
 // segments left by an earlier run, cutting torn tails.
-func openSpool(c *Config, m *metrics) (*spool, error) {
+func openSpool(c *Config, m *metrics, failed func(error)) (*spool, error) {
 	dir := c.SpoolDir
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("kafka: spool %s: %w", dir, err)
@@ -115,7 +116,7 @@ func openSpool(c *Config, m *metrics) (*spool, error) {
 	sp := &spool{
 		dir: dir, max: c.SpoolMax, segMax: segMaxFor(c.SpoolMax),
 		syncEvery: c.SpoolSyncInterval, syncBytes: c.SpoolSyncBytes,
-		lock: lock, m: m, nextSeq: 1,
+		lock: lock, m: m, failed: failed, nextSeq: 1,
 		data: make(chan struct{}, 1), room: make(chan struct{}, 1),
 		stopSync: make(chan struct{}), syncDone: make(chan struct{}),
 	}
@@ -308,7 +309,11 @@ func (sp *spool) hasUnread() bool {
 // limit, or the I/O error (the segment is cut back to whole records).
 func (sp *spool) append(recs []*record) error {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
+	var syncF *os.File
+	defer func() {
+		sp.mu.Unlock()
+		sp.syncOutside(syncF)
+	}()
 	if sp.closed {
 		return errors.New("kafka: spool closed")
 	}
@@ -345,9 +350,9 @@ func (sp *spool) append(recs []*record) error {
 	sp.unsynced += need
 	sp.m.spoolIn.Add(uint64(len(recs)))
 	if sp.unsynced >= sp.syncBytes {
-		if err := sp.syncLocked(); err != nil {
-			return err
-		}
+		// The records are written either way: a failed fsync is logged
+		// and counted, not a failed append.
+		syncF = sp.prepSync()
 	}
 	sp.gaugesLocked()
 	signal(sp.data)
@@ -418,6 +423,29 @@ func (sp *spool) syncLocked() error {
 	return nil
 }
 
+// prepSync returns the active file if it has unsynced bytes (and counts
+// them synced), for syncOutside; sp.mu is held.
+func (sp *spool) prepSync() *os.File {
+	if sp.active == nil || sp.unsynced == 0 {
+		return nil
+	}
+	sp.unsynced = 0
+	return sp.active
+}
+
+// syncOutside fsyncs f without holding sp.mu: an fsync can take tens of
+// milliseconds, and neither Write nor the broker's acks should wait for
+// it. A segment sealed meanwhile was synced by sealLocked (ErrClosed).
+func (sp *spool) syncOutside(f *os.File) {
+	if f == nil {
+		return
+	}
+	sp.m.spoolSyncs.Inc()
+	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		sp.failed(fmt.Errorf("kafka: spool segment %s: fsync: %w", f.Name(), err))
+	}
+}
+
 // syncLoop fsyncs every syncEvery and keeps the oldest-age gauge fresh.
 func (sp *spool) syncLoop() {
 	defer close(sp.syncDone)
@@ -430,11 +458,10 @@ func (sp *spool) syncLoop() {
 			return
 		}
 		sp.mu.Lock()
-		if err := sp.syncLocked(); err != nil {
-			sp.m.spoolErrors.Inc()
-		}
+		f := sp.prepSync()
 		sp.gaugesLocked()
 		sp.mu.Unlock()
+		sp.syncOutside(f)
 	}
 }
 
@@ -467,7 +494,7 @@ func (sp *spool) take() (sg *segment, off, limit int64) {
 		}
 		if !s.sealed && s.read == s.records {
 			if err := sp.sealLocked(); err != nil {
-				sp.m.spoolErrors.Inc()
+				sp.failed(err)
 			}
 			sp.maybeRemoveLocked(s)
 			return nil, 0, 0
@@ -531,7 +558,7 @@ func (sp *spool) removeLocked(sg *segment) {
 		_ = sp.sealLocked()
 	}
 	if err := os.Remove(sg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		sp.m.spoolErrors.Inc()
+		sp.failed(err)
 	}
 	for i, s := range sp.segs {
 		if s == sg {
@@ -740,6 +767,15 @@ func (s *Sink) drainer() {
 // spoolFailed logs an I/O error of the spool (at most once a second) and
 // counts it.
 func (s *Sink) spoolFailed(err error) {
+	s.m.spoolErrors.Inc()
+	if !s.spoolLog.due() {
+		return
+	}
+	s.cfg.Log.Error("kafka: spool I/O error", "spool", s.cfg.SpoolDir, "err", err, "errors_so_far", s.m.spoolErrors.Load())
+}
+
+// spoolWriteFailed is spoolFailed for a batch the spool did not take.
+func (s *Sink) spoolWriteFailed(err error) {
 	s.m.spoolErrors.Inc()
 	if !s.spoolLog.due() {
 		return

@@ -348,7 +348,7 @@ func TestSegmentFraming(t *testing.T) {
 	m := newMetrics(reg)
 	c := Config{SpoolDir: dir}
 	c.defaults()
-	sp, err := openSpool(&c, &m)
+	sp, err := openSpool(&c, &m, func(err error) { t.Error(err) })
 	if err != nil {
 		t.Fatal(err)
 	}
