@@ -141,16 +141,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	if m.Proto != packet.ProtoTCP {
 		return
 	}
-	s, ok := f.State(a.slot).(*state)
-	if !ok {
-		if n := len(a.free); n > 0 {
-			s = a.free[n-1]
-			a.free = a.free[:n-1]
-		} else {
-			s = &state{}
-		}
-		f.SetState(a.slot, s)
-	}
+	s := a.stateOf(f)
 	d := dir & 1
 	fl := m.TCPFlags
 	syn, ack, fin, rst := fl&packet.TCPSyn != 0, fl&packet.TCPAck != 0, fl&packet.TCPFin != 0, fl&packet.TCPRst != 0
@@ -161,8 +152,42 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 			s.hist[0], s.n = '^', 1
 		}
 	}
+	s.history(d, syn, ack, fin, rst, plen, m.Window)
+	e := &s.ep[d]
+	e.size += uint64(plen)
+	e.transition(&s.ep[d^1], d, syn, ack, fin, rst)
 
-	// History.
+	// Sequence space.
+	switch {
+	case rst:
+	case syn:
+		e.next, e.synced = m.Seq+1, true
+		if plen > 0 {
+			e.track(m.Seq+1, plen, fin, s, d)
+		}
+	case plen > 0 || fin:
+		e.track(m.Seq, plen, fin, s, d)
+	}
+}
+
+// stateOf returns f's state, taking one from the free list for a new flow.
+func (a *Analyzer) stateOf(f *flow.Flow) *state {
+	if s, ok := f.State(a.slot).(*state); ok {
+		return s
+	}
+	var s *state
+	if n := len(a.free); n > 0 {
+		s = a.free[n-1]
+		a.free = a.free[:n-1]
+	} else {
+		s = &state{}
+	}
+	f.SetState(a.slot, s)
+	return s
+}
+
+// history records the Zeek history letters of one segment from side d.
+func (s *state) history(d flow.Dir, syn, ack, fin, rst bool, plen uint32, window uint16) {
 	switch {
 	case syn && (fin || rst):
 		s.add(d, lQ)
@@ -182,13 +207,14 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	} else if ack && !syn && !fin && !rst {
 		s.add(d, lA)
 	}
-	if m.Window == 0 && !syn && !rst {
+	if window == 0 && !syn && !rst {
 		s.add(d, lW)
 	}
+}
 
-	// Endpoint states.
-	e, peer := &s.ep[d], &s.ep[d^1]
-	e.size += uint64(plen)
+// transition moves side e (d) and its peer through the endpoint states on
+// one segment's flags.
+func (e *endpoint) transition(peer *endpoint, d flow.Dir, syn, ack, fin, rst bool) {
 	switch e.st {
 	case stInactive:
 		switch {
@@ -224,23 +250,6 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 			e.st = stReset
 		}
 	}
-
-	// Sequence space.
-	if rst {
-		return
-	}
-	if syn {
-		e.next, e.synced = m.Seq+1, true
-		if plen == 0 {
-			return
-		}
-		e.track(m.Seq+1, plen, fin, s, d)
-		return
-	}
-	if plen == 0 && !fin {
-		return
-	}
-	e.track(m.Seq, plen, fin, s, d)
 }
 
 // track follows one segment of the side's sequence space.
