@@ -86,9 +86,8 @@ type half struct {
 
 // tx is one transaction being built.
 type tx struct {
-	ev       *event.HTTP
-	method   string
-	answered bool
+	ev     *event.HTTP
+	method string
 }
 
 type tracker struct {

@@ -213,8 +213,12 @@ func FuzzParseHead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, request bool) {
 		var h head
 		if parseHead(b, request, &h) {
-			hostPort(h.host)
-			uriAuthority(h.uri, h.method == "CONNECT")
+			if _, p := hostPort(h.host); p < 0 || p > 65535 {
+				t.Fatalf("port %d", p)
+			}
+			if a := uriAuthority(h.uri, h.method == "CONNECT"); len(a) > len(h.uri) {
+				t.Fatalf("authority %q longer than %q", a, h.uri)
+			}
 		}
 		headerEnd(b, 0)
 		parseChunkSize(b)
