@@ -1,7 +1,10 @@
 package appproto
 
 import (
+	"crypto/tls"
 	"encoding/hex"
+	"io"
+	"net"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -40,6 +43,26 @@ var (
 	quicInit = unhex("c000000001088394c8f03e5157080000449e")
 	rfbBan   = []byte("RFB 003.008\n")
 )
+
+// realClientHello is the first flight of Go's TLS client (SNI, ALPN h2
+// and http/1.1), read off a pipe.
+func realClientHello() []byte {
+	c, s := net.Pipe()
+	defer c.Close()
+	defer s.Close()
+	go func() {
+		_ = tls.Client(c, &tls.Config{ServerName: "www.example.com", NextProtos: []string{"h2", "http/1.1"}}).Handshake()
+	}()
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(s, hdr); err != nil {
+		panic(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(s, body); err != nil {
+		panic(err)
+	}
+	return append(hdr, body...)
+}
 
 func dhcpDiscover() []byte {
 	b := make([]byte, 300)
@@ -102,14 +125,14 @@ func TestProbe(t *testing.T) {
 	}
 }
 
-// TestAnyPort runs built sessions through the engine: protocols found by
-// content on other protocols' ports, requests split after two bytes, the
-// two directions disagreeing, and failed flows.
-func TestAnyPort(t *testing.T) {
+type want struct{ app, ts, tc string }
+
+// anyPortSessions builds the sessions of TestAnyPort and what each
+// client port's flow must say.
+func anyPortSessions() (*svtest.Capture, map[uint16]want) {
 	c := svtest.NewCapture()
 	cli := netip.MustParseAddr("10.1.0.1")
 	srv := netip.MustParseAddr("10.1.0.2")
-	type want struct{ app, ts, tc string }
 	wants := map[uint16]want{}
 	sess := func(sport, dport uint16, w want, segs ...svtest.Seg) {
 		c.TCP(netip.AddrPortFrom(cli, sport), netip.AddrPortFrom(srv, dport), segs...)
@@ -117,7 +140,7 @@ func TestAnyPort(t *testing.T) {
 	}
 	cl := func(b []byte) svtest.Seg { return svtest.Seg{FromClient: true, Data: b} }
 	sv := func(b []byte) svtest.Seg { return svtest.Seg{Data: b} }
-	sess(40001, 53, want{app: "tls"}, cl(clientHello), sv(unhex("160303003a020000360303")))
+	sess(40001, 53, want{app: "tls"}, cl(realClientHello()), sv(unhex("160303003a020000360303")))
 	sess(40002, 443, want{app: "ssh"}, sv(sshBanner), cl(sshBanner))
 	sess(40003, 8443, want{app: "http"}, cl(httpReq), sv(httpResp))
 	sess(40004, 80, want{app: "http"}, svtest.Seg{FromClient: true, Data: httpReq, Split: 2}, sv(httpResp))
@@ -136,6 +159,20 @@ func TestAnyPort(t *testing.T) {
 	c.UDP(netip.AddrPortFrom(cli, 40102), netip.AddrPortFrom(srv, 443), svtest.Seg{FromClient: true, Data: append(quicInit, make([]byte, 1200)...)})
 	wants[40102] = want{app: "quic"}
 
+	return c, wants
+}
+
+// anyPortCapture writes anyPortSessions to a capture file.
+func anyPortCapture(t *testing.T) string {
+	c, _ := anyPortSessions()
+	return c.Write(t)
+}
+
+// TestAnyPort runs built sessions through the engine: protocols found by
+// content on other protocols' ports, requests split after two bytes, the
+// two directions disagreeing, and failed flows.
+func TestAnyPort(t *testing.T) {
+	c, wants := anyPortSessions()
 	evs := runApp(t, c.Write(t))
 	seen := 0
 	for _, ev := range evs {
