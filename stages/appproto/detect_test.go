@@ -3,9 +3,9 @@ package appproto
 import (
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
