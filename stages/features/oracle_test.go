@@ -36,7 +36,9 @@ import (
 // included; pktpipe one per echo id or message type, and ties errors to
 // the flow they quote), tunnels (pktpipe makes flows of the inner packets
 // of GRE, ERSPAN, VXLAN and Geneve; NFStream of the carrier), SCTP
-// (NFStream gives no ports) and link types pktpipe does not decode.
+// (NFStream gives no ports), link types pktpipe does not decode, and
+// NFStream's active timeout (1800 s: long.pcap has a flow past it; pktpipe
+// has no active timeout yet).
 
 const spltN = 10
 
@@ -45,7 +47,8 @@ var nfTimeouts = flow.Timeouts{New: 120 * time.Second, TCP: 120 * time.Second, U
 	ICMP: 120 * time.Second, Other: 120 * time.Second}
 
 // oracleCaptures are the captures of the CI run: every capture under
-// testdata, and every fourth conformance capture (in name order).
+// testdata (real.pcap: real traffic made in namespaces by
+// make-capture.sh; long.pcap: flows of minutes made by make-long.py), and every fourth conformance capture (in name order).
 // PKTPIPE_FEATURES_FULL=1 takes every conformance capture.
 func oracleCaptures(t *testing.T) []string {
 	files, _ := filepath.Glob("testdata/*.pcap")
@@ -153,6 +156,7 @@ type view struct {
 	key      string
 	proto    int
 	tunnel   bool   // pktpipe found the flow inside a tunnel
+	active   bool   // NFStream ended the flow at its active timeout
 	src      string // endpoint of the record's src
 	features map[string]any
 	first    string // bidirectional_first_seen_ms
@@ -178,7 +182,7 @@ func nfView(m map[string]any) view {
 	proto := int(num(m["protocol"]))
 	s := endpoint(m["src_ip"], m["src_port"], proto)
 	d := endpoint(m["dst_ip"], m["dst_port"], proto)
-	return view{key: flowKey(proto, s, d), proto: proto, src: s, features: m,
+	return view{key: flowKey(proto, s, d), proto: proto, src: s, features: m, active: fmt.Sprint(m["expiration_id"]) == "1",
 		first: fmt.Sprint(m["bidirectional_first_seen_ms"]), last: fmt.Sprint(m["bidirectional_last_seen_ms"]),
 		pkts: fmt.Sprint(m["bidirectional_packets"])}
 }
@@ -278,9 +282,12 @@ const (
 	kindTunnel = "tunnel: pktpipe makes flows of the inner packets (GRE, ERSPAN, VXLAN, Geneve), NFStream of the carrier"
 	kindSCTP   = "SCTP: NFStream gives no ports, pktpipe one flow per association"
 	kindLink   = "link type pktpipe does not decode (no flows at all)"
+	// Made on purpose by long.pcap; left out until pktpipe has an active
+	// timeout to set to NFStream's (issue 13, item 3).
+	kindActive = "same packets, NFStream splits more: its active timeout (1800 s) ended a flow that pktpipe (no active timeout) carries on"
 )
 
-var excluded = map[string]bool{kindICMP: true, kindTunnel: true, kindSCTP: true, kindLink: true}
+var excluded = map[string]bool{kindICMP: true, kindTunnel: true, kindSCTP: true, kindLink: true, kindActive: true}
 
 // classify names the kind of a split difference. fileTunnel: pktpipe found
 // tunnelled flows in the capture; fileFlows: how many flows it made.
@@ -304,6 +311,8 @@ func classify(m *mismatch, fileTunnel bool, fileFlows int) string {
 		return "pktpipe only: packets NFStream makes no flow of"
 	case m.ppPkts == m.nfPkts && len(m.pp) > len(m.nf):
 		return "same packets, pktpipe splits more: it ends a TCP flow at FIN/RST (+2 s linger) and starts a new one on port reuse, NFStream carries on"
+	case m.ppPkts == m.nfPkts && len(m.pp) < len(m.nf) && slices.ContainsFunc(m.nf, func(v view) bool { return v.active }):
+		return kindActive
 	case m.ppPkts == m.nfPkts && len(m.pp) < len(m.nf):
 		return "same packets, NFStream splits more (its 120 s idle timeout is >= where pktpipe's is >, or its 1800 s active timeout)"
 	case m.ppPkts == m.nfPkts:
@@ -422,7 +431,7 @@ func TestNFStreamOracle(t *testing.T) {
 	for k, n := range kinds {
 		t.Logf("%d flows: %s", n, k)
 	}
-	t.Logf("%d captures, %d flows, %d seen as one flow by both and compared (%.2f%%); %d keyed differently by design left out: %d of %d match (%.2f%%)",
+	t.Logf("%d captures, %d flows, %d seen as one flow by both and compared (%.2f%%); %d keyed or split differently by design left out: %d of %d match (%.2f%%)",
 		len(files), total, matched, 100*float64(matched)/float64(total), left,
 		matched, total-left, 100*float64(matched)/float64(total-left))
 	t.Logf("testdata captures: %d flows compared", ownMatched)
