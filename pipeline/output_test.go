@@ -63,7 +63,7 @@ func (batchProc) Flush(int64, *Emitter) {}
 
 // runUntilStopped runs a live-like source that waits forever once it has
 // sent its packets: only the engine itself can stop it.
-func runUntilStopped(t *testing.T, reg *stats.Registry, sink Sink) (Result, error, *sliceSource) {
+func runUntilStopped(t *testing.T, reg *stats.Registry, sink Sink) (Result, *sliceSource, error) {
 	t.Helper()
 	src := &sliceSource{frames: traffic(100, 4), block: 300}
 	e, err := New(Config{Workers: 2, Stats: reg}, Parts{
@@ -76,12 +76,12 @@ func runUntilStopped(t *testing.T, reg *stats.Registry, sink Sink) (Result, erro
 		t.Fatal(err)
 	}
 	res, err := e.Run(context.Background())
-	return res, err, src
+	return res, src, err
 }
 
 func TestNoSinkLeftStopsTheInput(t *testing.T) {
 	reg := stats.NewRegistry()
-	res, err, src := runUntilStopped(t, reg, &memSink{failAt: 1})
+	res, src, err := runUntilStopped(t, reg, &memSink{failAt: 1})
 	if err == nil || len(res.Losses) == 0 {
 		t.Fatalf("err %v, losses %v", err, res.Losses)
 	}
@@ -99,7 +99,7 @@ func (s *goneSink) Write([]event.Event) error {
 
 func TestReaderGoneStopsQuietly(t *testing.T) {
 	reg := stats.NewRegistry()
-	res, err, _ := runUntilStopped(t, reg, &goneSink{})
+	res, _, err := runUntilStopped(t, reg, &goneSink{})
 	if err != nil || len(res.Losses) != 0 {
 		t.Fatalf("err %v losses %v: a reader that left is not a failure", err, res.Losses)
 	}

@@ -313,7 +313,6 @@ type recorder struct {
 	errKey []packet.FlowKey
 	dirs   []Dir
 	ended  int
-	leaked int
 }
 
 type recState struct{ pkts int }

@@ -292,7 +292,6 @@ func TestFlood(t *testing.T) {
 // per flow, to show that steady-state packets allocate nothing with it.
 type stateful struct {
 	nop
-	pool []*recState
 }
 
 func (s *stateful) Packet(f *Flow, p *packet.Packet, d Dir, _ *pipeline.Emitter) {
