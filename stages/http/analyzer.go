@@ -85,8 +85,10 @@ type half struct {
 }
 
 // tx is one transaction being built.
+// tx is one transaction being built; its event is emitted as &x.ev (one
+// allocation for both).
 type tx struct {
-	ev     *event.HTTP
+	ev     event.HTTP
 	method string
 }
 
@@ -231,12 +233,12 @@ func (t *tracker) flush(f *flow.Flow, em *pipeline.Emitter, ts int64) {
 func (t *tracker) emit(x *tx) {
 	t.a.txs.Inc()
 	if t.em == nil { // a tracker driven without a flow (tests)
-		t.a.out = append(t.a.out, x.ev)
+		t.a.out = append(t.a.out, &x.ev)
 		return
 	}
 	t.f.FillHeader(&x.ev.Header, t.ts)
 	x.ev.PcapCnt = t.idx
-	t.em.Emit(x.ev)
+	t.em.Emit(&x.ev)
 }
 
 func (a *Analyzer) get() *tracker {
@@ -626,7 +628,7 @@ func (t *tracker) message(h *half, request bool, block []byte) {
 
 func (t *tracker) fillRequest(x *tx, m *head) {
 	x.method = m.method
-	ev := x.ev
+	ev := &x.ev
 	ev.Method, ev.URL, ev.Protocol = m.method, m.uri, m.version
 	ev.UserAgent, ev.Referer, ev.XFF = m.ua, m.referer, m.xff
 	host := m.host
@@ -639,7 +641,7 @@ func (t *tracker) fillRequest(x *tx, m *head) {
 }
 
 func (t *tracker) newTx() *tx {
-	x := &tx{ev: &event.HTTP{TxID: t.nextID}}
+	x := &tx{ev: event.HTTP{TxID: t.nextID}}
 	t.nextID++
 	return x
 }

@@ -55,10 +55,10 @@ func parseHead(block []byte, request bool, h *head) bool {
 		if sp <= 0 {
 			return false
 		}
-		h.method = string(line[:sp])
+		h.method = intern(line[:sp], methods)
 		r := bytes.TrimLeft(line[sp+1:], " ")
 		if i := bytes.LastIndexByte(r, ' '); i >= 0 && bytes.HasPrefix(r[i+1:], []byte("HTTP/")) {
-			h.uri, h.version = string(bytes.TrimRight(r[:i], " ")), string(r[i+1:])
+			h.uri, h.version = string(bytes.TrimRight(r[:i], " ")), intern(r[i+1:], versions)
 		} else {
 			h.uri = string(r) // HTTP/0.9
 		}
@@ -71,7 +71,7 @@ func parseHead(block []byte, request bool, h *head) bool {
 		if sp < 0 {
 			return false
 		}
-		h.version = string(line[:sp])
+		h.version = intern(line[:sp], versions)
 		code := bytes.TrimLeft(line[sp+1:], " ")
 		if i := bytes.IndexByte(code, ' '); i >= 0 {
 			code = code[:i]
@@ -279,4 +279,20 @@ func uriAuthority(uri string, connect bool) string {
 		a = a[k+1:]
 	}
 	return a
+}
+
+// Common values are shared strings: a transaction's event then allocates
+// only what varies (URL, host, user agent, ...).
+var (
+	methods  = []string{"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH"}
+	versions = []string{"HTTP/1.1", "HTTP/1.0"}
+)
+
+func intern(b []byte, common []string) string {
+	for _, s := range common {
+		if string(b) == s {
+			return s
+		}
+	}
+	return string(b)
 }
