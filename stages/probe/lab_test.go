@@ -17,6 +17,7 @@ import (
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/sinks/memsink"
 	"github.com/pktpipe/pktpipe/sources/pcapfile"
@@ -40,6 +41,7 @@ const (
 	target4, absent4 = "10.88.2.2", "10.88.2.99"
 	target6, absent6 = "fd00:88:2::2", "fd00:88:2::99"
 	scanner4         = "10.88.1.2"
+	markerSrc        = "10.88.1.3" // the capture's end marker comes from here, not from the scanner
 	scanPorts        = "8001-8006"
 	udpPorts         = "8001,8003,8004,8005"
 )
@@ -121,7 +123,7 @@ func newLab(t *testing.T, ctx context.Context) *lab {
 	l.run("ip", "link", "add", "p0", "netns", l.S, "type", "veth", "peer", "name", "q0", "netns", l.R)
 	l.run("ip", "link", "add", "t0", "netns", l.T, "type", "veth", "peer", "name", "q1", "netns", l.R)
 	for _, a := range [][3]string{
-		{l.S, "p0", scanner4 + "/24"}, {l.S, "p0", "fd00:88:1::2/64"},
+		{l.S, "p0", scanner4 + "/24"}, {l.S, "p0", "fd00:88:1::2/64"}, {l.S, "p0", markerSrc + "/24"},
 		{l.R, "q0", "10.88.1.1/24"}, {l.R, "q0", "fd00:88:1::1/64"},
 		{l.R, "q1", "10.88.2.1/24"}, {l.R, "q1", "fd00:88:2::1/64"},
 		{l.T, "t0", target4 + "/24"}, {l.T, "t0", target6 + "/64"},
@@ -204,7 +206,8 @@ func (l *lab) capture(name string, fn func()) string {
 	fn()
 	marker := fmt.Sprintf("probe-end-%d-%d", os.Getpid(), rand.Uint64())
 	l.in(l.S, "python3", "-c", `import socket, sys
-socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), ("10.88.1.1", 5999))`, marker)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[2], 0))
+s.sendto(sys.argv[1].encode(), ("10.88.1.1", 5999))`, marker, markerSrc)
 	testenv.WaitFor(t, 20*time.Second, "tcpdump to write the end marker", func() bool {
 		b, _ := os.ReadFile(pcap)
 		return bytes.Contains(b, []byte(marker))
@@ -223,6 +226,36 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), ("
 // with tcpstate and probe → memsink, and returns the flow records.
 func runCapture(t *testing.T, file string, workers int) []recJSON {
 	t.Helper()
+	recs, _ := runScan(t, file, workers, nil)
+	return recs
+}
+
+// runScan is runCapture with the scan detector behind the workers (when
+// cfg is not nil): each worker's probe analyzer sends its ended attempts
+// into a pipeline.Keyed stage of 2 shards, whose scan events are
+// returned.
+func runScan(t *testing.T, file string, workers int, cfg *ScanConfig) ([]recJSON, []*event.Scan) {
+	t.Helper()
+	var keyed *pipeline.Keyed[Record, SourceState]
+	scanCh := make(chan *event.Batch, 16)
+	var scans []*event.Scan
+	scanDone := make(chan struct{})
+	go func() {
+		defer close(scanDone)
+		for b := range scanCh {
+			for _, e := range b.Events {
+				scans = append(scans, e.(*event.Scan))
+			}
+			b.Release()
+		}
+	}()
+	if cfg != nil {
+		d := NewDetector(*cfg)
+		kc := d.KeyedConfig(2, 1024)
+		keyed = pipeline.NewKeyed(kc, func(int) pipeline.KeyedHandler[Record, SourceState] { return NewDetector(*cfg) }, scanCh)
+		keyed.Start()
+	}
+	var senders []*pipeline.KeyedSender[Record, SourceState]
 	reg := stats.NewRegistry()
 	src, err := pcapfile.New(pcapfile.Config{Files: []string{file}, Stats: reg})
 	if err != nil {
@@ -233,7 +266,13 @@ func runCapture(t *testing.T, file string, workers int) []recJSON {
 		Sources:    []pipeline.Source{src},
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
 		NewProcessor: func(w int) pipeline.Processor {
-			return flow.NewProcessor(flow.Config{Workers: workers, Stats: reg}, tcpstate.New(), New(reg))
+			pr := New(reg)
+			if keyed != nil {
+				s := keyed.NewSender()
+				senders = append(senders, s)
+				pr.SetRecordSink(func(r Record) { s.Send(r.Src, &r) })
+			}
+			return flow.NewProcessor(flow.Config{Workers: workers, Stats: reg}, tcpstate.New(), pr)
 		},
 		Sink: sink,
 	})
@@ -243,6 +282,15 @@ func runCapture(t *testing.T, file string, workers int) []recJSON {
 	if _, err := eng.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// The workers are done: what they sent goes in, then the rest ends.
+	if keyed != nil {
+		for _, s := range senders {
+			s.Flush()
+		}
+		keyed.Close()
+	}
+	close(scanCh)
+	<-scanDone
 	var out []recJSON
 	for _, b := range sink.Lines() {
 		var r recJSON
@@ -254,5 +302,5 @@ func runCapture(t *testing.T, file string, workers int) []recJSON {
 			out = append(out, r)
 		}
 	}
-	return out
+	return out, scans
 }

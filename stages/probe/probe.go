@@ -147,6 +147,8 @@ type Analyzer struct {
 	slot int
 	free []*state
 
+	sink func(Record) // the scan detector's way in, when wired
+
 	outcomes                    [NumOutcomes]*stats.Counter
 	badAnswer, badQuote, badDir *stats.Counter
 }
@@ -168,6 +170,11 @@ func New(reg *stats.Registry) *Analyzer {
 	a.badDir = reg.Counter("pktpipe_probe_ignored_total", help, "reason", "quote_direction")
 	return a
 }
+
+// SetRecordSink makes End hand every ended attempt to send (the worker's
+// sender into the scan detector's keyed stage). Set before the first
+// packet.
+func (a *Analyzer) SetRecordSink(send func(Record)) { a.sink = send }
 
 // SetSlot implements flow.SlotUser.
 func (a *Analyzer) SetSlot(i int) { a.slot = i }
@@ -331,6 +338,14 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	c := &Conn{Outcome: s.out, Attempts: s.attempts, Answered: s.answered, RTTNS: s.rtt,
 		Reporter: s.reporter, ICMPType: s.icmpType, ICMPCode: s.icmpCode}
 	a.outcomes[s.out].Inc()
+	if a.sink != nil {
+		ca, _ := f.Client()
+		sa, sp := f.Server()
+		if s.kind == KindEcho {
+			sp = 0
+		}
+		a.sink(Record{Src: ca, Dst: sa, DPort: sp, Proto: f.Proto(), Outcome: s.out, First: f.First(), Last: s.lastProbe})
+	}
 	for i, x := range rec.Extra {
 		if x.Key() == "conn" {
 			c.Inner = x
