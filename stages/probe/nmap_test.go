@@ -139,7 +139,7 @@ type scan struct {
 
 func TestNmapOracle(t *testing.T) {
 	testenv.NeedRoot(t)
-	for _, c := range []string{"ip", "tcpdump", "nft", "nmap", "masscan", "hping3", "ping", "python3"} {
+	for _, c := range []string{"ip", "tcpdump", "nft", "nmap", "masscan", "hping3", "ping", "python3", "curl", "dig", "ssh"} {
 		testenv.NeedCommand(t, c)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -157,6 +157,10 @@ func TestNmapOracle(t *testing.T) {
 		{name: "masscan", src: v4, tool: masscan, kind: "portscan"},
 		{name: "hping3", src: v4, tool: hping3, kind: "portscan"},
 	}
+	t.Run("normal", func(t *testing.T) {
+		l.t = t
+		testNormal(t, l)
+	})
 	for _, sc := range scans {
 		t.Run(sc.name, func(t *testing.T) {
 			l.t = t
@@ -469,3 +473,50 @@ func want1(state, reason string, connect bool, got string) ([]string, string) {
 }
 
 func ports1(recs []recJSON, src []string, k portKey) string { return ports(recs, src)[k] }
+
+const burstScript = `
+import socket, threading, sys
+def one():
+    s = socket.create_connection((sys.argv[1], 8001), timeout=2)
+    s.sendall(b"GET / HTTP/1.1\\r\\n\\r\\n")
+    try: s.recv(100)
+    except OSError: pass
+    s.close()
+ts = [threading.Thread(target=one) for _ in range(30)]
+for t in ts: t.start()
+for t in ts: t.join()
+`
+
+// testNormal: a client's everyday traffic (curl, ssh, dig, ping, a
+// browser-like burst of 30 parallel connections to one server) with the
+// detector's default thresholds gives outcomes but no scan event.
+func testNormal(t *testing.T, l *lab) {
+	pcap := l.capture("normal", func() {
+		// Each may fail (nothing speaks HTTP, SSH or DNS there): what
+		// matters is the traffic.
+		for _, args := range [][]string{
+			{"curl", "-s", "-m", "2", "http://" + target4 + ":8001/"},
+			{"curl", "-s", "-m", "2", "http://[" + target6 + "]:8002/"},
+			{"ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o", "StrictHostKeyChecking=no", target4},
+			{"dig", "+tries=1", "+time=1", "@" + target4, "example.com"},
+			{"dig", "+tries=1", "+time=1", "@" + target4, "-p", "8001", "example.org"},
+			{"ping", "-c", "3", "-i", "0.2", target4},
+			{"python3", "-c", burstScript, target4},
+		} {
+			out, err := exec.CommandContext(l.ctx, "ip", append([]string{"netns", "exec", l.S}, args...)...).CombinedOutput()
+			t.Logf("%s: %v %.200s", args[0], err, out)
+		}
+	})
+	recs, scans := runScan(t, pcap, 4, &ScanConfig{})
+	counts := map[string]int{}
+	for _, r := range recs {
+		counts[r.Conn.Outcome]++
+	}
+	t.Logf("attempts by outcome: %v", counts)
+	if counts["open"] < 30 || counts["closed"] == 0 {
+		t.Errorf("the normal traffic's attempts: %v", counts)
+	}
+	if len(scans) != 0 {
+		t.Errorf("scan events on normal traffic: %v", scanJSON(t, scans))
+	}
+}
