@@ -23,13 +23,15 @@
 //     packets of either direction). With no gap, every piat statistic is 0;
 //     a direction without packets has all its statistics 0.
 //   - src2dst is the record's src (the client) to its dest, so
-//     src2dst_bytes equals flow.bytes_toserver. NFStream's src is always
+//     src2dst_packets equals flow.pkts_toserver. NFStream's src is always
 //     the sender of the first packet; the two differ only for a TCP flow
 //     first seen from its server (SYN-ACK first, or picked up midstream)
 //     and an ICMP echo reply seen first: there src2dst and dst2src swap.
 //   - Time going backwards: a packet older than the flow's latest is taken
-//     at the flow's latest time (gap 0), as NFStream takes it at its
-//     clock's latest. Durations and gaps are never negative.
+//     at the flow's latest time (gap 0). NFStream does the same with one
+//     clock for the whole capture, so the two differ only when time goes
+//     backwards across flows. Durations and gaps are never negative; past
+//     2^32 ms (49 days) after the flow's first packet, times saturate.
 //
 // With --splt N (0 = off), splt_direction, splt_ps and splt_piat_ms list
 // the first N packets: direction 0 (src to dest) or 1, size, and gap to
@@ -38,8 +40,8 @@
 //
 // # State and cost
 //
-// Per flow, a fixed-size state (counters, extremes, and Welford sums of
-// squared deviations; no stored samples), allocated at the flow's first
+// Per flow, a fixed-size state of 240 bytes (counters, extremes, and
+// Welford sums of squared deviations; no stored samples), allocated at the flow's first
 // packet inside the record extension that End hands over (the record
 // outlives End: sinks encode it later). The SPLT buffers are a separate
 // block from a per-worker free list, only on flows of an analyzer built
