@@ -15,7 +15,7 @@ import (
 	"github.com/pktpipe/pktpipe/stages/tcpstate"
 )
 
-// FuzzProbe drives the analyzer with arbitrary sequences of TCP, UDP,
+// FuzzProbe drives the analyzer, and the scan detector behind it, with arbitrary sequences of TCP, UDP,
 // echo and ICMP-error packets among a few hosts and ports, with sequence
 // numbers from a small range so that answers and quotes often match: RST
 // and SYN/ACK storms, forged quotes, errors quoting either direction,
@@ -31,11 +31,14 @@ func FuzzProbe(f *testing.F) {
 func fuzzOne(t *testing.T, data []byte) {
 	hosts := []netip.Addr{cli, srv, rtr, cli6, srv6, rtr6}
 	if len(data) > 6*128 { // more packets find nothing new and slow minimization down
-		data = data[:6*256]
+		data = data[:6*128]
 	}
 	{
 		reg := stats.NewRegistry()
-		p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg, MaxFlows: 64}, tcpstate.New(), New(reg))
+		pr := New(reg)
+		var recs []Record
+		pr.SetRecordSink(func(r Record) { recs = append(recs, r) })
+		p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg, MaxFlows: 64}, tcpstate.New(), pr)
 		ch := make(chan *event.Batch, len(data)+8) // at least one event per batch
 		em := pipeline.NewEmitter(ch)
 		ts := t0
@@ -124,6 +127,21 @@ func fuzzOne(t *testing.T, data []byte) {
 				}
 			}
 			b.Release()
+		}
+		// The detector's input: these records, with thresholds low enough
+		// that every kind can come out.
+		for _, ev := range feedDetector(t, ScanConfig{PortThreshold: 2, TargetThreshold: 2, PingThreshold: 2, MinFailed: 1, MaxPairs: 8, MaxOpen: 2}, recs) {
+			line := enc.Append(nil, ev)
+			if !json.Valid(line) {
+				t.Fatalf("invalid JSON: %s", line)
+			}
+			var sum uint64
+			for _, n := range ev.Outcomes {
+				sum += n
+			}
+			if sum == 0 || sum > ev.Probes || ev.Targets == 0 || ev.End < ev.Start || len(ev.Open) > 2 {
+				t.Fatalf("scan event: %s", line)
+			}
 		}
 	}
 }
