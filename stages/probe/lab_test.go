@@ -222,16 +222,10 @@ s.sendto(sys.argv[1].encode(), ("10.88.1.1", 5999))`, marker, markerSrc)
 	return pcap
 }
 
-// runCapture runs the real engine on a capture: pcapfile → decode → flow
-// with tcpstate and probe → memsink, and returns the flow records.
-func runCapture(t *testing.T, file string, workers int) []recJSON {
-	t.Helper()
-	recs, _ := runScan(t, file, workers, nil)
-	return recs
-}
-
-// runScan is runCapture with the scan detector behind the workers (when
-// cfg is not nil): each worker's probe analyzer sends its ended attempts
+// runScan runs the real engine on a capture: pcapfile → decode → flow
+// with tcpstate and probe → memsink, and returns the flow records that
+// carry an outcome; with the scan detector behind the workers (when cfg
+// is not nil): each worker's probe analyzer sends its ended attempts
 // into a pipeline.Keyed stage of 2 shards, whose scan events are
 // returned.
 func runScan(t *testing.T, file string, workers int, cfg *ScanConfig) ([]recJSON, []*event.Scan) {
