@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 )
 
@@ -147,9 +146,20 @@ type keyedShard[R, S any] struct {
 
 const keyedNil = -1
 
-// NewKeyed builds the stage: one handler per shard (newHandler(i)), events
-// to out. Start it before the first Send.
-func NewKeyed[R, S any](cfg KeyedConfig, newHandler func(shard int) KeyedHandler[R, S], out chan<- *event.Batch) *Keyed[R, S] {
+// Stage is what the engine needs of a second stage, whatever its record
+// and state types: Start before the workers (newEmitter gives each shard
+// an emitter into the sinks), Close once every worker is done and has
+// flushed its senders, before the sinks' channel closes.
+type Stage interface {
+	Start(newEmitter func() *Emitter)
+	Close()
+}
+
+var _ Stage = (*Keyed[int, int])(nil)
+
+// NewKeyed builds the stage: one handler per shard (newHandler(i)). Start
+// it before the first Send.
+func NewKeyed[R, S any](cfg KeyedConfig, newHandler func(shard int) KeyedHandler[R, S]) *Keyed[R, S] {
 	cfg.defaults()
 	k := &Keyed[R, S]{cfg: cfg}
 	k.pool.New = func() any { return &keyedBatch[R]{recs: make([]keyedRec[R], 0, cfg.BatchRecords)} }
@@ -162,7 +172,6 @@ func NewKeyed[R, S any](cfg KeyedConfig, newHandler func(shard int) KeyedHandler
 	for i := 0; i < cfg.Shards; i++ {
 		s := &keyedShard[R, S]{
 			k: k, h: newHandler(i), in: make(chan *keyedBatch[R], cfg.QueueBatches),
-			em:    NewEmitter(out),
 			slab:  make([]keyedEntry[S], 0, min(cfg.MaxKeys, 4096)),
 			index: make(map[netip.Addr]int32, cfg.MaxKeys),
 			head:  keyedNil, tail: keyedNil, max: cfg.MaxKeys,
@@ -173,9 +182,11 @@ func NewKeyed[R, S any](cfg KeyedConfig, newHandler func(shard int) KeyedHandler
 	return k
 }
 
-// Start runs the shards' goroutines.
-func (k *Keyed[R, S]) Start() {
+// Start runs the shards' goroutines, each writing its events through an
+// emitter from newEmitter.
+func (k *Keyed[R, S]) Start(newEmitter func() *Emitter) {
 	for _, s := range k.shards {
+		s.em = newEmitter()
 		k.wg.Add(1)
 		go func() {
 			defer k.wg.Done()

@@ -72,8 +72,8 @@ func TestKeyedSumsAcrossSendersAndShards(t *testing.T) {
 	ch := make(chan *event.Batch, 4)
 	get := keyedDrain(ch)
 	k := NewKeyed(KeyedConfig{Name: "t", Shards: 4, BatchRecords: 7, Stats: reg},
-		func(int) KeyedHandler[keyedCountRec, keyedCountState] { return keyedCountHandler{} }, ch)
-	k.Start()
+		func(int) KeyedHandler[keyedCountRec, keyedCountState] { return keyedCountHandler{} })
+	k.Start(func() *Emitter { return NewEmitter(ch) })
 	const senders, keys, per = 3, 100, 50
 	var wg sync.WaitGroup
 	for w := 0; w < senders; w++ {
@@ -111,8 +111,8 @@ func TestKeyedIdleByPacketTime(t *testing.T) {
 	ch := make(chan *event.Batch, 4)
 	get := keyedDrain(ch)
 	k := NewKeyed(KeyedConfig{Name: "t", Idle: time.Second, BatchRecords: 1, Stats: reg},
-		func(int) KeyedHandler[keyedCountRec, keyedCountState] { return keyedCountHandler{} }, ch)
-	k.Start()
+		func(int) KeyedHandler[keyedCountRec, keyedCountState] { return keyedCountHandler{} })
+	k.Start(func() *Emitter { return NewEmitter(ch) })
 	s := k.NewSender()
 	a, b := keyedAddr(1), keyedAddr(2)
 	s.Send(a, &keyedCountRec{ts: 0, n: 1})
@@ -153,8 +153,8 @@ func TestKeyedFloodBounded(t *testing.T) {
 		close(done)
 	}()
 	k := NewKeyed(KeyedConfig{Name: "flood", Shards: 2, MaxKeys: capKeys / 2, Stats: reg},
-		func(int) KeyedHandler[keyedCountRec, keyedCountState] { return keyedCountHandler{} }, ch)
-	k.Start()
+		func(int) KeyedHandler[keyedCountRec, keyedCountState] { return keyedCountHandler{} })
+	k.Start(func() *Emitter { return NewEmitter(ch) })
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)

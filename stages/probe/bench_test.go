@@ -20,8 +20,8 @@ func BenchmarkScanStage(b *testing.B) {
 		}
 	}()
 	d := NewDetector(ScanConfig{})
-	k := pipeline.NewKeyed(d.KeyedConfig(2, 8192), func(int) pipeline.KeyedHandler[Record, SourceState] { return NewDetector(ScanConfig{}) }, ch)
-	k.Start()
+	k := pipeline.NewKeyed(d.KeyedConfig(2, 8192), func(int) pipeline.KeyedHandler[Record, SourceState] { return NewDetector(ScanConfig{}) })
+	k.Start(func() *pipeline.Emitter { return pipeline.NewEmitter(ch) })
 	s := k.NewSender()
 	dst := netip.MustParseAddr("192.0.2.1")
 	b.ReportAllocs()

@@ -246,10 +246,10 @@ func runScan(t *testing.T, file string, workers int, cfg *ScanConfig) ([]recJSON
 	if cfg != nil {
 		d := NewDetector(*cfg)
 		kc := d.KeyedConfig(2, 1024)
-		keyed = pipeline.NewKeyed(kc, func(int) pipeline.KeyedHandler[Record, SourceState] { return NewDetector(*cfg) }, scanCh)
-		keyed.Start()
+		keyed = pipeline.NewKeyed(kc, func(int) pipeline.KeyedHandler[Record, SourceState] { return NewDetector(*cfg) })
+		keyed.Start(func() *pipeline.Emitter { return pipeline.NewEmitter(scanCh) })
 	}
-	var senders []*pipeline.KeyedSender[Record, SourceState]
+	var probes []*Analyzer
 	reg := stats.NewRegistry()
 	src, err := pcapfile.New(pcapfile.Config{Files: []string{file}, Stats: reg})
 	if err != nil {
@@ -262,9 +262,8 @@ func runScan(t *testing.T, file string, workers int, cfg *ScanConfig) ([]recJSON
 		NewProcessor: func(w int) pipeline.Processor {
 			pr := New(reg)
 			if keyed != nil {
-				s := keyed.NewSender()
-				senders = append(senders, s)
-				pr.SetRecordSink(func(r Record) { s.Send(r.Src, &r) })
+				pr.SetScanSender(keyed.NewSender())
+				probes = append(probes, pr)
 			}
 			return flow.NewProcessor(flow.Config{Workers: workers, Stats: reg}, tcpstate.New(), pr)
 		},
@@ -276,10 +275,11 @@ func runScan(t *testing.T, file string, workers int, cfg *ScanConfig) ([]recJSON
 	if _, err := eng.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// The workers are done: what they sent goes in, then the rest ends.
+	// The workers are done (the engine would call FlushWorker at the end
+	// of each worker): what they sent goes in, then the rest ends.
 	if keyed != nil {
-		for _, s := range senders {
-			s.Flush()
+		for _, pr := range probes {
+			pr.FlushWorker()
 		}
 		keyed.Close()
 	}

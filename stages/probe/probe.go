@@ -147,7 +147,8 @@ type Analyzer struct {
 	slot int
 	free []*state
 
-	sink func(Record) // the scan detector's way in, when wired
+	sink  func(Record) // the scan detector's way in, when wired
+	flush func()
 
 	outcomes                    [NumOutcomes]*stats.Counter
 	badAnswer, badQuote, badDir *stats.Counter
@@ -175,6 +176,22 @@ func New(reg *stats.Registry) *Analyzer {
 // sender into the scan detector's keyed stage). Set before the first
 // packet.
 func (a *Analyzer) SetRecordSink(send func(Record)) { a.sink = send }
+
+// SetScanSender wires the analyzer to the scan detector: every ended
+// attempt goes to s (this worker's sender into the detector's
+// pipeline.Keyed stage), and FlushWorker flushes it.
+func (a *Analyzer) SetScanSender(s *pipeline.KeyedSender[Record, SourceState]) {
+	a.sink = func(r Record) { s.Send(r.Src, &r) }
+	a.flush = s.Flush
+}
+
+// FlushWorker hands the records still batched to the detector; the worker
+// calls it once its flows have all ended (after Processor.Flush).
+func (a *Analyzer) FlushWorker() {
+	if a.flush != nil {
+		a.flush()
+	}
+}
 
 // SetSlot implements flow.SlotUser.
 func (a *Analyzer) SetSlot(i int) { a.slot = i }
