@@ -87,9 +87,81 @@ func KeyOf(m *Meta) (FlowKey, bool) {
 	case ProtoICMP, ProtoICMPv6:
 		if IsEcho(m.Proto, m.ICMPType) {
 			k.SrcPort, k.DstPort = m.ICMPID, m.ICMPID
+		} else {
+			k.SrcPort, k.DstPort, _ = ICMPPorts(m.Proto, m.ICMPType, m.ICMPCode)
 		}
 	}
 	return k, true
+}
+
+// ICMPPorts maps an ICMP (proto 1) or ICMPv6 (proto 58) type and code to
+// the port pair of the Community ID spec: the type, and the type that
+// answers it for request/reply pairs (so a request and its reply share a
+// canonical key, and an exchange started from the other side is a flow of
+// its own), or the code for a one-way type. oneWay says which.
+func ICMPPorts(proto, typ, code uint8) (sport, dport uint16, oneWay bool) {
+	if c, ok := ICMPCounterpart(proto, typ); ok {
+		return uint16(typ), uint16(c), false
+	}
+	return uint16(typ), uint16(code), true
+}
+
+// ICMPCounterpart returns the type that answers (or is answered by) typ,
+// as Zeek's ICMP4_counterpart/ICMP6_counterpart and the Community ID spec
+// pair them.
+func ICMPCounterpart(proto, typ uint8) (uint8, bool) {
+	if proto == ProtoICMP {
+		switch typ {
+		case 8: // echo request / reply
+			return 0, true
+		case 0:
+			return 8, true
+		case 13: // timestamp request / reply
+			return 14, true
+		case 14:
+			return 13, true
+		case 15: // information request / reply
+			return 16, true
+		case 16:
+			return 15, true
+		case 10: // router solicitation / advertisement
+			return 9, true
+		case 9:
+			return 10, true
+		case 17: // address mask request / reply
+			return 18, true
+		case 18:
+			return 17, true
+		}
+		return 0, false
+	}
+	switch typ {
+	case 128: // echo request / reply
+		return 129, true
+	case 129:
+		return 128, true
+	case 130: // MLD query / report
+		return 131, true
+	case 131:
+		return 130, true
+	case 133: // router solicitation / advertisement
+		return 134, true
+	case 134:
+		return 133, true
+	case 135: // neighbour solicitation / advertisement
+		return 136, true
+	case 136:
+		return 135, true
+	case 139: // node information query / reply
+		return 140, true
+	case 140:
+		return 139, true
+	case 144: // home agent address discovery request / reply
+		return 145, true
+	case 145:
+		return 144, true
+	}
+	return 0, false
 }
 
 // QuoteKey returns the directed key of the packet an ICMP error quotes (as

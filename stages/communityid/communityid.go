@@ -67,8 +67,8 @@ func (h *Hasher) IDICMP(k packet.FlowKey, typ, code uint8) string {
 func (h *Hasher) AppendID(dst []byte, k packet.FlowKey) []byte {
 	switch k.Proto {
 	case packet.ProtoICMP, packet.ProtoICMPv6:
-		_, paired := counterpart(k.Proto, k.SrcPort)
-		return h.appendHash(dst, k, true, !paired)
+		_, paired := packet.ICMPCounterpart(k.Proto, uint8(k.SrcPort))
+		return h.appendHash(dst, k, true, !paired || k.SrcPort > 0xff)
 	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoSCTP:
 		return h.appendHash(dst, k, true, false)
 	}
@@ -86,69 +86,10 @@ func (h *Hasher) AppendIDICMP(dst []byte, k packet.FlowKey, typ, code uint8) []b
 }
 
 // MapICMP maps an ICMP (proto 1) or ICMPv6 (proto 58) type and code to the
-// port pair Community ID hashes, and says whether the message is one-way.
+// port pair Community ID hashes, and says whether the message is one-way
+// (packet.ICMPPorts, which the flow table keys ICMP flows by too).
 func MapICMP(proto, typ, code uint8) (sport, dport uint16, oneWay bool) {
-	if c, ok := counterpart(proto, uint16(typ)); ok {
-		return uint16(typ), uint16(c), false
-	}
-	return uint16(typ), uint16(code), true
-}
-
-// counterpart returns the type that answers (or is answered by) typ, as in
-// Zeek's ICMP4_counterpart/ICMP6_counterpart.
-func counterpart(proto uint8, typ uint16) (uint8, bool) {
-	if proto == packet.ProtoICMP {
-		switch typ {
-		case 8: // echo request / reply
-			return 0, true
-		case 0:
-			return 8, true
-		case 13: // timestamp request / reply
-			return 14, true
-		case 14:
-			return 13, true
-		case 15: // information request / reply
-			return 16, true
-		case 16:
-			return 15, true
-		case 10: // router solicitation / advertisement
-			return 9, true
-		case 9:
-			return 10, true
-		case 17: // address mask request / reply
-			return 18, true
-		case 18:
-			return 17, true
-		}
-		return 0, false
-	}
-	switch typ {
-	case 128: // echo request / reply
-		return 129, true
-	case 129:
-		return 128, true
-	case 130: // MLD query / report
-		return 131, true
-	case 131:
-		return 130, true
-	case 133: // router solicitation / advertisement
-		return 134, true
-	case 134:
-		return 133, true
-	case 135: // neighbour solicitation / advertisement
-		return 136, true
-	case 136:
-		return 135, true
-	case 139: // node information query / reply
-		return 140, true
-	case 140:
-		return 139, true
-	case 144: // home agent address discovery request / reply
-		return 145, true
-	case 145:
-		return 144, true
-	}
-	return 0, false
+	return packet.ICMPPorts(proto, typ, code)
 }
 
 func (h *Hasher) appendHash(dst []byte, k packet.FlowKey, ports, oneWay bool) []byte {
