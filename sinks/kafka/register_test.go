@@ -31,6 +31,7 @@ func TestRegisteredFlags(t *testing.T) {
 	opts.RegisterFlags(fs)
 	for name, def := range map[string]string{
 		"kafka-topic-template": "", "drain-timeout": "0s", "kafka-spill": "", "kafka-password-file": "",
+		"kafka-spool": "", "kafka-spool-max": "0", "kafka-spool-full": "", "kafka-spool-sync-interval": "0s", "kafka-spool-sync-bytes": "0",
 	} {
 		f := fs.Lookup(name)
 		if f == nil || f.DefValue != def {
@@ -42,6 +43,51 @@ func TestRegisteredFlags(t *testing.T) {
 	}
 	if err := opts.(registry.Validator).Validate(); err == nil || !registry.IsUsage(err) {
 		t.Errorf("--drain-timeout -1s: %v, want a usage error", err)
+	}
+	for _, args := range [][]string{{"--kafka-spool-full", "drop-middle"}, {"--kafka-spool-sync-interval", "-1s"}} {
+		opts := spec.NewOptions()
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		opts.RegisterFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := opts.(registry.Validator).Validate(); err == nil || !registry.IsUsage(err) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// The spool's flags reach the Config; --kafka-spool-full's default is
+// block, or drop-oldest for a live source.
+func TestSpoolOptions(t *testing.T) {
+	spec := kafkaSpec(t)
+	dir := t.TempDir()
+	env := pipeline.SinkEnv{Ctx: context.Background(), Stats: stats.NewRegistry(), Log: testLogger()}
+	opts := &Options{Spill: filepath.Join(dir, "s.jsonl"), SpoolDir: filepath.Join(dir, "spool"), SpoolMax: 8 << 20,
+		SpoolSyncInterval: 2 * time.Second, SpoolSyncBytes: 1 << 20}
+	sk, err := spec.Open("kafka://"+deadBroker+"/t", opts, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sk.(*Sink)
+	if s.spool == nil || s.cfg.SpoolMax != 8<<20 || s.cfg.SpoolFull != SpoolBlock || s.cfg.SpoolSyncInterval != 2*time.Second ||
+		s.cfg.SpoolSyncBytes != 1<<20 || s.spool.segMax != 1<<20 {
+		t.Errorf("spool options not applied: %+v", s.cfg)
+	}
+	s.Close()
+	if err := spec.Check("kafka://"+deadBroker+"/t", &Options{Spill: opts.Spill, SpoolDir: filepath.Join(opts.Spill, "x")}); err == nil || !registry.IsUsage(err) {
+		t.Errorf("Check with a spool under a file: %v, want a usage error", err)
+	}
+	for _, c := range []struct {
+		live bool
+		full string
+		want string
+	}{{false, "", SpoolBlock}, {true, "", SpoolDropOldest}, {true, SpoolBlock, SpoolBlock}, {false, SpoolDropNewest, SpoolDropNewest}} {
+		cfg := Config{Live: c.live, SpoolFull: c.full}
+		cfg.defaults()
+		if cfg.SpoolFull != c.want {
+			t.Errorf("live %v, --kafka-spool-full %q: %q, want %q", c.live, c.full, cfg.SpoolFull, c.want)
+		}
 	}
 }
 

@@ -605,10 +605,14 @@ func (sp *spool) remaining() (records, segs int, bytes int64) {
 	return records, len(sp.segs), sp.bytes
 }
 
-// drained reports whether nothing is left to read or acknowledge.
+// drained reports whether nothing is left to read or acknowledge (or the
+// spool is closed: Abandon, nothing more will be sent from it).
 func (sp *spool) drained() bool {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if sp.closed {
+		return true
+	}
 	for _, s := range sp.segs {
 		if s.read < s.records || s.acked < s.read {
 			return false

@@ -444,3 +444,28 @@ func FuzzSegment(f *testing.F) {
 		}
 	})
 }
+
+// A second signal with a spool: Abandon puts what is unacknowledged into
+// the spool (synced, not the spill file), where the next run finds it.
+func TestAbandonKeepsUnacknowledgedInSpool(t *testing.T) {
+	reg := stats.NewRegistry()
+	dir := t.TempDir()
+	s, _ := deadSink(t, Config{Stats: reg, SpoolDir: dir, MaxInflight: 300, DrainTimeout: time.Hour})
+	writeAll(t, s, flows(1, 700))
+	attrs := s.Abandon()
+	t.Logf("Abandon: %v", attrs)
+	info, err := InspectSpool(dir, nil)
+	if err != nil || info.Records != 700 {
+		t.Fatalf("spool after Abandon: %+v %v, want 700 records", info, err)
+	}
+	if ids, _ := spilled(t, s.SpillPath()); len(ids) != 0 || counter(reg, "pktpipe_kafka_spilled_total") != 0 {
+		t.Fatalf("%d events spilled; want them in the spool", len(ids))
+	}
+	s.Close()
+	// The next run finds them all.
+	s2, _ := deadSink(t, Config{Stats: stats.NewRegistry(), SpoolDir: dir})
+	if got := counter(s2.Stats(), "pktpipe_kafka_spool_recovered_total"); got != 700 {
+		t.Fatalf("recovered %v, want 700", got)
+	}
+	s2.Close()
+}
