@@ -1,11 +1,16 @@
 package probe
 
 import (
+	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"testing"
+	"time"
 
+	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
+	"github.com/pktpipe/pktpipe/pipeline/stats"
 )
 
 // feedDetector runs records through one detector synchronously and ends
@@ -151,5 +156,66 @@ func TestScanCapped(t *testing.T) {
 		if o.DestPort != uint16(i) || b[0].Open[i] != o {
 			t.Errorf("open[%d] = %+v (other run %+v)", i, o, b[0].Open[i])
 		}
+	}
+}
+
+// TestScanFloodBounded: a 2M-source random SYN flood (every record a
+// filtered attempt from a new spoofed source) through the keyed stage and
+// the detector: the sources held stay at the cap, the rest are evicted and
+// counted, no scan event comes out, and the live heap stays bounded.
+func TestScanFloodBounded(t *testing.T) {
+	const n, capPerShard = 2_000_000, 8192
+	reg := stats.NewRegistry()
+	ch := make(chan *event.Batch, 16)
+	var scans int
+	done := make(chan struct{})
+	go func() {
+		for b := range ch {
+			scans += len(b.Events)
+			b.Release()
+		}
+		close(done)
+	}()
+	kc := NewDetector(ScanConfig{}).KeyedConfig(2, capPerShard)
+	kc.Stats = reg
+	k := pipeline.NewKeyed(kc, func(int) pipeline.KeyedHandler[Record, SourceState] { return NewDetector(ScanConfig{}) })
+	k.Start(func() *pipeline.Emitter { return pipeline.NewEmitter(ch) })
+	s := k.NewSender()
+	rng := rand.New(rand.NewPCG(3, 4))
+	dst := netip.MustParseAddr("192.0.2.1")
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	base, peak := m.HeapAlloc, uint64(0)
+	for i := 0; i < n; i++ {
+		ts := t0 + int64(i)*1000
+		v := rng.Uint32()
+		r := Record{Src: netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), Dst: dst, DPort: 80, Proto: 6, First: ts, Last: ts}
+		s.Send(r.Src, &r)
+		if i%250_000 == 249_999 {
+			runtime.GC()
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapAlloc)
+		}
+	}
+	s.Flush()
+	id := func(name string) float64 { v, _ := reg.Value(name + `{stage="scan"}`); return v }
+	testenv.WaitFor(t, 20*time.Second, "the shards to take every record", func() bool { return id("pktpipe_keyed_records_total") == n })
+	held, evicted := id("pktpipe_keyed_keys"), id("pktpipe_keyed_evicted_total")
+	k.Close()
+	close(ch)
+	<-done
+	t.Logf("held %v sources (cap %d), evicted %v; live heap %.1f MiB before, %.1f MiB at most during the flood", held, 2*capPerShard, evicted, float64(base)/(1<<20), float64(peak)/(1<<20))
+	if held > 2*capPerShard || held < 2*capPerShard*9/10 {
+		t.Errorf("held %v sources, cap %d", held, 2*capPerShard)
+	}
+	if evicted+held < n-1000 {
+		t.Errorf("evicted %v + held %v, want about %d", evicted, held, n)
+	}
+	if scans != 0 {
+		t.Errorf("%d scan events from a flood of one probe per source", scans)
+	}
+	if peak > base+64<<20 {
+		t.Errorf("live heap grew from %d to %d bytes", base, peak)
 	}
 }
