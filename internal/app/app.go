@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
@@ -187,6 +188,7 @@ func (p *Pipeline) open(o *Options, r *resolved) error {
 		}
 		o.Log.Info("capturing", append(append(attrs, "uid", os.Getuid()), opened.Attrs...)...)
 	}
+	event.SetSensor(o.sensor(opened.IfName))
 	if o.WritePcap != "" {
 		w, err := pcapng.Create(o.WritePcap, pcapng.Config{IfName: opened.IfName, Stats: o.Stats})
 		if err != nil {

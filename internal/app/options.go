@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/stages/flow"
@@ -43,6 +45,9 @@ type Options struct {
 	Format  string // json | msgpack
 	Stdout  io.Writer
 	Sink    pipeline.Sink
+	// SensorName is every event's host ("" = none; the CLI's default is
+	// the hostname).
+	SensorName string
 
 	// Processing.
 	Workers         int
@@ -127,6 +132,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&o.Interface, "i", "", "capture live on `IFACE` (AF_PACKET)")
 	fs.Var((*registry.Strings)(&o.Outputs), "o", "event sink: `SINK` is - (stdout), file:PATH, or kafka://HOST:PORT[,HOST:PORT]/TOPIC[?compression=zstd&...] (options: sinks/kafka ParseURL); repeatable: every event goes to each (default -)")
 	fs.StringVar(&o.Format, "format", "json", "event encoding: json (one object per line) or msgpack")
+	host, _ := os.Hostname()
+	fs.StringVar(&o.SensorName, "sensor-name", host, "`NAME` of this sensor, every event's host field (default: the hostname; \"\" = none)")
 	fs.IntVar(&o.Workers, "workers", runtime.NumCPU(), fmt.Sprintf("flow workers (each owns the flows that hash to it; at most %d)", MaxWorkers))
 	fs.IntVar(&o.FlowCap, "flow-cap", flow.DefaultProcessFlows, "most flows tracked at once (all workers together); the least recently seen is ended first")
 	fs.UintVar(&o.cidSeed, "community-id-seed", 0, "Community ID seed")
@@ -135,7 +142,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.DurationVar(&o.Timeouts.UDP, "flow-timeout-udp", 0, "idle timeout of UDP flows (0 = default)")
 	fs.DurationVar(&o.Timeouts.ICMP, "flow-timeout-icmp", 0, "idle timeout of ICMP flows (0 = default)")
 	fs.DurationVar(&o.Timeouts.New, "flow-timeout-new", 0, "idle timeout of flows seen in one direction only (0 = default)")
-	fs.StringVar(&o.analyzers, "analyzers", "all", "per-flow analyzers to run, comma-separated (what one needs comes along): all, or some of "+strings.Join(flow.AnalyzerNames(), ","))
+	fs.StringVar(&o.analyzers, "analyzers", "all", "per-flow analyzers to run, comma-separated (what one needs comes along): all (every one not opt-in), or some of "+strings.Join(flow.AnalyzerNames(), ",")+"; opt-in ones run only when named (all,features)")
 	fs.IntVar(&o.BatchPackets, "batch-packets", 0, fmt.Sprintf("packets per batch between stages (0 = 256; at most %d)", MaxBatchPackets))
 	fs.Var((*registry.ByteSize)(&o.ReassemblyBytes), "reassembly-memcap", "bytes of stream reassembly buffers (TLS, QUIC CRYPTO) all workers may hold; the oldest buffers are given up first when it is full (0 = 256M)")
 	fs.StringVar(&o.Capture, "capture", "afpacket", "live capture method: "+strings.Join(liveKinds(), " or ")+" (see each kind's flags)")
@@ -229,6 +236,12 @@ func (o *Options) validate() error {
 		}
 	}
 	return nil
+}
+
+// sensor is what events say about where they were seen: the sensor name
+// and the source's interface names.
+func (o *Options) sensor(ifName func(int32) string) *event.Sensor {
+	return &event.Sensor{Host: o.SensorName, IfName: ifName}
 }
 
 // perWorker gives an analyzer environment its worker's share of what the

@@ -72,10 +72,39 @@ type Header struct {
 	Proto       uint8
 	CommunityID string
 	VLAN        [2]uint16 // 0 = absent
-	IfIndex     int32     // capture interface; -1 = unknown
+	// IfIndex is the capture interface as the source numbers it (-1 =
+	// unknown); in_iface is its name, which the Sensor resolves when the
+	// event is encoded, so that no name is copied per flow or packet.
+	IfIndex int32
 	// PcapCnt is the 1-based index of the packet that produced the event
 	// in its source, as Suricata's pcap_cnt (0 = not applicable).
 	PcapCnt uint64
+	// Sensor, when set, names the host and interfaces for this event;
+	// nil uses the process's (SetSensor).
+	Sensor *Sensor
+}
+
+// Sensor is what events say about where they were seen: Suricata's host
+// (the sensor name) and in_iface (the capture interface's name).
+type Sensor struct {
+	Host string // "" = no host field
+	// IfName names an interface index of the source (nil or "" = unknown:
+	// no in_iface). It is called from the encoders' goroutines.
+	IfName func(ifIndex int32) string
+}
+
+var sensor atomic.Pointer[Sensor]
+
+// SetSensor sets the process's sensor, for events whose Header.Sensor is
+// nil (the app sets it once the capture is open; nil clears it).
+func SetSensor(s *Sensor) { sensor.Store(s) }
+
+// ifName returns in_iface for h ("" = none).
+func (s *Sensor) ifName(i int32) string {
+	if s == nil || s.IfName == nil || i < 0 {
+		return ""
+	}
+	return s.IfName(i)
 }
 
 // Head lets a type that embeds Header satisfy part of Event.
@@ -112,6 +141,10 @@ var protoNums = func() (t [256]string) {
 // in EVE's order, then the type's own fields.
 func Encode(w Writer, e Event) {
 	h := e.Head()
+	s := h.Sensor
+	if s == nil {
+		s = sensor.Load()
+	}
 	w.BeginObject()
 	w.Key("timestamp")
 	w.Time(h.Timestamp)
@@ -123,9 +156,9 @@ func Encode(w Writer, e Event) {
 		w.Key("pcap_cnt")
 		w.Uint(h.PcapCnt)
 	}
-	if h.IfIndex >= 0 {
+	if name := s.ifName(h.IfIndex); name != "" {
 		w.Key("in_iface")
-		w.Int(int64(h.IfIndex))
+		w.String(name)
 	}
 	if h.VLAN[0] != 0 {
 		w.Key("vlan")
@@ -151,6 +184,12 @@ func Encode(w Writer, e Event) {
 			w.Key("dest_port")
 			w.Uint(uint64(h.DestPort))
 		}
+		w.Key("ip_v")
+		if h.SrcIP.Is4() {
+			w.Uint(4)
+		} else {
+			w.Uint(6)
+		}
 		w.Key("proto")
 		w.String(ProtoName(h.Proto))
 	}
@@ -159,6 +198,11 @@ func Encode(w Writer, e Event) {
 		w.String(h.CommunityID)
 	}
 	e.EncodeBody(w)
+	// Last, where Suricata writes it.
+	if s != nil && s.Host != "" {
+		w.Key("host")
+		w.String(s.Host)
+	}
 	w.EndObject()
 }
 

@@ -176,6 +176,7 @@ func TestAllWriterMethods(t *testing.T) {
 		"event_type": "test",
 		"src_ip":     "192.0.2.1", "src_port": num("1234"),
 		"dest_ip": "2001:db8::2", "dest_port": num("443"),
+		"ip_v":  num("4"),
 		"proto": "TCP",
 		"s":     "plain",
 		"u":     num("18446744073709551615"),
@@ -241,6 +242,7 @@ func TestFlowEvent(t *testing.T) {
 			Timestamp: 1_763_892_915_123_456_000, FlowID: 1 << 60, IfIndex: 2, PcapCnt: 9,
 			SrcIP: netip.MustParseAddr("10.1.1.1"), DestIP: netip.MustParseAddr("10.2.2.2"),
 			SrcPort: 40000, DestPort: 443, Proto: 6, CommunityID: "1:abc=",
+			Sensor: &event.Sensor{Host: "s1", IfName: func(i int32) string { return map[int32]string{2: "eth0"}[i] }},
 		},
 		PktsToServer: 10, PktsToClient: 8, BytesToServer: 1000, BytesToClient: 9000,
 		Start: 1_763_892_900_000_000_000, End: 1_763_892_915_000_000_000,
@@ -254,10 +256,13 @@ func TestFlowEvent(t *testing.T) {
 		t.Fatalf("flow JSON does not parse: %v\n%s", err, out)
 	}
 	for _, k := range []string{"timestamp", "flow_id", "pcap_cnt", "in_iface", "event_type", "src_ip", "src_port",
-		"dest_ip", "dest_port", "proto", "community_id", "flow", "tcp", "tunnel", "rtt"} {
+		"dest_ip", "dest_port", "ip_v", "proto", "community_id", "flow", "tcp", "tunnel", "rtt", "host"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("flow JSON lacks %q: %s", k, out)
 		}
+	}
+	if m["in_iface"] != "eth0" || m["host"] != "s1" || m["ip_v"] != 4.0 {
+		t.Errorf("in_iface %v host %v ip_v %v, want eth0 s1 4", m["in_iface"], m["host"], m["ip_v"])
 	}
 	fl := m["flow"].(map[string]any)
 	if fl["start"] != "2025-11-23T10:15:00.000000+0000" || fl["age"] != 15.0 || fl["reason"] != "fin" {

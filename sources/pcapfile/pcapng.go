@@ -1,6 +1,7 @@
 package pcapfile
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"math/bits"
@@ -23,6 +24,7 @@ type iface struct {
 	snaplen uint32
 	units   uint64 // timestamp units per second (if_tsresol)
 	offset  int64  // seconds added to every timestamp (if_tsoffset)
+	index   int32  // source-wide number (ifTable)
 }
 
 // ns converts a raw 64-bit pcapng timestamp to nanoseconds since the epoch.
@@ -156,6 +158,7 @@ func (r *reader) interfaceDesc(body []byte) error {
 		return r.errf(r.off, "more than %d interfaces in one section", maxIfaces)
 	}
 	f := iface{link: packet.LinkType(r.u16(body)), snaplen: r.u32(body[4:]), units: 1e6}
+	var name []byte
 	for opts := body[8:]; len(opts) >= 4; {
 		code, l := r.u16(opts), int(r.u16(opts[2:]))
 		if code == 0 { // opt_endofopt
@@ -184,9 +187,12 @@ func (r *reader) interfaceDesc(body []byte) error {
 			}
 		case code == 14 && l == 8: // if_tsoffset, signed seconds
 			f.offset = int64(r.u64(v))
+		case code == 2: // if_name, UTF-8; some writers count a NUL
+			name = bytes.TrimRight(v, "\x00")
 		}
 		opts = opts[4+(l+3)&^3:]
 	}
+	f.index = r.ifs.index(int32(len(r.ifaces)), r.ifName(name))
 	r.ifaces = append(r.ifaces, f)
 	return nil
 }
@@ -220,7 +226,7 @@ func (r *reader) enhancedPacket(body []byte) ([]byte, record, error) {
 		return nil, record{}, err
 	}
 	ts := uint64(r.u32(body[4:]))<<32 | uint64(r.u32(body[8:]))
-	return data, record{ts: f.ns(ts), origLen: r.u32(body[16:]), link: f.link, ifIndex: int32(id)}, nil
+	return data, record{ts: f.ns(ts), origLen: r.u32(body[16:]), link: f.link, ifIndex: f.index}, nil
 }
 
 // simplePacket: interface 0, no timestamp (the previous packet's is used),
@@ -238,7 +244,7 @@ func (r *reader) simplePacket(body []byte) ([]byte, record, error) {
 	if f.snaplen != 0 {
 		caplen = min(caplen, f.snaplen)
 	}
-	return body[4 : 4+caplen : 4+caplen], record{ts: r.lastTs, origLen: orig, link: f.link}, nil
+	return body[4 : 4+caplen : 4+caplen], record{ts: r.lastTs, origLen: orig, link: f.link, ifIndex: f.index}, nil
 }
 
 func (r *reader) obsoletePacket(body []byte) ([]byte, record, error) {
@@ -255,5 +261,16 @@ func (r *reader) obsoletePacket(body []byte) ([]byte, record, error) {
 		return nil, record{}, err
 	}
 	ts := uint64(r.u32(body[4:]))<<32 | uint64(r.u32(body[8:]))
-	return data, record{ts: f.ns(ts), origLen: r.u32(body[16:]), link: f.link, ifIndex: int32(id)}, nil
+	return data, record{ts: f.ns(ts), origLen: r.u32(body[16:]), link: f.link, ifIndex: f.index}, nil
+}
+
+// ifName returns an if_name as text, allocating only when the table does
+// not already hold it at this section's number (the usual repeat).
+func (r *reader) ifName(b []byte) string {
+	if r.ifs != nil {
+		if n := r.ifs.Name(int32(len(r.ifaces))); n == string(b) {
+			return n
+		}
+	}
+	return string(b)
 }

@@ -47,12 +47,15 @@ type reader struct {
 	fracMul int64 // ns per unit of the sub-second field: 1000 or 1
 	link    packet.LinkType
 	snaplen uint32
-	limit   int // largest acceptable caplen
+	limit   int   // largest acceptable caplen
+	index   int32 // the file's source-wide interface number
 
 	// pcapng
 	ifaces   []iface
 	sections int
 	lastTs   int64 // for Simple Packet Blocks, which carry no timestamp
+
+	ifs *ifTable // the source's interface numbers and names (nil: none)
 }
 
 func newReader() *reader {
@@ -96,7 +99,7 @@ func (r *reader) short(err error, what string, want, have int) error {
 // reset starts reading a new stream (decompressed from comp, "" when
 // plain) and parses its file header.
 func (r *reader) reset(name string, src io.Reader, comp string) error {
-	*r = reader{name: name, comp: comp, br: r.br, ifaces: r.ifaces[:0]}
+	*r = reader{name: name, comp: comp, br: r.br, ifaces: r.ifaces[:0], ifs: r.ifs}
 	r.br.Reset(src)
 	m, err := r.br.Peek(4)
 	switch {
@@ -134,6 +137,7 @@ func (r *reader) reset(name string, src io.Reader, comp string) error {
 	// The top bits of the link-type field hold FCS information.
 	r.link = packet.LinkType(r.u32(h[20:]) & 0xffff)
 	r.limit = capLimit(r.snaplen)
+	r.index = r.ifs.index(0, "") // one interface, no name
 	r.discard(24)
 	return nil
 }
@@ -185,6 +189,7 @@ func (r *reader) nextPcap() ([]byte, record, error) {
 		ts:      int64(r.u32(b[0:]))*1e9 + int64(r.u32(b[4:]))*r.fracMul,
 		origLen: r.u32(b[12:]),
 		link:    r.link,
+		ifIndex: r.index,
 	}
 	r.skip = n
 	return b[16:n:n], rec, nil

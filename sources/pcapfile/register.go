@@ -74,7 +74,7 @@ func openKind(opts registry.Options, env pipeline.SourceEnv) (pipeline.Opened, e
 	if err != nil {
 		return pipeline.Opened{}, err
 	}
-	return pipeline.Opened{Sources: []pipeline.Source{src}, NewFilter: newFilter}, nil
+	return pipeline.Opened{Sources: []pipeline.Source{src}, NewFilter: newFilter, IfName: src.IfName}, nil
 }
 
 // userFilter compiles env.Filter for user space, after checking that it

@@ -74,7 +74,7 @@ func TestKindOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(op.Sources) != 1 || op.NewFilter != nil || op.IfName != nil || op.CloseNeedsPrivileges {
+	if len(op.Sources) != 1 || op.NewFilter != nil || op.IfName == nil || op.CloseNeedsPrivileges {
 		t.Fatalf("opened %+v, want one source and nothing else", op)
 	}
 	src := op.Sources[0].(*Source)

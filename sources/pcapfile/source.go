@@ -32,6 +32,7 @@ type Source struct {
 	clk   clock
 	rd    *reader // kept between runs (its 1 MiB buffer)
 	op    *opener // kept between runs (its decompressors)
+	ifs   *ifTable
 	// closed is set by Close: Run then refuses to start.
 	closed bool
 
@@ -88,8 +89,14 @@ func New(cfg Config) (*Source, error) {
 	s.bytes = r.Counter("pktpipe_pcapfile_bytes_total", "Captured bytes read from capture files (after truncation to the batch size).")
 	s.truncated = r.LossCounter("pktpipe_pcapfile_truncated_total", "Packets cut to the batch's maximum packet size.")
 	s.files = r.Counter("pktpipe_pcapfile_files_total", "Capture files read to the end.")
+	s.ifs = newIfTable(r)
 	return s, nil
 }
+
+// IfName returns the name of an interface as numbered in the packets'
+// IfIndex: its pcapng if_name, or "" (classic pcap, no if_name, unknown).
+// Safe to call while Run reads.
+func (s *Source) IfName(ifIndex int32) string { return s.ifs.Name(ifIndex) }
 
 // Name implements pipeline.Source. Run must not be called concurrently.
 func (s *Source) Name() string { return "pcapfile" }
@@ -152,6 +159,7 @@ func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.
 	defer op.close() // the file; Close frees the decompressors
 	if s.rd == nil {
 		s.rd = newReader()
+		s.rd.ifs = s.ifs
 	}
 	rd := s.rd
 	err := rn.files(op, rd)
