@@ -67,6 +67,19 @@
 // on the record, wraps it so the probe's fields close the same object;
 // otherwise (UDP, ICMP, tcpstate off) it adds a conn object of its own.
 //
+// # Scans
+//
+// With a scan sender (SetScanSender), End also hands each ended attempt,
+// as a Record, to the scan detector (Detector, scan.go): a
+// pipeline.Keyed stage keyed by the client's address, so one source's
+// attempts meet whichever worker owned their flows. The detector keeps,
+// per source, the distinct (target, proto, port) probed with the
+// strongest outcome each drew, and when the source goes quiet (ScanConfig
+// Idle, in packet time), is evicted or the run ends, writes one scan
+// event (event.Scan) if it crossed a threshold: portscan, portsweep,
+// ping_sweep or mixed. Decoy and distributed scans (many sources, one
+// target) are not detected.
+//
 // # Cost
 //
 // Per-flow state comes from a per-worker free list (no allocation in the
