@@ -26,6 +26,10 @@ type AnalyzerSpec struct {
 	// other: lower runs first. It decides the order of events a flow's end
 	// emits, so it is part of the output.
 	Order int
+	// OptIn analyzers run only when named (--analyzers all,features):
+	// "all" and the default mean every analyzer that is not opt-in. For
+	// analyzers whose output most users do not want on every record.
+	OptIn bool
 	// NewOptions returns the analyzer's settings with their defaults; nil
 	// when it has none. One value is shared by all workers' instances.
 	NewOptions func() registry.Options
@@ -59,9 +63,10 @@ func UnregisterAnalyzer(name string) { analyzers.Remove(name) }
 // LookupAnalyzer returns the spec registered under name.
 func LookupAnalyzer(name string) (AnalyzerSpec, bool) { return analyzers.Get(name) }
 
-// AnalyzerNames lists every registered analyzer in run order.
+// AnalyzerNames lists every registered analyzer in run order, opt-in ones
+// included.
 func AnalyzerNames() []string {
-	specs, err := ResolveAnalyzers(nil)
+	specs, err := ResolveAnalyzers(analyzers.Names())
 	if err != nil {
 		return analyzers.Names()
 	}
@@ -73,12 +78,26 @@ func AnalyzerNames() []string {
 }
 
 // ResolveAnalyzers returns the specs of names and of everything they need,
-// in run order; nil names means every registered analyzer. An unknown
-// name, a need that is not registered, or a cycle of needs is a usage
-// error.
+// in run order; nil names, or the name "all" among them, means every
+// registered analyzer that is not opt-in. An unknown name, a need that is
+// not registered, or a cycle of needs is a usage error.
 func ResolveAnalyzers(names []string) ([]AnalyzerSpec, error) {
 	if names == nil {
-		names = analyzers.Names()
+		names = []string{"all"}
+	}
+	if slices.Contains(names, "all") {
+		var expanded []string
+		for _, n := range names {
+			if n != "all" {
+				expanded = append(expanded, n)
+			}
+		}
+		for _, n := range analyzers.Names() {
+			if s, _ := analyzers.Get(n); !s.OptIn {
+				expanded = append(expanded, n)
+			}
+		}
+		names = expanded
 	}
 	on := map[string]AnalyzerSpec{}
 	var add func(name, by string) error

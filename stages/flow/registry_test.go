@@ -89,3 +89,17 @@ func TestDuplicateNamePanics(t *testing.T) {
 	}()
 	register(t, "t_dup", 1)
 }
+
+func TestOptInRunsOnlyWhenNamed(t *testing.T) {
+	flow.RegisterAnalyzer(flow.AnalyzerSpec{Name: "t_optin", OptIn: true,
+		New: func(registry.Options, flow.AnalyzerEnv) (flow.Analyzer, error) { return &noop{}, nil }})
+	t.Cleanup(func() { flow.UnregisterAnalyzer("t_optin") })
+	all, err := flow.ResolveAnalyzers(nil)
+	if err != nil || slices.Contains(names(all), "t_optin") {
+		t.Fatalf("default set %v (%v) holds the opt-in analyzer", names(all), err)
+	}
+	with, err := flow.ResolveAnalyzers([]string{"all", "t_optin"})
+	if err != nil || len(with) != len(all)+1 || !slices.Contains(names(with), "t_optin") {
+		t.Fatalf("all,t_optin gave %v (%v)", names(with), err)
+	}
+}
