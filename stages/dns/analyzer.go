@@ -6,6 +6,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
 	"github.com/pktpipe/pktpipe/stages/rtt"
 )
 
@@ -31,10 +32,11 @@ type Analyzer struct {
 	timeout int64
 	max     int
 	slot    int
+	budget  *reassembly.Budget
 	free    []*state
 	msg     Message // scratch
 
-	cMsgs, cBad *stats.Counter
+	cMsgs, cBad, cTrunc, cSpan, cGap, cLost *stats.Counter
 }
 
 var _ flow.Analyzer = (*Analyzer)(nil)
@@ -50,24 +52,24 @@ func New(r Timings, reg *stats.Registry) *Analyzer {
 	}
 	a.cMsgs = reg.Counter("pktpipe_dns_messages_total", "DNS messages decoded.")
 	a.cBad = reg.Counter("pktpipe_dns_malformed_total", "Payloads on DNS ports that did not decode as DNS.")
+	a.cTrunc = reg.Counter("pktpipe_dns_truncated_total", "DNS messages decoded only in part (more than 256 questions and records, or a bad authority/additional section).")
+	a.cSpan = reg.Counter("pktpipe_dns_tcp_reassembled_total", "DNS-over-TCP messages reassembled from several segments.")
+	a.cGap = reg.Counter("pktpipe_dns_tcp_gaps_total", "Sequence gaps in DNS-over-TCP streams (a message in progress is lost; framing resumes at the next segment).")
+	a.cLost = reg.Counter("pktpipe_dns_tcp_given_up_total", "DNS-over-TCP messages not reassembled because the reassembly budget was full.")
 	return a
 }
+
+// SetBudget makes the analyzer account its TCP reassembly buffers to b
+// (the worker's reassembly budget; nil: unbounded but for the 64 KiB a
+// DNS message can have).
+func (a *Analyzer) SetBudget(b *reassembly.Budget) { a.budget = b }
 
 // SetSlot implements flow.SlotUser.
 func (a *Analyzer) SetSlot(i int) { a.slot = i }
 
 type state struct {
-	pend  rtt.Pending
-	fr    [2]TCPFramer
-	stash [2]stash // a TCP message whose end is in a later segment
-}
-
-// stash holds a decoded message until the segment that completes it (its
-// events are stamped with that segment's time, as Wireshark's reassembly
-// does).
-type stash struct {
-	ok bool
-	ev event.DNS
+	pend rtt.Pending
+	tcp  [2]tcpDir
 }
 
 func (a *Analyzer) get(f *flow.Flow) *state {
@@ -99,35 +101,20 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		}
 		s := a.get(f)
 		a.expire(f, s, p.Timestamp)
-		a.message(f, s, pl, p, em, -1)
+		a.message(f, s, pl, p, em)
 		return
 	}
 	// TCP
 	d := dir & 1
 	if len(pl) == 0 {
 		if m.TCPFlags&packet.TCPSyn != 0 {
-			a.get(f).fr[d].SYN(m.Seq)
+			a.get(f).tcp[d].syn(m.Seq)
 		}
 		return
 	}
 	s := a.get(f)
 	a.expire(f, s, p.Timestamp)
-	fr := &s.fr[d]
-	if fr.Segment(m.Seq, pl) && s.stash[d].ok {
-		a.emit(f, s, &s.stash[d].ev, p, em)
-		s.stash[d].ok = false
-	}
-	for {
-		msg, complete, ok := fr.Next()
-		if !ok {
-			break
-		}
-		di := -1
-		if !complete {
-			di = int(d)
-		}
-		a.message(f, s, msg, p, em, di)
-	}
+	a.segment(f, s, &s.tcp[d], m.Seq, pl, p, em)
 }
 
 func (a *Analyzer) expire(f *flow.Flow, s *state, now int64) {
@@ -136,41 +123,82 @@ func (a *Analyzer) expire(f *flow.Flow, s *state, now int64) {
 	}
 }
 
-// message decodes one DNS message, carried (or completed) by packet p;
-// stashDir >= 0 defers its events to the segment that completes it.
-func (a *Analyzer) message(f *flow.Flow, s *state, b []byte, p *packet.Packet, em *pipeline.Emitter, stashDir int) {
+// message decodes one DNS message, carried (or completed) by packet p,
+// and emits its event.
+func (a *Analyzer) message(f *flow.Flow, s *state, b []byte, p *packet.Packet, em *pipeline.Emitter) {
 	m := &a.msg
 	if err := m.Parse(b); err != nil {
 		a.cBad.Inc()
 		return
 	}
 	a.cMsgs.Inc()
-	ev := event.DNS{Answer: m.QR(), ID: m.ID, Flags: m.Flags, Opcode: m.Opcode()}
-	if m.HasQuestion {
-		ev.RRName, ev.RRType = string(m.Name()), TypeName(m.QType)
+	if m.Truncated {
+		a.cTrunc.Inc()
 	}
-	if ev.Answer {
-		ev.RCode = RCodeName(m.RCode())
+	a.emit(f, s, a.event(m), p, em)
+}
+
+// event builds the dns event of a decoded message: one string holds all
+// its text, which the records' fields slice.
+func (a *Analyzer) event(m *Message) *event.DNS {
+	ev := &event.DNS{Response: m.QR(), ID: m.ID, Flags: m.Flags, Truncated: m.Truncated}
+	text := string(m.Text)
+	str := func(s Span) string { return text[s.Off : s.Off+s.Len] }
+	if n := len(m.Questions); n == 1 {
+		ev.Queries = ev.Q1[:]
+	} else if n > 1 {
+		ev.Queries = make([]event.DNSQuery, n)
 	}
-	if stashDir >= 0 {
-		st := &s.stash[stashDir]
-		st.ok, st.ev = true, ev
-		return
+	for i, q := range m.Questions {
+		ev.Queries[i] = event.DNSQuery{RRName: str(q.Name), RRType: TypeName(q.Type)}
 	}
-	a.emit(f, s, &ev, p, em)
+	if len(m.RRs) == 0 {
+		return ev
+	}
+	rrs := make([]event.DNSRR, len(m.RRs))
+	var n [3]int
+	var raw string
+	for i := range m.RRs {
+		r := &m.RRs[i]
+		n[r.Section]++
+		o := &rrs[i]
+		*o = event.DNSRR{RRName: str(r.Name), RRType: TypeName(r.Type), TTL: r.TTL, N: r.N}
+		switch r.Kind {
+		case KindText:
+			o.Kind, o.RData = event.DNSText, str(r.Data)
+		case KindSOA:
+			o.Kind, o.RData, o.RData2 = event.DNSSOA, str(r.Data), str(r.Data2)
+		case KindSRV:
+			o.Kind, o.RData = event.DNSSRV, str(r.Data)
+		case KindSVCB:
+			o.Kind, o.RData = event.DNSSVCB, str(r.Data)
+		case KindOPT:
+			o.Kind = event.DNSOPT
+		case KindSSHFP:
+			o.Kind = event.DNSSSHFP
+		}
+		if r.Raw.Len > 0 {
+			if raw == "" { // wire bytes are rare (OPT options, alpn): copied once
+				raw = string(m.raw)
+			}
+			o.Raw = raw[r.Raw.Off : r.Raw.Off+r.Raw.Len]
+		}
+	}
+	ev.Answers = rrs[:n[0]:n[0]]
+	ev.Authorities = rrs[n[0] : n[0]+n[1] : n[0]+n[1]]
+	ev.Additionals = rrs[n[0]+n[1]:]
+	return ev
 }
 
 // emit matches a message with the outstanding queries and emits its dns
 // event (and rtt event), stamped with packet p: the one that carried or
 // completed the message (its time and, as pcap_cnt, its Index).
-func (a *Analyzer) emit(f *flow.Flow, s *state, d *event.DNS, p *packet.Packet, em *pipeline.Emitter) {
+func (a *Analyzer) emit(f *flow.Flow, s *state, ev *event.DNS, p *packet.Packet, em *pipeline.Emitter) {
 	ts := p.Timestamp
-	ev := new(event.DNS)
-	*ev = *d
 	f.FillHeader(&ev.Header, ts)
 	ev.PcapCnt = p.Index
-	key := uint32(d.ID)
-	if !d.Answer {
+	key := uint32(ev.ID)
+	if !ev.Response {
 		if _, dropped := s.pend.Request(key, ts); dropped && a.rtt != nil {
 			a.rtt.ObserveDNS(f, false, 0, 1)
 		}
@@ -190,7 +218,10 @@ func (a *Analyzer) emit(f *flow.Flow, s *state, d *event.DNS, p *packet.Packet, 
 		return
 	}
 	a.rtt.ObserveDNS(f, true, ns, 0)
-	r := &event.RTT{Kind: event.RTTDNS, ID: d.ID, RRName: d.RRName, RRType: d.RRType, RCode: d.RCode, NS: ns, Retransmitted: dup}
+	r := &event.RTT{Kind: event.RTTDNS, ID: ev.ID, RCode: RCodeName(uint8(ev.Flags & 0xf)), NS: ns, Retransmitted: dup}
+	if len(ev.Queries) > 0 {
+		r.RRName, r.RRType = ev.Queries[0].RRName, ev.Queries[0].RRType
+	}
 	r.Header = ev.Header
 	em.Emit(r)
 }
@@ -208,78 +239,9 @@ func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, _ *pipeline.Emitter) {
 		a.rtt.ObserveDNS(f, false, 0, n)
 	}
 	s.pend.Reset()
-	s.fr = [2]TCPFramer{}
-	s.stash = [2]stash{}
+	for d := range s.tcp {
+		s.tcp[d].reset(a.budget)
+	}
 	f.SetState(a.slot, nil)
 	a.free = append(a.free, s)
-}
-
-// TCPFramer finds the length-prefixed DNS messages (RFC 1035 4.2.2) in one
-// direction of a TCP stream, segment by segment, in sequence order:
-// retransmitted segments are skipped, and the remainder of a message
-// longer than its segment is skipped in the segments that follow. A gap in
-// the sequence loses the message boundaries; the framer then assumes the
-// next segment starts a message. The zero value is ready.
-type TCPFramer struct {
-	next   uint32 // next expected sequence number
-	synced bool   // next is known
-	rest   int    // bytes of the current message still to come
-	buf    []byte
-	off    int
-}
-
-// SYN tells the framer the direction's initial sequence number.
-func (t *TCPFramer) SYN(seq uint32) { t.next, t.synced, t.rest = seq+1, true, 0 }
-
-// Segment feeds one segment's payload; then call Next until it returns
-// false. It reports whether a message that began in an earlier segment
-// ended in this one.
-func (t *TCPFramer) Segment(seq uint32, p []byte) (completed bool) {
-	t.buf, t.off = nil, 0
-	if t.synced {
-		d := int32(seq - t.next)
-		switch {
-		case d < 0:
-			if int32(seq+uint32(len(p))-t.next) <= 0 {
-				return false // retransmission
-			}
-			// Overlaps what was seen: keep the new part only.
-			p = p[-d:]
-		case d > 0: // a gap: boundaries are lost
-			t.rest = 0
-		}
-	}
-	t.next, t.synced = seq+uint32(len(p)), true
-	if t.rest > 0 {
-		if t.rest > len(p) {
-			t.rest -= len(p)
-			return false
-		}
-		p = p[t.rest:]
-		t.rest = 0
-		completed = true
-	}
-	t.buf = p
-	return completed
-}
-
-// Next returns the next message of the segment: its bytes (possibly only
-// its start, complete false, when it continues in later segments).
-func (t *TCPFramer) Next() (msg []byte, complete, ok bool) {
-	b := t.buf[t.off:]
-	if len(b) < 2 {
-		if len(b) == 1 { // the length prefix itself is split: lose sync
-			t.synced = false
-		}
-		t.buf, t.off = nil, 0
-		return nil, false, false
-	}
-	n := int(be16(b))
-	if 2+n <= len(b) {
-		t.off += 2 + n
-		return b[2 : 2+n], true, true
-	}
-	t.rest = 2 + n - len(b)
-	t.buf, t.off = nil, 0
-	return b[2:], false, true
 }

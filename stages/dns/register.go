@@ -13,7 +13,9 @@ func init() {
 		Order: 50,
 		New: func(_ registry.Options, env flow.AnalyzerEnv) (flow.Analyzer, error) {
 			t, _ := env.Needed["rtt"].(Timings)
-			return New(t, env.Stats), nil
+			a := New(t, env.Stats)
+			a.SetBudget(env.Reassembly)
+			return a, nil
 		},
 	})
 }

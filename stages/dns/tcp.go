@@ -1,0 +1,137 @@
+package dns
+
+import (
+	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/stages/flow"
+	"github.com/pktpipe/pktpipe/stages/reassembly"
+)
+
+// tcpDir reassembles one direction of a DNS-over-TCP stream: the
+// length-prefixed messages of RFC 1035 4.2.2, in sequence order. Whole
+// messages inside a segment are decoded in place; only a message that
+// continues in later segments is copied, into a buffer of its announced
+// size accounted to the worker's reassembly budget. Retransmitted bytes
+// are skipped. A gap in the sequence (a lost segment, or capture that
+// started mid-stream) loses the message in progress: framing then
+// assumes the next segment starts a message, as Suricata does.
+type tcpDir struct {
+	next   uint32 // next expected sequence number
+	synced bool   // next is known
+	skip   int    // bytes of a given-up message still to come
+	buf    []byte // the message in progress, with its 2-byte length
+	held   reassembly.Holder
+}
+
+func (t *tcpDir) syn(seq uint32) { t.next, t.synced = seq+1, true }
+
+// GiveUp implements reassembly.Owner: the budget took the buffer back for
+// a more recently used one. The rest of that message is skipped.
+func (t *tcpDir) GiveUp(*reassembly.Holder) { t.abandon() }
+
+// abandon drops the message in progress and skips what is left of it.
+func (t *tcpDir) abandon() {
+	if len(t.buf) >= 2 {
+		t.skip = 2 + int(be16(t.buf)) - len(t.buf)
+	}
+	t.buf = nil
+}
+
+// reset releases the buffer and forgets the stream (flow end).
+func (t *tcpDir) reset(b *reassembly.Budget) {
+	b.Release(&t.held)
+	*t = tcpDir{}
+}
+
+// drop releases the buffer, the message in progress being lost.
+func (t *tcpDir) drop(b *reassembly.Budget) {
+	b.Release(&t.held)
+	t.buf, t.skip = nil, 0
+}
+
+// segment feeds one segment of direction t and decodes the messages it
+// completes.
+func (a *Analyzer) segment(f *flow.Flow, s *state, t *tcpDir, seq uint32, pl []byte, p *packet.Packet, em *pipeline.Emitter) {
+	if t.synced {
+		switch d := int32(seq - t.next); {
+		case d < 0:
+			if int32(seq+uint32(len(pl))-t.next) <= 0 {
+				return // retransmission
+			}
+			pl = pl[-d:] // overlaps what was seen: keep the new part only
+		case d > 0:
+			if t.buf != nil || t.skip > 0 {
+				a.cGap.Inc()
+			}
+			t.drop(a.budget)
+		}
+	}
+	t.next, t.synced = seq+uint32(len(pl)), true
+	for len(pl) > 0 {
+		if t.skip > 0 {
+			n := min(t.skip, len(pl))
+			t.skip -= n
+			pl = pl[n:]
+			continue
+		}
+		if t.buf != nil {
+			if len(t.buf) < 2 { // the length prefix itself was split
+				t.buf = append(t.buf, pl[0])
+				pl = pl[1:]
+				a.grow(t)
+				continue
+			}
+			want := 2 + int(be16(t.buf))
+			n := min(want-len(t.buf), len(pl))
+			t.buf = append(t.buf, pl[:n]...)
+			pl = pl[n:]
+			a.budget.Touch(&t.held)
+			if len(t.buf) == want {
+				a.cSpan.Inc()
+				a.message(f, s, t.buf[2:], p, em)
+				t.drop(a.budget)
+			}
+			continue
+		}
+		if len(pl) < 2 {
+			t.buf = append(make([]byte, 0, 2), pl...)
+			return
+		}
+		n := 2 + int(be16(pl))
+		if n <= len(pl) {
+			a.message(f, s, pl[2:n], p, em)
+			pl = pl[n:]
+			continue
+		}
+		// The message continues in later segments.
+		t.buf = pl[:2:2]
+		if !a.grow(t) {
+			t.skip = n - len(pl)
+			return
+		}
+		t.buf = append(t.buf[:0], pl...)
+		return
+	}
+}
+
+// grow gives t.buf the capacity of its whole message (its length prefix
+// complete), within the budget; it reports false, having abandoned the
+// message, when the budget refuses.
+func (a *Analyzer) grow(t *tcpDir) bool {
+	if len(t.buf) < 2 {
+		return true
+	}
+	want := 2 + int(be16(t.buf))
+	if cap(t.buf) >= want {
+		return true
+	}
+	if !a.budget.Resize(&t.held, t, int64(want)) {
+		a.cLost.Inc()
+		t.abandon()
+		return false
+	}
+	b := make([]byte, len(t.buf), want)
+	copy(b, t.buf)
+	t.buf = b
+	return true
+}
