@@ -126,7 +126,9 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	if tcp {
 		seq := m.Seq
 		if m.TCPFlags&packet.TCPSyn != 0 {
-			if !h.synSeen && h.n == 0 && h.tries == 0 {
+			// The latest SYN before any payload sets the start: a client
+			// may retry with another initial sequence number.
+			if !h.payload && h.n == 0 {
 				h.synSeen, h.next = true, seq+1
 			}
 			seq++

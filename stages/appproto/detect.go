@@ -338,8 +338,21 @@ func isSIP(b []byte, _ bool) Verdict {
 }
 
 // isSMB: a NetBIOS session message carrying SMB1, SMB2 or SMB3
-// (transform header).
-func isSMB(b []byte, _ bool) Verdict {
+// (transform header), or the NetBIOS session request (two encoded names)
+// and positive response that open SMB on port 139.
+func isSMB(b []byte, ts bool) Verdict {
+	if ts && b[0] == 0x81 {
+		if len(b) < 72 {
+			return NeedMore
+		}
+		if b[1] == 0 && b[4] == 0x20 && netbiosName(b[5:37]) && b[38] == 0x20 && netbiosName(b[39:71]) {
+			return Match
+		}
+		return NoMatch
+	}
+	if !ts && len(b) == 4 && string(b) == "\x82\x00\x00\x00" {
+		return Match
+	}
 	if len(b) < 8 {
 		if b[0] != 0 {
 			return NoMatch
@@ -412,6 +425,11 @@ func isRFB(b []byte, _ bool) Verdict {
 // isMQTT: a CONNECT whose protocol name is MQTT (3.1.1, 5) or MQIsdp
 // (3.1), or a CONNACK of 2 (v3) or more (v5) bytes.
 func isMQTT(b []byte, ts bool) Verdict {
+	// PINGREQ / PINGRESP, alone in their segment: a connection picked up
+	// after its CONNECT.
+	if len(b) == 2 && b[1] == 0 && ((ts && b[0] == 0xc0) || (!ts && b[0] == 0xd0)) {
+		return Match
+	}
 	if !ts {
 		if b[0] != 0x20 {
 			return NoMatch
@@ -488,7 +506,7 @@ func containsFold(b []byte, s string) bool {
 // names SMTP (a bare 220 could be FTP).
 func isSMTP(b []byte, ts bool) Verdict {
 	if ts {
-		return anyPrefixFold(b, []string{"EHLO ", "HELO ", "EHLO\r", "HELO\r"})
+		return anyPrefixFold(b, []string{"EHLO ", "HELO ", "EHLO\r", "HELO\r", "EHLO\n", "HELO\n"})
 	}
 	return greeting(b, "SMTP")
 }
@@ -654,7 +672,13 @@ func isDNS(b []byte, _ bool) Verdict {
 	an := int(b[6])<<8 | int(b[7])
 	ns := int(b[8])<<8 | int(b[9])
 	ar := int(b[10])<<8 | int(b[11])
-	if qd != 1 || an > 256 || ns > 256 || ar > 256 {
+	if an > 256 || ns > 256 || ar > 256 {
+		return NoMatch
+	}
+	// Questions (mDNS asks several at once); or, in a response (mDNS
+	// announcements), none and an answer whose owner name, type and
+	// class are read the same way.
+	if qd > 32 || (qd == 0 && (an == 0 || b[2]&0x80 == 0)) {
 		return NoMatch
 	}
 	i := 12

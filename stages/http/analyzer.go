@@ -73,6 +73,7 @@ type pendSeg struct {
 type half struct {
 	held      reassembly.Holder
 	started   bool
+	data      bool // payload was seen (SYNs no longer move the start)
 	fin       bool // a FIN was seen: its sequence number is acknowledged too
 	next      uint32
 	pend      []pendSeg
@@ -303,7 +304,9 @@ func (t *tracker) dead(h *half, c int) {
 // segment takes one TCP segment of a direction, in sequence order.
 func (t *tracker) segment(h *half, dir flow.Dir, seq uint32, flags uint8, payload []byte) {
 	if flags&packet.TCPSyn != 0 {
-		if !h.started {
+		// The latest SYN before any payload sets the start: a client may
+		// retry with another initial sequence number.
+		if !h.data {
 			h.started, h.next = true, seq+1
 		}
 		seq++
@@ -314,6 +317,7 @@ func (t *tracker) segment(h *half, dir flow.Dir, seq uint32, flags uint8, payloa
 	if !h.started {
 		h.started, h.next = true, seq
 	}
+	h.data = true
 	off := int32(seq - h.next)
 	if off > 0 {
 		if len(h.pend) >= maxPending {

@@ -57,6 +57,7 @@ type half struct {
 	held      reassembly.Holder
 	st        uint8
 	started   bool
+	data      bool // payload was seen (SYNs no longer move the start)
 	gaveUp    bool
 	lines     int
 	next      uint32
@@ -247,7 +248,9 @@ func (t *tracker) finish(h *half, truncated bool) {
 // segment takes one TCP segment of a direction.
 func (t *tracker) segment(h *half, client bool, seq uint32, flags uint8, payload []byte) {
 	if flags&packet.TCPSyn != 0 {
-		if !h.started {
+		// The latest SYN before any payload sets the start: a client may
+		// retry with another initial sequence number.
+		if !h.data {
 			h.started, h.next = true, seq+1
 		}
 		seq++
@@ -258,6 +261,7 @@ func (t *tracker) segment(h *half, client bool, seq uint32, flags uint8, payload
 	if !h.started {
 		h.started, h.next = true, seq
 	}
+	h.data = true
 	off := int32(seq - h.next)
 	if off > 0 {
 		t.hold(h, seq, payload)
