@@ -469,3 +469,62 @@ func TestAbandonKeepsUnacknowledgedInSpool(t *testing.T) {
 	}
 	s2.Close()
 }
+
+// BenchmarkSpoolWrite: Write into the spool (the broker is down, the
+// budget full): encoding, framing, one write(2) per batch and the fsyncs.
+// Each op is 50k flow events.
+func BenchmarkSpoolWrite(b *testing.B) {
+	evs := flows(1, 50000)
+	var bytes int64
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		c := Config{Brokers: []string{deadBroker}, SpoolDir: dir, MaxInflight: 1, Log: testLogger(),
+			SpillPath: filepath.Join(b.TempDir(), "spill"), DrainTimeout: time.Millisecond}
+		s, err := New(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j := 0; j < len(evs); j += event.MaxBatchEvents {
+			if err := s.Write(evs[j:min(j+event.MaxBatchEvents, len(evs))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		bytes = int64(s.m.spoolBytes.Load())
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(len(evs)*b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(bytes*int64(b.N))/b.Elapsed().Seconds()/(1<<20), "MiB/s")
+}
+
+// fsync by bytes and by interval: with a byte threshold smaller than a
+// batch, every spooled batch is synced; with a huge one, the interval
+// syncs what was written.
+func TestSpoolSync(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		bytes    int64
+		interval time.Duration
+	}{{"bytes", 1, time.Hour}, {"interval", 1 << 40, 20 * time.Millisecond}} {
+		t.Run(c.name, func(t *testing.T) {
+			reg := stats.NewRegistry()
+			s, _ := deadSink(t, Config{Stats: reg, SpoolDir: t.TempDir(), MaxInflight: 1, SpoolSyncBytes: c.bytes, SpoolSyncInterval: c.interval})
+			defer s.Close()
+			const batches = 10
+			writeAll(t, s, flows(1, batches*event.MaxBatchEvents))
+			if c.name == "bytes" {
+				// The first batch is admitted (an empty budget takes any
+				// batch); each other one is a write and an fsync.
+				if got := counter(reg, "pktpipe_kafka_spool_syncs_total"); got != batches-1 {
+					t.Fatalf("%v fsyncs for %d spooled batches", got, batches-1)
+				}
+				return
+			}
+			if got := counter(reg, "pktpipe_kafka_spool_syncs_total"); got != 0 {
+				t.Fatalf("%v fsyncs before the interval", got)
+			}
+			waitFor(t, "the interval's fsync", func() bool { return counter(reg, "pktpipe_kafka_spool_syncs_total") >= 1 })
+		})
+	}
+}
