@@ -141,6 +141,29 @@ func kcatValues(t *testing.T, addr, topic string) map[string]int {
 	return got
 }
 
+// kcatEventIDs reads a topic to its end: value -> its event_id headers.
+func kcatEventIDs(t *testing.T, addr, topic string) map[string]map[string]bool {
+	t.Helper()
+	out, err := exec.Command("kcat", "-C", "-b", addr, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%h\t%s\n").Output()
+	if err != nil {
+		t.Fatalf("kcat -C %s: %v", topic, err)
+	}
+	re := regexp.MustCompile(`(?:^|,)event_id=([0-9a-f]{16})(?:,|$)`)
+	got := map[string]map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		h, v, _ := strings.Cut(l, "\t")
+		m := re.FindStringSubmatch(h)
+		if m == nil {
+			t.Fatalf("no event_id header in %q", h)
+		}
+		if got[v] == nil {
+			got[v] = map[string]bool{}
+		}
+		got[v][m[1]] = true
+	}
+	return got
+}
+
 // fileEvents runs the file sink on path: its event lines.
 func fileEvents(t *testing.T, path string) []string {
 	t.Helper()
@@ -219,7 +242,24 @@ func TestKafkaSpoolBrokerOutage(t *testing.T) {
 	if len(got) != len(uniq(want)) {
 		t.Fatalf("Kafka holds %d distinct events, the file sink wrote %d", len(got), len(uniq(want)))
 	}
-	t.Logf("%d events, all in Kafka as the file sink wrote them (%d duplicates)", len(want), dups)
+	// The event_id header: one id per event, the same on every copy, and
+	// no two events share one; so de-duplicating by it leaves exactly the
+	// file sink's events.
+	ids := kcatEventIDs(t, addr, topic)
+	byID := map[string]string{}
+	for v, set := range ids {
+		if len(set) != 1 {
+			t.Fatalf("event with %d event_ids %v: %.200s", len(set), set, v)
+		}
+		for id := range set {
+			if o, dup := byID[id]; dup {
+				t.Fatalf("event_id %s on two events:\n%.200s\n%.200s", id, o, v)
+			}
+			byID[id] = v
+		}
+	}
+	t.Logf("%d events, all in Kafka as the file sink wrote them (%d duplicates); %d distinct event_ids, the duplicates' the same as their originals'",
+		len(want), dups, len(byID))
 }
 
 func uniq(lines []string) map[string]bool {
@@ -266,7 +306,7 @@ func TestKafkaSpoolSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	spooled := map[string]bool{}
-	info, _ := kafka.InspectSpool(spool, func(_, _ string, _, v []byte) { spooled[string(v)] = true })
+	info, _ := kafka.InspectSpool(spool, func(r kafka.SpoolRecord) { spooled[string(r.Value)] = true })
 	t.Logf("after SIGKILL: %d records in %d segments (%d bytes), torn tail %d bytes; after the cut: %d records, torn tail %d bytes",
 		natural.Records, natural.Segments, natural.Bytes, natural.TornBytes, info.Records, info.TornBytes)
 	if info.TornBytes == 0 || info.Records != natural.Records-1 {

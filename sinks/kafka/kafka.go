@@ -55,7 +55,9 @@
 // spreads them): no flow ties such events together, and a constant key
 // would make one hot partition.
 //
-// Headers: schema_version, event_type and format ("json" or "msgpack").
+// Headers: schema_version, event_type, format ("json" or "msgpack") and
+// event_id (EventID: the same for every copy of an event, for
+// de-duplication downstream).
 //
 // Metrics (pipeline/stats): pktpipe_kafka_{delivered,retried,batches,
 // produce_errors,delivered_after_spill,failed}_total, the loss counters
@@ -74,6 +76,8 @@ import (
 	"container/heap"
 	"context"
 	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -130,6 +134,51 @@ type record struct {
 	call     *sendCall  // the WriteMessages call that holds it (stateSent)
 	typ      event.Type // for the spool
 	seg      *segment   // the spool segment it was read from, or nil
+	id       uint64     // EventID
+	// The message's headers: the type's shared three and event_id, kept
+	// here so that a per-event header costs no allocation of its own.
+	hdrs  [4]kafkago.Header
+	idHex [16]byte
+}
+
+// setHeaders gives r the type's headers and its event_id header.
+func (r *record) setHeaders(shared []kafkago.Header, id uint64) {
+	r.id = id
+	copy(r.hdrs[:3], shared)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], id)
+	hex.Encode(r.idHex[:], b[:])
+	r.hdrs[3] = kafkago.Header{Key: "event_id", Value: r.idHex[:]}
+	r.msg.Headers = r.hdrs[:]
+}
+
+// EventID is the event's id in its event_id header: FNV-1a (64 bits) over
+// flow_id, event_type, pcap_cnt and timestamp, shown as 16 hex digits.
+// It depends on the event alone, so a retry or a spooled copy carries the
+// same id and a replay of the same capture gives the same ids: consumers
+// drop duplicates by it. (Issue 17 part 2 puts an event_id into the
+// events themselves; this header is the sink's until then.)
+func EventID(ev event.Event) uint64 {
+	h := ev.Head()
+	const prime = 1099511628211
+	x := uint64(14695981039346656037)
+	mix8 := func(v uint64) {
+		for i := 0; i < 8; i++ {
+			x ^= v & 0xff
+			x *= prime
+			v >>= 8
+		}
+	}
+	mix8(h.FlowID)
+	for _, c := range []byte(ev.Type()) {
+		x ^= uint64(c)
+		x *= prime
+	}
+	x ^= 0xff // ends the type: "ab"+1 and "a"+... differ
+	x *= prime
+	mix8(h.PcapCnt)
+	mix8(uint64(h.Timestamp))
+	return x
 }
 
 // recordOverhead is the memory an accepted event holds besides its key
@@ -408,10 +457,10 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 	for _, ev := range events {
 		s.scratch = s.enc.Append(s.scratch[:0], ev)
 		r := &record{accepted: now, typ: ev.Type(), msg: kafkago.Message{
-			Topic:   s.topic(ev.Type()),
-			Value:   append([]byte(nil), s.scratch...),
-			Headers: s.headersFor(ev.Type()),
+			Topic: s.topic(ev.Type()),
+			Value: append([]byte(nil), s.scratch...),
 		}}
+		r.setHeaders(s.headersFor(ev.Type()), EventID(ev))
 		if id := ev.Head().CommunityID; id != "" {
 			r.msg.Key = []byte(id)
 		}

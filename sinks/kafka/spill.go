@@ -13,7 +13,7 @@ import (
 
 // spillFile receives what could not be delivered, one JSON object a line:
 //
-//	{"reason":"undelivered","topic":"pktpipe.flow","key":"1:...","attempts":3,"value":{...}}
+//	{"reason":"undelivered","topic":"pktpipe.flow","key":"1:...","event_id":"…","attempts":3,"value":{...}}
 //
 // value is the encoded event itself when the format is JSON, and
 // value_base64 holds it otherwise. Replay, for example:
@@ -67,6 +67,9 @@ func (s *spillFile) write(reason string, recs []*record) error {
 			b = append(b, `,"key":`...)
 			b = appendJSONString(b, string(r.msg.Key))
 		}
+		b = append(b, `,"event_id":"`...)
+		b = append(b, r.idHex[:]...)
+		b = append(b, '"')
 		b = append(b, `,"attempts":`...)
 		b = strconv.AppendInt(b, int64(r.attempts), 10)
 		if s.json && json.Valid(r.msg.Value) {

@@ -28,8 +28,8 @@ import (
 //	header:  "PKTSPOOL" (8 bytes), creation time (int64 ns, little endian)
 //	records: length (uint32 LE) | CRC-32C of the payload (uint32 LE) | payload
 //	payload: topic length (uint16) | topic | event type length (uint8) |
-//	         event type | key length (uint32, 0xFFFFFFFF: no key) | key |
-//	         value (the rest)
+//	         event type | event id (uint64) | key length (uint32,
+//	         0xFFFFFFFF: no key) | key | value (the rest)
 //
 // Segments are named by a sequence number (%020d.seg) and drained oldest
 // first. Appends are whole batches, one write(2) each; fsync runs every
@@ -255,6 +255,7 @@ func appendRecord(b []byte, r *record, typ string) []byte {
 	b = append(b, r.msg.Topic...)
 	b = append(b, byte(len(typ)))
 	b = append(b, typ...)
+	b = binary.LittleEndian.AppendUint64(b, r.id)
 	if r.msg.Key == nil {
 		b = binary.LittleEndian.AppendUint32(b, noKey)
 	} else {
@@ -269,32 +270,41 @@ func appendRecord(b []byte, r *record, typ string) []byte {
 }
 
 // decodePayload splits a record's payload; the slices alias p.
-func decodePayload(p []byte) (topic, typ string, key, value []byte, err error) {
+func decodePayload(p []byte) (d decoded, err error) {
 	bad := errors.New("kafka: spool: malformed record")
 	if len(p) < 2 {
-		return "", "", nil, nil, bad
+		return d, bad
 	}
 	n := int(binary.LittleEndian.Uint16(p))
 	p = p[2:]
 	if len(p) < n+1 {
-		return "", "", nil, nil, bad
+		return d, bad
 	}
-	topic, p = string(p[:n]), p[n:]
+	d.topic, p = string(p[:n]), p[n:]
 	n = int(p[0])
 	p = p[1:]
-	if len(p) < n+4 {
-		return "", "", nil, nil, bad
+	if len(p) < n+12 {
+		return d, bad
 	}
-	typ, p = string(p[:n]), p[n:]
-	k := binary.LittleEndian.Uint32(p)
-	p = p[4:]
+	d.typ, p = string(p[:n]), p[n:]
+	d.id = binary.LittleEndian.Uint64(p)
+	k := binary.LittleEndian.Uint32(p[8:])
+	p = p[12:]
 	if k != noKey {
 		if uint64(len(p)) < uint64(k) {
-			return "", "", nil, nil, bad
+			return d, bad
 		}
-		key, p = p[:k:k], p[k:]
+		d.key, p = p[:k:k], p[k:]
 	}
-	return topic, typ, key, p, nil
+	d.value = p
+	return d, nil
+}
+
+// decoded is a spool record's payload; the slices alias it.
+type decoded struct {
+	topic, typ string
+	id         uint64
+	key, value []byte
 }
 
 // hasUnread reports whether records wait in the spool: new events must
@@ -718,21 +728,22 @@ func (s *Sink) drainer() {
 				break
 			}
 			off += int64(spoolRecHdr + len(p))
-			topic, typ, key, value, err := decodePayload(p)
+			d, err := decodePayload(p)
 			if err != nil {
 				skipped++
 				continue
 			}
-			h, ok := headers[typ]
+			h, ok := headers[d.typ]
 			if !ok {
-				h = s.headersForName(typ)
-				headers[typ] = h
+				h = s.headersForName(d.typ)
+				headers[d.typ] = h
 			}
-			rec := &record{accepted: time.Now(), seg: sg, typ: event.Type(typ), msg: kafkago.Message{
-				Topic: topic, Value: append([]byte(nil), value...), Headers: h,
+			rec := &record{accepted: time.Now(), seg: sg, typ: event.Type(d.typ), msg: kafkago.Message{
+				Topic: d.topic, Value: append([]byte(nil), d.value...),
 			}}
-			if key != nil {
-				rec.msg.Key = append([]byte{}, key...)
+			rec.setHeaders(h, d.id)
+			if d.key != nil {
+				rec.msg.Key = append([]byte{}, d.key...)
 			}
 			rec.msg.WriterData = rec
 			rec.size = int64(len(rec.msg.Key) + len(rec.msg.Value))
@@ -787,6 +798,14 @@ func (s *Sink) spoolWriteFailed(err error) {
 	s.cfg.Log.Error("kafka: spool write failed (disk full or I/O error); applying --kafka-spool-full", "spool", s.cfg.SpoolDir, "policy", s.cfg.SpoolFull, "err", err, "errors_so_far", s.m.spoolErrors.Load())
 }
 
+// SpoolRecord is one record of the spool, as InspectSpool reads it; Key
+// and Value are valid during the call only.
+type SpoolRecord struct {
+	Topic, EventType string
+	EventID          uint64
+	Key, Value       []byte // Key nil: none
+}
+
 // SpoolInfo is what InspectSpool found in a spool directory.
 type SpoolInfo struct {
 	Segments  int
@@ -799,7 +818,7 @@ type SpoolInfo struct {
 // InspectSpool reads the spool in dir without changing it (an open sink
 // may be appending) and calls fn, when not nil, for each good record in
 // order; the slices are valid during the call only.
-func InspectSpool(dir string, fn func(topic, eventType string, key, value []byte)) (SpoolInfo, error) {
+func InspectSpool(dir string, fn func(r SpoolRecord)) (SpoolInfo, error) {
 	var info SpoolInfo
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -838,8 +857,8 @@ func InspectSpool(dir string, fn func(topic, eventType string, key, value []byte
 				good += int64(spoolRecHdr + len(p))
 				info.Records++
 				if fn != nil {
-					if topic, typ, key, value, err := decodePayload(p); err == nil {
-						fn(topic, typ, key, value)
+					if d, err := decodePayload(p); err == nil {
+						fn(SpoolRecord{Topic: d.topic, EventType: d.typ, EventID: d.id, Key: d.key, Value: d.value})
 					}
 				}
 			}

@@ -3,6 +3,7 @@ package kafka
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -102,7 +103,8 @@ func TestSpoolOutageDrainsToEmpty(t *testing.T) {
 		if k := evs[id-1].Head().CommunityID; m.key != k {
 			t.Fatalf("flow %d: key %q, want %q", id, m.key, k)
 		}
-		if !strings.Contains(m.headers, "event_type=flow") || !strings.Contains(m.headers, "schema_version=1") {
+		if !strings.Contains(m.headers, "event_type=flow") || !strings.Contains(m.headers, "schema_version=1") ||
+			!strings.Contains(m.headers, fmt.Sprintf("event_id=%016x", EventID(evs[id-1]))) {
 			t.Fatalf("flow %d: headers %q", id, m.headers)
 		}
 	}
@@ -161,7 +163,7 @@ func TestSpoolTornTailRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept := map[int]bool{}
-	info, _ = InspectSpool(dir, func(_, _ string, _, value []byte) { kept[flowID(t, value)] = true })
+	info, _ = InspectSpool(dir, func(r SpoolRecord) { kept[flowID(t, r.Value)] = true })
 	if info.Records != n-1 || info.TornSegs != 1 {
 		t.Fatalf("torn spool: %+v", info)
 	}
@@ -238,11 +240,11 @@ func TestSpoolFullPolicies(t *testing.T) {
 			case SpoolDropOldest:
 				// The spool keeps the last events.
 				var first, last int
-				InspectSpool(dir, func(_, _ string, _, v []byte) {
+				InspectSpool(dir, func(r SpoolRecord) {
 					if first == 0 {
-						first = flowID(t, v)
+						first = flowID(t, r.Value)
 					}
-					last = flowID(t, v)
+					last = flowID(t, r.Value)
 				})
 				if last != n || first <= inflight+1 || float64(inflight+info.Records)+dropped != n {
 					t.Fatalf("spool holds flows %d-%d (%d records), dropped %v; want the newest, and all %d accounted for", first, last, info.Records, dropped, n)
@@ -353,9 +355,9 @@ func TestSegmentFraming(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := []*record{
-		{typ: "flow", msg: kafkago.Message{Topic: "t", Key: []byte("k1"), Value: []byte(`{"a":1}`)}},
-		{typ: "dns", msg: kafkago.Message{Topic: "pktpipe.dns", Value: []byte(`{"b":2}`)}},
-		{typ: "flow", msg: kafkago.Message{Topic: "t", Key: []byte{}, Value: []byte{0x81, 0xa1}}},
+		{typ: "flow", id: 1, msg: kafkago.Message{Topic: "t", Key: []byte("k1"), Value: []byte(`{"a":1}`)}},
+		{typ: "dns", id: 2, msg: kafkago.Message{Topic: "pktpipe.dns", Value: []byte(`{"b":2}`)}},
+		{typ: "flow", id: 1<<64 - 1, msg: kafkago.Message{Topic: "t", Key: []byte{}, Value: []byte{0x81, 0xa1}}},
 	}
 	if err := sp.append(recs); err != nil {
 		t.Fatal(err)
@@ -364,17 +366,17 @@ func TestSegmentFraming(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	info, err := InspectSpool(dir, func(topic, typ string, key, value []byte) {
+	info, err := InspectSpool(dir, func(r SpoolRecord) {
 		k := "<nil>"
-		if key != nil {
-			k = string(key)
+		if r.Key != nil {
+			k = string(r.Key)
 		}
-		got = append(got, topic+"|"+typ+"|"+k+"|"+string(value))
+		got = append(got, r.Topic+"|"+r.EventType+"|"+k+"|"+string(r.Value)+"|"+strconv.FormatUint(r.EventID, 10))
 	})
 	if err != nil || info.Records != 3 || info.TornBytes != 0 {
 		t.Fatalf("%+v %v", info, err)
 	}
-	want := []string{`t|flow|k1|{"a":1}`, `pktpipe.dns|dns|<nil>|{"b":2}`, "t|flow||\x81\xa1"}
+	want := []string{`t|flow|k1|{"a":1}|1`, `pktpipe.dns|dns|<nil>|{"b":2}|2`, "t|flow||\x81\xa1|18446744073709551615"}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("record %d: %q, want %q", i, got[i], want[i])
@@ -526,5 +528,47 @@ func TestSpoolSync(t *testing.T) {
 			}
 			waitFor(t, "the interval's fsync", func() bool { return counter(reg, "pktpipe_kafka_spool_syncs_total") >= 1 })
 		})
+	}
+}
+
+// EventID depends on flow_id, event type, pcap_cnt and timestamp, and on
+// nothing else (not the encoding, not the attempt).
+func TestEventID(t *testing.T) {
+	base := flows(1, 1)[0].(*event.Flow)
+	id := EventID(base)
+	if id != EventID(flows(1, 1)[0]) {
+		t.Fatal("not stable")
+	}
+	seen := map[uint64]string{id: "base"}
+	for name, change := range map[string]func(f *event.Flow){
+		"flow_id":   func(f *event.Flow) { f.FlowID++ },
+		"pcap_cnt":  func(f *event.Flow) { f.PcapCnt++ },
+		"timestamp": func(f *event.Flow) { f.Timestamp++ },
+	} {
+		f := *base
+		change(&f)
+		if prev, dup := seen[EventID(&f)]; dup {
+			t.Errorf("%s changed, id as %s", name, prev)
+		}
+		seen[EventID(&f)] = name
+	}
+	d := &dnsLike{Header: base.Header}
+	if EventID(d) == id {
+		t.Error("event type not in the id")
+	}
+	f := *base
+	f.BytesToServer++
+	if EventID(&f) != id {
+		t.Error("the id depends on the body")
+	}
+	// 200k events of one flow over packets and time: no collision.
+	ids := map[uint64]bool{}
+	g := *base
+	for i := 0; i < 200000; i++ {
+		g.PcapCnt, g.Timestamp = uint64(i), base.Timestamp+int64(i%1000)
+		ids[EventID(&g)] = true
+	}
+	if len(ids) != 200000 {
+		t.Fatalf("%d distinct ids for 200000 events", len(ids))
 	}
 }
