@@ -41,14 +41,17 @@ type ScanConfig struct {
 	PingThreshold   int           // distinct targets of echo requests: ping_sweep (25)
 	MinFailed       int           // negative outcomes a portsweep needs (5)
 	Idle            time.Duration // a source quiet this long (packet time) is closed (60 s)
-	MaxPairs        int           // distinct (target, proto, port) kept per source (1024)
-	MaxOpen         int           // scan.open entries (32)
+	// MaxPairs caps the distinct (target, proto, port) kept per source
+	// (256: ten times the thresholds; a map of about 16 KiB a source at most, so
+	// the detector's worst case is MaxPairs × the keyed stage's MaxKeys).
+	MaxPairs int
+	MaxOpen  int // scan.open entries (32)
 }
 
 // DefaultScanConfig holds the defaults.
 var DefaultScanConfig = ScanConfig{
 	PortThreshold: 15, TargetThreshold: 25, PingThreshold: 25, MinFailed: 5,
-	Idle: 60 * time.Second, MaxPairs: 1024, MaxOpen: 32,
+	Idle: 60 * time.Second, MaxPairs: 256, MaxOpen: 32,
 }
 
 func (c *ScanConfig) defaults() {
