@@ -133,7 +133,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.Var((*registry.Strings)(&o.Outputs), "o", "event sink: `SINK` is - (stdout), file:PATH, or kafka://HOST:PORT[,HOST:PORT]/TOPIC[?compression=zstd&...] (options: sinks/kafka ParseURL); repeatable: every event goes to each (default -)")
 	fs.StringVar(&o.Format, "format", "json", "event encoding: json (one object per line) or msgpack")
 	host, _ := os.Hostname()
-	fs.StringVar(&o.SensorName, "sensor-name", host, "`NAME` of this sensor, every event's host field (default: the hostname; \"\" = none)")
+	fs.StringVar(&o.SensorName, "sensor-name", host, "`NAME` of this sensor, every event's host field (\"\" = none)")
 	fs.IntVar(&o.Workers, "workers", runtime.NumCPU(), fmt.Sprintf("flow workers (each owns the flows that hash to it; at most %d)", MaxWorkers))
 	fs.IntVar(&o.FlowCap, "flow-cap", flow.DefaultProcessFlows, "most flows tracked at once (all workers together); the least recently seen is ended first")
 	fs.UintVar(&o.cidSeed, "community-id-seed", 0, "Community ID seed")

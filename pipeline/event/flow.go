@@ -22,6 +22,11 @@ type Flow struct {
 	ICMPType, ICMPCode         uint8
 	RespICMPType, RespICMPCode uint8
 
+	// Ether is the Ethernet header of the flow's first packet each way
+	// ([0] client to server, [1] server to client), when the link is
+	// Ethernet: EVE's ether.src_macs/dest_macs.
+	Ether [2]Ether
+
 	// Tunnel and its outer endpoints, when the flow was found encapsulated.
 	Tunnel             string
 	OuterSrc, OuterDst netip.Addr
@@ -30,6 +35,12 @@ type Flow struct {
 	// TCP connection state, ICMP feedback...) without this type knowing
 	// them. Each is written as its own key at the top level.
 	Extra []Extension
+}
+
+// Ether is one packet's Ethernet addresses.
+type Ether struct {
+	Src, Dst [6]byte
+	Valid    bool
 }
 
 // Extension is a named sub-object appended to a flow record by a stage.
@@ -97,6 +108,7 @@ func (f *Flow) EncodeBody(w Writer) {
 		}
 		w.EndObject()
 	}
+	encodeEther(w, &f.Ether)
 	if f.Tunnel != "" {
 		w.Key("tunnel")
 		w.BeginObject()
@@ -112,6 +124,45 @@ func (f *Flow) EncodeBody(w Writer) {
 		w.Key(x.Key())
 		x.Encode(w)
 	}
+}
+
+// encodeEther writes a flow's ether object as Suricata's flow records do:
+// the client side's MACs (the source of its packets, the destination of
+// the server's) in src_macs, the server side's in dest_macs, each once.
+func encodeEther(w Writer, e *[2]Ether) {
+	c, s := &e[0], &e[1]
+	if !c.Valid && !s.Valid {
+		return
+	}
+	w.Key("ether")
+	w.BeginObject()
+	macs := func(k string, a, b [6]byte, va, vb bool) {
+		w.Key(k)
+		w.BeginArray()
+		if va {
+			w.String(macString(a))
+		}
+		if vb && (!va || b != a) {
+			w.String(macString(b))
+		}
+		w.EndArray()
+	}
+	macs("src_macs", c.Src, s.Dst, c.Valid, s.Valid)
+	macs("dest_macs", c.Dst, s.Src, c.Valid, s.Valid)
+	w.EndObject()
+}
+
+// macString formats a MAC address as EVE does: "00:11:22:aa:bb:cc".
+func macString(m [6]byte) string {
+	const digits = "0123456789abcdef"
+	var b [17]byte
+	for i, x := range m {
+		if i > 0 {
+			b[3*i-1] = ':'
+		}
+		b[3*i], b[3*i+1] = digits[x>>4], digits[x&15]
+	}
+	return string(b[:])
 }
 
 var tcpFlagNames = [...]struct {
