@@ -17,9 +17,12 @@ type HTTP struct {
 	Referer     string // http_refer
 	Method      string
 	Protocol    string // the request's version, "HTTP/1.1" (the response's when no request was seen)
-	Status      int    // 0: no response
-	Redirect    string // the response's Location
-	Length      uint64 // response body bytes seen (after chunked framing)
+	Status      int    // 0: no response, or a status that is not a number
+	// StatusString is a status that is not a number ("2XX"), as
+	// Suricata's status_string.
+	StatusString string
+	Redirect     string // the response's Location
+	Length       uint64 // response body bytes seen (after chunked framing)
 }
 
 func (*HTTP) Type() Type { return TypeHTTP }
@@ -51,6 +54,7 @@ func (e *HTTP) EncodeBody(w Writer) {
 		w.Key("status")
 		w.Int(int64(e.Status))
 	}
+	str("status_string", e.StatusString)
 	str("redirect", e.Redirect)
 	w.Key("length")
 	w.Uint(e.Length)

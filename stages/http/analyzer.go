@@ -608,7 +608,7 @@ func (t *tracker) message(h *half, request bool, block []byte) {
 		x = t.newTx() // a response without its request (picked up midstream)
 		x.ev.Protocol = m.version
 	}
-	x.ev.Status, x.ev.ContentType, x.ev.Redirect = m.status, m.ctype, m.loc
+	x.ev.Status, x.ev.StatusString, x.ev.ContentType, x.ev.Redirect = m.status, m.statusText, m.ctype, m.loc
 	t.resp = x
 	switch {
 	case m.status == 101 || (x.method == "CONNECT" && m.status/100 == 2):

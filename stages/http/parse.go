@@ -36,6 +36,7 @@ type head struct {
 	xff                  string
 	// Response.
 	status      int
+	statusText  string // a status that is not a number
 	ctype, loc  string
 	contentLen  int64 // -1: none
 	chunked     bool
@@ -77,11 +78,17 @@ func parseHead(block []byte, request bool, h *head) bool {
 			code = code[:i]
 		}
 		n, err := strconv.Atoi(string(code))
-		if err != nil || n < 100 || n > 999 {
+		switch {
+		case err == nil && n >= 100 && n <= 999:
+			h.status = n
+			h.interimResp = n < 200
+		case len(code) > 0 && len(code) <= 16:
+			// Not a number ("2XX"): kept as text, as Suricata's
+			// status_string, and the response is read on.
+			h.statusText = string(code)
+		default:
 			return false
 		}
-		h.status = n
-		h.interimResp = n < 200
 	}
 	count := 0
 	for len(rest) > 0 {

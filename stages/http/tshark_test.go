@@ -1,6 +1,8 @@
 package http
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -66,12 +68,13 @@ s.close()
 type req struct{ host, uri, ua, code string }
 
 // tsharkHTTP lists each connection's transactions in order: the requests'
-// host, URI and user agent, and the responses' codes, paired in order.
+// host, URI and user agent, and the final responses' codes (1xx left out,
+// as pktpipe skips interim responses), paired in order. It reads tshark's
+// JSON, where a packet carrying several pipelined messages has one http
+// object for each.
 func tsharkHTTP(t *testing.T, file string, ports ...int) map[string][]req {
 	t.Helper()
-	args := []string{"-r", file, "-Y", "http.request or http.response", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=\x1f",
-		"-e", "tcp.stream", "-e", "ip.src", "-e", "tcp.srcport", "-e", "ip.dst", "-e", "tcp.dstport",
-		"-e", "http.host", "-e", "http.request.uri", "-e", "http.user_agent", "-e", "http.response.code"}
+	args := []string{"-r", file, "-Y", "http.request or http.response", "-T", "json", "--no-duplicate-keys", "-J", "ip ipv6 tcp http"}
 	for _, p := range ports {
 		args = append(args, "-d", fmt.Sprintf("tcp.port==%d,http", p))
 	}
@@ -79,32 +82,38 @@ func tsharkHTTP(t *testing.T, file string, ports ...int) map[string][]req {
 	if err != nil {
 		t.Fatalf("tshark: %v", err)
 	}
+	var pkts []struct {
+		Source struct {
+			Layers map[string]any `json:"layers"`
+		} `json:"_source"`
+	}
+	if err := json.Unmarshal(out, &pkts); err != nil {
+		t.Fatalf("tshark json: %v", err)
+	}
 	reqs := map[string][]req{}
 	codes := map[string][]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "|")
-		if len(f) < 9 {
-			continue
+	for _, pk := range pkts {
+		l := pk.Source.Layers
+		ipl := l["ip"]
+		if ipl == nil {
+			ipl = l["ipv6"]
 		}
-		// A packet may carry several pipelined requests: the values of
-		// each field are joined by the aggregator, one per request.
-		k := f[1] + ":" + f[2] + " -> " + f[3] + ":" + f[4]
-		if f[6] != "" {
-			hosts, uris, uas := strings.Split(f[5], "\x1f"), strings.Split(f[6], "\x1f"), strings.Split(f[7], "\x1f")
-			for i, u := range uris {
-				r := req{uri: u}
-				if i < len(hosts) {
-					r.host = hosts[i]
-				}
-				if i < len(uas) {
-					r.ua = uas[i]
-				}
-				reqs[k] = append(reqs[k], r)
+		src, dst := field(last(ipl), "ip.src", "ipv6.src"), field(last(ipl), "ip.dst", "ipv6.dst")
+		tcp := last(l["tcp"])
+		sp, dp := field(tcp, "tcp.srcport"), field(tcp, "tcp.dstport")
+		hs, ok := l["http"].([]any)
+		if !ok {
+			hs = []any{l["http"]}
+		}
+		for _, h := range hs {
+			if uri := field(h, "http.request.uri"); uri != "" {
+				k := src + ":" + sp + " -> " + dst + ":" + dp
+				reqs[k] = append(reqs[k], req{host: field(h, "http.host"), uri: uri, ua: field(h, "http.user_agent")})
 			}
-		}
-		if f[8] != "" {
-			k := f[3] + ":" + f[4] + " -> " + f[1] + ":" + f[2]
-			codes[k] = append(codes[k], strings.Split(f[8], "\x1f")...)
+			if c := field(h, "http.response.code"); c != "" && !(len(c) == 3 && c[0] == '1' && c != "101") {
+				k := dst + ":" + dp + " -> " + src + ":" + sp
+				codes[k] = append(codes[k], c)
+			}
 		}
 	}
 	for k, rs := range reqs {
@@ -117,8 +126,40 @@ func tsharkHTTP(t *testing.T, file string, ports ...int) map[string][]req {
 	return reqs
 }
 
+// last is v, or the last element of v when tshark gave an array (the
+// innermost header of a tunnel).
+func last(v any) any {
+	if a, ok := v.([]any); ok && len(a) > 0 {
+		return a[len(a)-1]
+	}
+	return v
+}
+
+// field finds the first of names anywhere in a tshark JSON object.
+func field(v any, names ...string) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return ""
+	}
+	for _, n := range names {
+		if s, ok := m[n].(string); ok {
+			return s
+		}
+	}
+	for _, c := range m {
+		if s := field(c, names...); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
 func pktpipeHTTP(t *testing.T, file string) map[string][]req {
 	t.Helper()
+	return viewsOf(runHTTP(t, file))
+}
+
+func viewsOf(evs []map[string]any) map[string][]req {
 	out := map[string][]req{}
 	str := func(ev map[string]any, k string) string {
 		v, ok := svtest.Lookup(ev, k)
@@ -127,7 +168,7 @@ func pktpipeHTTP(t *testing.T, file string) map[string][]req {
 		}
 		return fmt.Sprint(v)
 	}
-	for _, ev := range runHTTP(t, file) {
+	for _, ev := range evs {
 		if ev["event_type"] != "http" {
 			continue
 		}
@@ -216,4 +257,140 @@ func TestRealHTTP(t *testing.T) {
 		t.Errorf("only %d transactions compared", n)
 	}
 	t.Logf("%d connections, %d transactions equal to tshark's", len(want), n)
+}
+
+// TestTsharkConformance: on the suricata-verify HTTP/1 captures, every
+// transaction tshark dissects has pktpipe's host, URI, user agent and
+// status (host compared without case: pktpipe lower-cases it as libhtp;
+// an absolute-URI request's host is the URI's in pktpipe, as libhtp, and
+// the Host header's in tshark: not compared).
+func TestTsharkConformance(t *testing.T) {
+	testenv.NeedCommand(t, "tshark")
+	mergecap := testenv.NeedCommand(t, "mergecap")
+	root := testenv.Conformance(t, "suricata-verify", "tests")
+	tests, err := svtest.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var files []string
+	for _, tc := range tests {
+		has := false
+		for _, c := range tc.Check {
+			has = has || c.Match["event_type"] == "http"
+		}
+		if !has || strings.HasPrefix(tc.Name, "http2") || tc.Pcap == "" || seen[filepath.Clean(tc.Pcap)] {
+			continue
+		}
+		raw, err := os.ReadFile(tc.Pcap)
+		if err != nil {
+			continue
+		}
+		// The same capture is copied under several tests: once is enough.
+		sum := fmt.Sprintf("%x", sha256.Sum256(raw))
+		seen[filepath.Clean(tc.Pcap)] = true
+		if seen[sum] {
+			continue
+		}
+		seen[sum] = true
+		files = append(files, filepath.Clean(tc.Pcap))
+	}
+	slices.Sort(files)
+	// pktpipe on each; captures merged in batches of distinct connections
+	// for tshark (it takes seconds to start).
+	got := map[string]map[string][]req{}
+	var batches [][]string
+	var batchKeys []map[string]bool
+	ports := map[int]bool{}
+	for _, f := range files {
+		evs, err := svtest.RunErr(f, mkHTTP)
+		if err != nil {
+			continue // a truncated capture
+		}
+		got[f] = viewsOf(evs)
+		for k := range got[f] {
+			var p int
+			fmt.Sscan(k[strings.LastIndexByte(k, ':')+1:], &p)
+			ports[p] = true
+		}
+		placed := false
+		for i, keys := range batchKeys {
+			clash := false
+			for k := range got[f] {
+				clash = clash || keys[k]
+			}
+			if !clash {
+				batches[i] = append(batches[i], f)
+				for k := range got[f] {
+					keys[k] = true
+				}
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			keys := map[string]bool{}
+			for k := range got[f] {
+				keys[k] = true
+			}
+			batches, batchKeys = append(batches, []string{f}), append(batchKeys, keys)
+		}
+	}
+	var portList []int
+	for p := range ports {
+		if p != 0 {
+			portList = append(portList, p)
+		}
+	}
+	slices.Sort(portList)
+	n, conns := 0, 0
+	for i, b := range batches {
+		merged := filepath.Join(t.TempDir(), fmt.Sprintf("merged%d.pcapng", i))
+		if out, err := exec.Command(mergecap, append([]string{"-a", "-w", merged}, b...)...).CombinedOutput(); err != nil {
+			t.Fatalf("mergecap: %v\n%s", err, out)
+		}
+		want := tsharkHTTP(t, merged, portList...)
+		for _, f := range b {
+			for k, g := range got[f] {
+				w, ok := want[k]
+				if !ok {
+					continue // tshark did not dissect it (a gap, a one-sided capture)
+				}
+				if why, ok := tsharkDiffers[filepath.Base(filepath.Dir(f))]; ok {
+					t.Logf("%s %s: not compared: %s", filepath.Base(filepath.Dir(f)), k, why)
+					continue
+				}
+				conns++
+				for j := range min(len(w), len(g)) {
+					n++
+					if !sameReq(w[j], g[j]) {
+						t.Errorf("%s %s tx %d: tshark %+v, pktpipe %+v", filepath.Base(filepath.Dir(f)), k, j, w[j], g[j])
+					}
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing compared")
+	}
+	t.Logf("%d captures (%d tshark runs), %d connections, %d transactions compared with tshark", len(files), len(batches), conns, n)
+}
+
+// tsharkDiffers: captures where tshark's reading is not Suricata's, and
+// pktpipe's is.
+var tsharkDiffers = map[string]string{
+	// "GET /" then header lines: Suricata's test expects the User-Agent
+	// read (not HTTP/0.9); tshark stops at the line without a colon.
+	"http-not09": "request line without version followed by headers (Suricata reads them, tshark does not)",
+	// Request on VLAN 3136, response untagged: two flows in pktpipe
+	// (see TestSuricataVerify's known difference), one connection for
+	// tshark.
+	"bug-4376": "request and response on different VLANs",
+}
+
+func sameReq(w, g req) bool {
+	hostOK := strings.EqualFold(w.host, g.host) || w.host == "" ||
+		strings.Contains(g.uri, "://") || // absolute URI: pktpipe takes its host, as libhtp
+		strings.HasPrefix(g.host, strings.ToLower(w.host)+":") // CONNECT: pktpipe adds the authority's port
+	return hostOK && w.uri == g.uri && w.ua == g.ua && (w.code == "" || w.code == g.code || len(w.code) != 3)
 }
