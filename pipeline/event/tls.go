@@ -41,6 +41,16 @@ type TLS struct {
 	HelloRetry  bool      // the first ServerHello was a HelloRetryRequest (tls.hello_retry)
 	Retry       *TLSRetry // the second ClientHello after a HelloRetryRequest (tls.retry)
 	Truncated   bool      // the handshake outgrew the reassembly buffer (tls.truncated)
+	Proxy       *TLSProxy // TLS began after a proxy handshake (tls.proxy, pktpipe's own)
+}
+
+// TLSProxy is the proxy handshake a TLS stream followed: its kind
+// (http_connect, socks4, socks4a, socks5) and the target the client asked
+// the proxy for.
+type TLSProxy struct {
+	Type     string
+	DestHost string
+	DestPort uint16
 }
 
 // TLSHandshake is EVE's client_handshake/server_handshake object.
@@ -110,6 +120,18 @@ func (t *TLS) EncodeBody(w Writer) {
 	if t.Truncated {
 		w.Key("truncated")
 		w.Bool(true)
+	}
+	if p := t.Proxy; p != nil {
+		w.Key("proxy")
+		w.BeginObject()
+		w.Key("type")
+		w.String(p.Type)
+		optString(w, "dest_host", p.DestHost)
+		if p.DestPort != 0 {
+			w.Key("dest_port")
+			w.Uint(uint64(p.DestPort))
+		}
+		w.EndObject()
 	}
 	w.EndObject()
 }

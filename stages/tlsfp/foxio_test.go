@@ -129,12 +129,7 @@ func loadFox(t *testing.T, root, name string) []foxStream {
 // produce, and why. The test fails if one of them starts to match (or
 // disappears from the reference), so the list cannot go stale. UDP
 // streams (QUIC, a separate issue) are skipped and counted.
-var foxExcluded = map[string]string{
-	"https-connect.pcap#0":       "TLS after an HTTP CONNECT exchange: the stream does not start with a TLS record",
-	"socks-https-example.pcap#0": "TLS after a SOCKS5 exchange: the stream does not start with a TLS record",
-	"socks-https-example.pcap#2": "TLS after a SOCKS5 exchange",
-	"socks-https-example.pcap#4": "TLS after a SOCKS5 exchange",
-}
+var foxExcluded = map[string]string{}
 
 // TestFoxIOJA4 checks JA4 against FoxIO's Rust snapshots and JA4_r, JA4_o,
 // JA4_ro (and the second ClientHello after an HRR) against the Python

@@ -61,6 +61,9 @@ func FuzzTracker(f *testing.F) {
 	f.Add(client, server, uint16(100), uint8(0))
 	f.Add(client, server, uint16(7), uint8(3))
 	f.Add(client, server, uint16(3000), uint8(4))
+	// Proxy preambles (CONNECT, SOCKS5) in front of the hellos.
+	f.Add(append([]byte("CONNECT h:443 HTTP/1.1\r\n\r\n"), client...), append([]byte("HTTP/1.1 200 OK\r\n\r\n"), server...), uint16(5), uint8(0))
+	f.Add(append([]byte{5, 1, 0, 5, 1, 0, 1, 10, 0, 0, 2, 1, 187}, client...), append([]byte{5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0}, server...), uint16(2), uint8(0))
 	f.Fuzz(func(t *testing.T, c, s []byte, cut uint16, mode uint8) {
 		// mode&4: the two directions share a budget smaller than both
 		// buffers, so they give each other up.

@@ -77,6 +77,11 @@ type Result struct {
 	ServerTime int64       // timestamp of the packet completing the first ServerHello
 	Truncated  bool        // a direction reached MaxBuffer before its messages were read
 	NotTLS     bool        // the flow does not carry TLS
+	// Proxy is set when TLS began after a proxy handshake (ProxyHTTPConnect,
+	// ProxySOCKS4, ...), with the target the client asked the proxy for.
+	Proxy     string
+	ProxyHost string
+	ProxyPort uint16
 }
 
 // Tracker follows one TCP flow's TLS handshake. The zero value is ready;
@@ -92,7 +97,11 @@ type Tracker struct {
 	clientCCS bool // the client sent ChangeCipherSpec after its first hello
 	server2   bool // the ServerHello after the HRR was seen
 	wantCert  bool
-	res       Result
+	// preDone says a direction's proxy preamble, if any, was skipped;
+	// proxyClient is the direction that sent the proxy request.
+	preDone     [2]bool
+	proxyClient Dir
+	res         Result
 }
 
 // Segment feeds one TCP segment (flags as in the TCP header, payload the
@@ -193,6 +202,19 @@ func (t *Tracker) notTLS(d Dir) {
 
 func (t *Tracker) process(d Dir, ts int64) {
 	h := &t.half[d]
+	if !t.preDone[d] {
+		switch t.preamble(d) {
+		case preWait:
+			if h.overflow {
+				t.notTLS(d)
+			}
+			return
+		case preBad:
+			t.notTLS(d)
+			return
+		}
+		t.preDone[d] = true
+	}
 	for t.state[d] == stActive && !t.res.NotTLS {
 		ev, typ, body := h.nextEvent()
 		switch ev {
@@ -481,6 +503,9 @@ func (t *Tracker) Event(h event.Header) *event.TLS {
 		return nil
 	}
 	e := &event.TLS{Header: h, Truncated: r.Truncated}
+	if r.Proxy != "" {
+		e.Proxy = &event.TLSProxy{Type: r.Proxy, DestHost: r.ProxyHost, DestPort: r.ProxyPort}
+	}
 	if c := r.Client; c != nil {
 		e.SNI = c.SNI
 		e.ClientALPNs = c.ALPNs
