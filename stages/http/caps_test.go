@@ -224,3 +224,18 @@ func FuzzParseHead(f *testing.F) {
 		parseChunkSize(b)
 	})
 }
+
+// TestBodyAllocs: skipping a body allocates nothing per segment.
+func TestBodyAllocs(t *testing.T) {
+	tr, _, _ := newTracker(1 << 20)
+	stream(tr, flow.ToServer, []byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), 1400)
+	stream(tr, flow.ToClient, []byte("HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"), 1400)
+	seg := bytes.Repeat([]byte("b"), 1400)
+	h := &tr.d[flow.ToClient]
+	n := testing.AllocsPerRun(1000, func() {
+		tr.segment(h, flow.ToClient, h.next, 0, seg)
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per body segment", n)
+	}
+}

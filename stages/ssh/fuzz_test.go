@@ -183,3 +183,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestSegmentAllocs: reading a KEXINIT split over segments allocates only the
+// event's strings, nothing per segment once the buffer has grown.
+func TestSegmentAllocs(t *testing.T) {
+	stream := append([]byte("SSH-2.0-x\r\n"), sampleKex...)
+	n := testing.AllocsPerRun(100, func() {
+		tr, a, _ := newTracker(1 << 20)
+		feed(tr, 0, 1, stream[:len(stream)-1], 64)
+		a.put(tr)
+	})
+	// newTracker's budget, registry and analyzer, the banner's two
+	// strings and the buffer: a fixed count, whatever the segment count.
+	m := testing.AllocsPerRun(100, func() {
+		tr, a, _ := newTracker(1 << 20)
+		feed(tr, 0, 1, stream[:len(stream)-1], 8)
+		a.put(tr)
+	})
+	if n != m {
+		t.Fatalf("%v allocations with 64-byte segments, %v with 8-byte ones: some are per segment", n, m)
+	}
+}
