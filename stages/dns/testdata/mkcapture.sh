@@ -62,7 +62,7 @@ ip netns exec "$S" timeout 60 dnsmasq --keep-in-foreground --no-resolv --no-host
 	--dns-rr=svc.test,65,000100000100060268320268330003000201bb \
 	--ptr-record=10.0.53.10.in-addr.arpa,host.test \
 	--log-facility="$tmp/dnsmasq.log" &
-ip netns exec "$C" timeout 60 tcpdump -i vc$id -U -n -s 0 -c 200 -w "$out" port 53 2>"$tmp/tcpdump.err" &
+ip netns exec "$C" timeout 60 tcpdump -i vc$id --immediate-mode -U -n -s 0 -c 200 -w "$out" port 53 2>"$tmp/tcpdump.err" &
 echo $! >"$tmp/tcpdump.pid"
 # Wait for both (dnsmasq answers, tcpdump listens).
 i=0
@@ -87,7 +87,10 @@ d @10.53.0.2 svc.test HTTPS
 d @10.53.0.3 -x 10.53.0.10
 d @10.53.0.2 +tcp host.test A
 d @10.53.0.2 +noedns mail.test A
-ip netns exec "$C" timeout 5 python3 - <<'PY'
+# Debian's python3 when there is one (a pyenv shim takes a second to start).
+py=/usr/bin/python3
+[ -x $py ] || py=python3
+ip netns exec "$C" timeout 10 $py - <<'PY'
 import socket, struct
 def q(name, qtype, qid):
     b = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
