@@ -42,6 +42,9 @@ import (
 const (
 	bufSize  = 64 // bytes kept per direction while a probe needs more
 	maxTries = 4  // payload segments looked at per direction
+	// maxFree bounds the idle states kept for reuse (about 170 bytes
+	// each): after a peak of flows the rest go to the garbage collector.
+	maxFree = 4096
 )
 
 // half is one direction's detection state.
@@ -247,7 +250,9 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	}
 	*s = state{}
 	f.SetState(a.slot, nil)
-	a.free = append(a.free, s)
+	if len(a.free) < maxFree {
+		a.free = append(a.free, s)
+	}
 }
 
 // ext is a string-valued top-level key of the flow record; the values are
