@@ -14,16 +14,18 @@ import (
 // size accounted to the worker's reassembly budget. Retransmitted bytes
 // are skipped. A gap in the sequence (a lost segment, or capture that
 // started mid-stream) loses the message in progress: framing then
-// assumes the next segment starts a message, as Suricata does.
+// resumes at the first later segment that starts with a plausible
+// message (plausible).
 type tcpDir struct {
 	next   uint32 // next expected sequence number
 	synced bool   // next is known
 	skip   int    // bytes of a given-up message still to come
+	resync bool   // after a gap: the next message start is a guess
 	buf    []byte // the message in progress, with its 2-byte length
 	held   reassembly.Holder
 }
 
-func (t *tcpDir) syn(seq uint32) { t.next, t.synced = seq+1, true }
+func (t *tcpDir) syn(seq uint32) { t.next, t.synced, t.resync = seq+1, true, false }
 
 // GiveUp implements reassembly.Owner: the budget took the buffer back for
 // a more recently used one. The rest of that message is skipped.
@@ -60,13 +62,20 @@ func (a *Analyzer) segment(f *flow.Flow, s *state, t *tcpDir, seq uint32, pl []b
 			}
 			pl = pl[-d:] // overlaps what was seen: keep the new part only
 		case d > 0:
-			if t.buf != nil || t.skip > 0 {
-				a.cGap.Inc()
-			}
+			a.cGap.Inc()
 			t.drop(a.budget)
+			t.resync = true
 		}
+	} else {
+		t.resync = true // mid-stream: no SYN seen
 	}
 	t.next, t.synced = seq+uint32(len(pl)), true
+	if t.resync {
+		if !plausible(pl) {
+			return
+		}
+		t.resync = false
+	}
 	for len(pl) > 0 {
 		if t.skip > 0 {
 			n := min(t.skip, len(pl))
@@ -134,4 +143,29 @@ func (a *Analyzer) grow(t *tcpDir) bool {
 	copy(b, t.buf)
 	t.buf = b
 	return true
+}
+
+// plausible reports whether a segment after a gap starts with a DNS
+// message: a length that holds a header, an opcode in use, the Z bit
+// clear, one question in a standard query or response (at most one in a
+// response: an error may carry none), and a standard query carrying no
+// rcode nor records. The rest of a lost message (records, names) rarely
+// passes.
+func plausible(b []byte) bool {
+	if len(b) < 14 || be16(b) < 12 {
+		return false
+	}
+	var h Header
+	h.Flags = be16(b[4:])
+	qd, an, ns := be16(b[6:]), be16(b[8:]), be16(b[10:])
+	if h.Opcode() > 6 || h.Flags&0x0040 != 0 {
+		return false
+	}
+	if h.Opcode() != 0 {
+		return true
+	}
+	if !h.QR() {
+		return qd == 1 && h.RCode() == 0 && an == 0 && ns == 0
+	}
+	return qd <= 1
 }
