@@ -230,7 +230,7 @@ func TestNDPIConformance(t *testing.T) {
 	if os.Getenv("PKTPIPE_NDPI_ALL") != "1" {
 		var sample []string
 		for i, f := range files {
-			if i%12 == 0 {
+			if i%24 == 0 {
 				sample = append(sample, f)
 			}
 		}
