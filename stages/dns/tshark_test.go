@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -306,5 +307,21 @@ func checkCapture(t *testing.T, evs []map[string]any) {
 	if tc < 1 || bigTCP != 1 || nx < 2 || https != 1 || pair < 1 {
 		t.Errorf("truncated UDP %d, 9-string TXT over TCP %d, NXDOMAIN with SOA %d, HTTPS h2,h3 %d, two messages in a segment %d",
 			tc, bigTCP, nx, https, pair)
+	}
+}
+
+// TestTsharkSuricataVerify compares with tshark on the suricata-verify
+// DNS captures too: real resolvers' answers (a CNAME chain with its
+// addresses, MX lists, SOA authorities, DNS over TCP). Two by default
+// (tshark takes seconds to start); all with PKTPIPE_DNS_ORACLE_ALL=1.
+func TestTsharkSuricataVerify(t *testing.T) {
+	base := testenv.Conformance(t, "suricata-verify", "tests")
+	pcaps := []string{"cond-log-dns-dig/input.pcap", "dns-eve-type-filtering/test.pcap"}
+	if os.Getenv("PKTPIPE_DNS_ORACLE_ALL") == "1" {
+		pcaps = append(pcaps, "dns-eve-v2-udp-nxdomain-soa/dns-udp-nxdomain-soa.pcap", "dns-reversed-tcp-1/dns.pcap",
+			"dns-reversed-udp-1/input.pcap", "dns-tcp-ts-gap/input.pcap", "dns-udp-junkrequest-first/input.pcap")
+	}
+	for _, p := range pcaps {
+		t.Run(filepath.Dir(p), func(t *testing.T) { compareTshark(t, filepath.Join(base, p)) })
 	}
 }
