@@ -237,6 +237,10 @@ func (m *Message) record(b []byte, off int, sec uint8) (int, error) {
 			if p+1+l > rdl {
 				return 0, errRData
 			}
+			if len(m.Questions)+len(m.RRs) >= MaxRecords {
+				m.Truncated = true // 65535 empty strings would be as many records
+				return stop, nil
+			}
 			r.Data = m.text(rd[p+1 : p+1+l])
 			m.RRs = append(m.RRs, r)
 			p += 1 + l
