@@ -36,7 +36,7 @@ type Analyzer struct {
 	free    []*state
 	msg     Message // scratch
 
-	cMsgs, cBad, cTrunc, cSpan, cGap, cLost *stats.Counter
+	cMsgs, cBad, cTrunc, cSpan, cGap, cLost, cOOO *stats.Counter
 }
 
 var _ flow.Analyzer = (*Analyzer)(nil)
@@ -55,7 +55,8 @@ func New(r Timings, reg *stats.Registry) *Analyzer {
 	a.cTrunc = reg.Counter("pktpipe_dns_truncated_total", "DNS messages decoded only in part (more than 256 questions and records, or a bad authority/additional section).")
 	a.cSpan = reg.Counter("pktpipe_dns_tcp_reassembled_total", "DNS-over-TCP messages reassembled from several segments.")
 	a.cGap = reg.Counter("pktpipe_dns_tcp_gaps_total", "Sequence gaps in DNS-over-TCP streams (a message in progress is lost; framing resumes at the next segment).")
-	a.cLost = reg.Counter("pktpipe_dns_tcp_given_up_total", "DNS-over-TCP messages not reassembled because the reassembly budget was full.")
+	a.cOOO = reg.Counter("pktpipe_dns_tcp_out_of_order_total", "DNS-over-TCP segments that came ahead of the sequence and waited for the ones before them.")
+	a.cLost = reg.Counter("pktpipe_dns_tcp_given_up_total", "DNS-over-TCP messages (or segments held ahead of a hole) not reassembled because the reassembly budget was full.")
 	return a
 }
 
@@ -106,6 +107,15 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	}
 	// TCP
 	d := dir & 1
+	if m.TCPFlags&packet.TCPAck != 0 {
+		// The peer acknowledged data past a hole the capture missed:
+		// it will not come, go on with what was held after it.
+		if s, ok := f.State(a.slot).(*state); ok {
+			if o := &s.tcp[1-d]; len(o.ooo) > 0 && int32(m.Ack-o.next) > 0 {
+				a.flush(f, s, o, p, em)
+			}
+		}
+	}
 	if len(pl) == 0 {
 		if m.TCPFlags&packet.TCPSyn != 0 {
 			a.get(f).tcp[d].syn(m.Seq)
@@ -230,10 +240,17 @@ func (a *Analyzer) emit(f *flow.Flow, s *state, ev *event.DNS, p *packet.Packet,
 func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 
 // End implements flow.Analyzer: queries still outstanding are unanswered.
-func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, _ *pipeline.Emitter) {
+func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, em *pipeline.Emitter) {
 	s, ok := f.State(a.slot).(*state)
 	if !ok {
 		return
+	}
+	for d := range s.tcp {
+		if t := &s.tcp[d]; len(t.ooo) > 0 {
+			// Segments still held behind a hole: decode them, stamped
+			// with the flow's last packet time.
+			a.flush(f, s, t, &packet.Packet{Timestamp: f.Last()}, em)
+		}
 	}
 	if n := s.pend.Len(); n > 0 && a.rtt != nil {
 		a.rtt.ObserveDNS(f, false, 0, n)

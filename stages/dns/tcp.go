@@ -12,24 +12,42 @@ import (
 // messages inside a segment are decoded in place; only a message that
 // continues in later segments is copied, into a buffer of its announced
 // size accounted to the worker's reassembly budget. Retransmitted bytes
-// are skipped. A gap in the sequence (a lost segment, or capture that
-// started mid-stream) loses the message in progress: framing then
-// resumes at the first later segment that starts with a plausible
-// message (plausible).
+// are skipped. A segment ahead of the sequence waits (copied, accounted
+// to the budget too; at most maxOOO of them, 64 KiB) for the ones before
+// it. A hole that does not fill, or capture that started mid-stream,
+// loses the message in progress: framing then resumes at the first later
+// segment that starts with a plausible message (plausible).
 type tcpDir struct {
 	next   uint32 // next expected sequence number
 	synced bool   // next is known
 	skip   int    // bytes of a given-up message still to come
 	resync bool   // after a gap: the next message start is a guess
 	buf    []byte // the message in progress, with its 2-byte length
+	ooo    []oooSeg
+	oooN   int // bytes in ooo
 	held   reassembly.Holder
 }
 
+// oooSeg is a segment that arrived ahead of the sequence.
+type oooSeg struct {
+	seq  uint32
+	data []byte
+}
+
+// maxOOO bounds the segments held ahead of a hole; when one more comes,
+// the hole is given up.
+const maxOOO = 8
+
 func (t *tcpDir) syn(seq uint32) { t.next, t.synced, t.resync = seq+1, true, false }
 
-// GiveUp implements reassembly.Owner: the budget took the buffer back for
-// a more recently used one. The rest of that message is skipped.
-func (t *tcpDir) GiveUp(*reassembly.Holder) { t.abandon() }
+// GiveUp implements reassembly.Owner: the budget took the buffers back
+// for more recently used ones. The rest of the message in progress is
+// skipped; the segments held ahead of a hole are dropped (the hole
+// becomes a gap when later data arrives).
+func (t *tcpDir) GiveUp(*reassembly.Holder) {
+	t.abandon()
+	t.ooo, t.oooN = nil, 0
+}
 
 // abandon drops the message in progress and skips what is left of it.
 func (t *tcpDir) abandon() {
@@ -45,15 +63,81 @@ func (t *tcpDir) reset(b *reassembly.Budget) {
 	*t = tcpDir{}
 }
 
-// drop releases the buffer, the message in progress being lost.
+// drop forgets the message in progress (complete or lost) and accounts
+// what t still holds.
 func (t *tcpDir) drop(b *reassembly.Budget) {
-	b.Release(&t.held)
 	t.buf, t.skip = nil, 0
+	if t.oooN == 0 {
+		b.Release(&t.held)
+	} else {
+		b.Resize(&t.held, t, int64(t.oooN)) // shrinking always succeeds
+	}
 }
 
-// segment feeds one segment of direction t and decodes the messages it
-// completes.
+// segment takes one segment of direction t, in whatever order it came,
+// and decodes the messages it completes.
 func (a *Analyzer) segment(f *flow.Flow, s *state, t *tcpDir, seq uint32, pl []byte, p *packet.Packet, em *pipeline.Emitter) {
+	if t.synced && int32(seq-t.next) > 0 {
+		if a.hold(t, seq, pl) {
+			return
+		}
+		// The hole is given up: resume with the segments held, in order
+		// (feed counts the gap).
+		for len(t.ooo) > 0 && int32(t.ooo[0].seq-seq) < 0 {
+			a.pop(f, s, t, p, em)
+		}
+	}
+	a.feed(f, s, t, seq, pl, p, em)
+	for len(t.ooo) > 0 && int32(t.ooo[0].seq-t.next) <= 0 {
+		a.pop(f, s, t, p, em)
+	}
+}
+
+// hold keeps a segment that came ahead of the sequence, if there is room.
+func (a *Analyzer) hold(t *tcpDir, seq uint32, pl []byte) bool {
+	if len(t.ooo) >= maxOOO || t.oooN+len(pl) > 1<<16 {
+		return false
+	}
+	if !a.budget.Resize(&t.held, t, int64(cap(t.buf)+t.oooN+len(pl))) {
+		a.cLost.Inc()
+		return false
+	}
+	i := len(t.ooo)
+	for i > 0 && int32(t.ooo[i-1].seq-seq) > 0 {
+		i--
+	}
+	t.ooo = append(t.ooo, oooSeg{})
+	copy(t.ooo[i+1:], t.ooo[i:])
+	t.ooo[i] = oooSeg{seq, append([]byte(nil), pl...)}
+	t.oooN += len(pl)
+	a.cOOO.Inc()
+	return true
+}
+
+// flush gives up the hole before the held segments and decodes them.
+func (a *Analyzer) flush(f *flow.Flow, s *state, t *tcpDir, p *packet.Packet, em *pipeline.Emitter) {
+	for len(t.ooo) > 0 {
+		a.pop(f, s, t, p, em)
+	}
+}
+
+// pop feeds the first held segment.
+func (a *Analyzer) pop(f *flow.Flow, s *state, t *tcpDir, p *packet.Packet, em *pipeline.Emitter) {
+	g := t.ooo[0]
+	t.ooo = t.ooo[1:]
+	if len(t.ooo) == 0 {
+		t.ooo = nil
+	}
+	t.oooN -= len(g.data)
+	a.feed(f, s, t, g.seq, g.data, p, em)
+	if t.buf == nil {
+		t.drop(a.budget) // account what was popped
+	}
+}
+
+// feed processes one segment in sequence order: retransmitted bytes are
+// skipped, a segment ahead of the sequence is a gap.
+func (a *Analyzer) feed(f *flow.Flow, s *state, t *tcpDir, seq uint32, pl []byte, p *packet.Packet, em *pipeline.Emitter) {
 	if t.synced {
 		switch d := int32(seq - t.next); {
 		case d < 0:
@@ -134,7 +218,7 @@ func (a *Analyzer) grow(t *tcpDir) bool {
 	if cap(t.buf) >= want {
 		return true
 	}
-	if !a.budget.Resize(&t.held, t, int64(want)) {
+	if !a.budget.Resize(&t.held, t, int64(want+t.oooN)) {
 		a.cLost.Inc()
 		t.abandon()
 		return false

@@ -49,6 +49,7 @@ type seg struct {
 	toServer bool
 	off      int // offset in that direction's stream
 	data     []byte
+	ackOff   int // > 0: acknowledges that much of the other direction
 }
 
 // tcpPcap writes a TCP connection 10.0.0.1:40000 → 10.0.0.2:53 (handshake,
@@ -99,9 +100,9 @@ func tcpPcap(t *testing.T, segs []seg) string {
 	write(true, "", isnC+1, isnS+1, nil)
 	for _, s := range segs {
 		if s.toServer {
-			write(true, "", uint32(isnC+1+s.off), isnS+1, s.data)
+			write(true, "", uint32(isnC+1+s.off), uint32(isnS+1+s.ackOff), s.data)
 		} else {
-			write(false, "", uint32(isnS+1+s.off), isnC+1, s.data)
+			write(false, "", uint32(isnS+1+s.off), uint32(isnC+1+s.ackOff), s.data)
 		}
 	}
 	return file
@@ -136,37 +137,66 @@ func TestTCPReassembly(t *testing.T) {
 		// it, the second answer sharing the third segment.
 		name: "split, several per segment, retransmitted, overlapping",
 		segs: []seg{
-			{true, 0, c[:len(c)-len(q3)-1]},
-			{true, len(c) - len(q3) - 1, c[len(c)-len(q3)-1:]},
-			{false, 0, s[:600]},
-			{false, 600, s[600:1200]},
-			{false, 600, s[600:1200]},
-			{false, 1100, s[1100:]},
+			{true, 0, c[:len(c)-len(q3)-1], 0},
+			{true, len(c) - len(q3) - 1, c[len(c)-len(q3)-1:], 0},
+			{false, 0, s[:600], 0},
+			{false, 600, s[600:1200], 0},
+			{false, 600, s[600:1200], 0},
+			{false, 1100, s[1100:], 0},
 		},
 		want: []string{"4 request 1 0", "4 request 2 0", "5 request 3 0", "9 response 1 100", "9 response 2 2"},
 		counters: map[string]float64{"pktpipe_dns_tcp_reassembled_total": 2, "pktpipe_dns_malformed_total": 0,
 			"pktpipe_dns_tcp_gaps_total": 0},
 	}, {
-		// The answer's middle segment is lost: that answer is lost, the
-		// next segment is taken to start a message (it does not: its
-		// bytes are the rest of r1, which do not decode), and the answer
-		// that starts a later segment is decoded.
+		// The answer's middle segment is lost (the capture missed it:
+		// the client acknowledges past it). The later segments wait for
+		// it until that acknowledgement; then that answer is lost, the
+		// next segment is not taken for a message start (the rest of
+		// r1 is not plausible), and the answer that starts a later
+		// segment is decoded.
 		name: "gap",
 		segs: []seg{
-			{true, 0, framed(q1, q2)},
-			{false, 0, s[:600]},
-			{false, 1200, s[1200:n1]},
-			{false, n1, s[n1:]},
+			{true, 0, framed(q1, q2), 0},
+			{false, 0, s[:600], 0},
+			{false, 1200, s[1200:n1], 0},
+			{false, n1, s[n1:], 0},
+			{true, len(framed(q1, q2)), nil, len(s)},
 		},
-		want:     []string{"4 request 1 0", "4 request 2 0", "7 response 2 2"},
-		counters: map[string]float64{"pktpipe_dns_tcp_gaps_total": 1, "pktpipe_dns_tcp_reassembled_total": 0},
+		want: []string{"4 request 1 0", "4 request 2 0", "8 response 2 2"},
+		counters: map[string]float64{"pktpipe_dns_tcp_gaps_total": 1, "pktpipe_dns_tcp_reassembled_total": 0,
+			"pktpipe_dns_tcp_out_of_order_total": 2},
+	}, {
+		// The same hole never filled nor acknowledged: what waited is
+		// decoded when the flow ends (no pcap_cnt then).
+		name: "gap at flow end",
+		segs: []seg{
+			{true, 0, framed(q1, q2), 0},
+			{false, 0, s[:600], 0},
+			{false, 1200, s[1200:n1], 0},
+			{false, n1, s[n1:], 0},
+		},
+		want:     []string{"4 request 1 0", "4 request 2 0", "<nil> response 2 2"},
+		counters: map[string]float64{"pktpipe_dns_tcp_gaps_total": 1},
+	}, {
+		// Segments out of order: the third and second of the answer
+		// before the first. It is decoded when the first comes.
+		name: "out of order",
+		segs: []seg{
+			{true, 0, framed(q1, q2), 0},
+			{false, 1200, s[1200:], 0},
+			{false, 600, s[600:1200], 0},
+			{false, 0, s[:600], 0},
+		},
+		want: []string{"4 request 1 0", "4 request 2 0", "7 response 1 100", "7 response 2 2"},
+		counters: map[string]float64{"pktpipe_dns_tcp_gaps_total": 0, "pktpipe_dns_tcp_reassembled_total": 1,
+			"pktpipe_dns_tcp_out_of_order_total": 2},
 	}, {
 		// One byte per segment.
 		name: "one byte per segment",
 		segs: func() []seg {
 			var l []seg
 			for i := range c {
-				l = append(l, seg{true, i, c[i : i+1]})
+				l = append(l, seg{true, i, c[i : i+1], 0})
 			}
 			return l
 		}(),
@@ -195,10 +225,10 @@ func TestTCPBudget(t *testing.T) {
 	s := framed(r1, r2)
 	n1 := 2 + len(r1)
 	file := tcpPcap(t, []seg{
-		{true, 0, framed(dnsMsg(1, "host.test", false, 0), dnsMsg(2, "mail.test", false, 0))},
-		{false, 0, s[:600]},
-		{false, 600, s[600:n1]},
-		{false, n1, s[n1:]},
+		{true, 0, framed(dnsMsg(1, "host.test", false, 0), dnsMsg(2, "mail.test", false, 0)), 0},
+		{false, 0, s[:600], 0},
+		{false, 600, s[600:n1], 0},
+		{false, n1, s[n1:], 0},
 	})
 	evs, reg := runPcap(t, file, 1000)
 	want := []string{"4 request 1 0", "4 request 2 0", "7 response 2 2"}
