@@ -130,6 +130,10 @@ type Parts struct {
 	NewFilter    func() Filter // optional
 	Taps         []Tap         // optional: see packets after the filter
 	NewProcessor func(worker int) Processor
+	// Stages run beside the workers (keyed aggregation: see Keyed): they
+	// start before the workers and close after every worker has flushed,
+	// before the event queue closes.
+	Stages []Stage
 	// Sinks receive every event, each from its own bounded queue. Sink is
 	// shorthand for one output named "sink".
 	Sinks []Output
@@ -266,7 +270,10 @@ func (e *Engine) Run(ctx context.Context) (Result, error) {
 		go e.fanOut()
 	}
 
-	// Workers.
+	// Stages after the workers, then the workers.
+	for _, st := range e.parts.Stages {
+		st.Start(func() *Emitter { return &Emitter{out: e.events, engine: e} })
+	}
 	var finalNow int64
 	for i, in := range e.workerIn {
 		proc := e.parts.NewProcessor(i)
@@ -320,6 +327,9 @@ func (e *Engine) Run(ctx context.Context) (Result, error) {
 		close(in)
 	}
 	workWG.Wait()
+	for _, st := range e.parts.Stages {
+		st.Close() // every worker has flushed its senders
+	}
 	close(e.events)
 	sinkWG.Wait()
 

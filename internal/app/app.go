@@ -200,7 +200,7 @@ func (p *Pipeline) open(o *Options, r *resolved) error {
 	if err != nil {
 		return err
 	}
-	workers, err := buildAnalyzers(o, r.analyzers)
+	workers, stages, err := buildAnalyzers(o, r.analyzers)
 	if err != nil {
 		return err
 	}
@@ -215,6 +215,7 @@ func (p *Pipeline) open(o *Options, r *resolved) error {
 		NewDecoder: func() pipeline.Decoder { return decode.New() },
 		NewFilter:  opened.NewFilter,
 		Taps:       p.taps,
+		Stages:     stages,
 		NewProcessor: func(i int) pipeline.Processor {
 			return flow.NewProcessor(o.flowConfig(names), workers[i]...)
 		},
@@ -251,24 +252,37 @@ func (p *Pipeline) openSinks(o *Options, r *resolved) ([]pipeline.Output, error)
 	return outputs, nil
 }
 
-// buildAnalyzers builds every worker's analyzers now, so that an error
-// shows before the run starts.
-func buildAnalyzers(o *Options, specs []flow.AnalyzerSpec) ([][]flow.Analyzer, error) {
+// buildAnalyzers builds the analyzers' stages and every worker's analyzers
+// now, so that an error shows before the run starts.
+func buildAnalyzers(o *Options, specs []flow.AnalyzerSpec) ([][]flow.Analyzer, []pipeline.Stage, error) {
 	opts := map[string]registry.Options{}
 	for _, s := range specs {
 		opts[s.Name] = o.Components[analyzerKey(s.Name)]
 	}
+	byName, err := flow.BuildStages(specs, opts, flow.StageEnv{Workers: o.Workers, Stats: o.Stats, Log: o.Log})
+	if err != nil {
+		return nil, nil, err
+	}
+	var stages []pipeline.Stage
+	for _, s := range specs { // in run order: deterministic
+		if st := byName[s.Name]; st != nil {
+			stages = append(stages, st)
+		}
+	}
 	out := make([][]flow.Analyzer, o.Workers)
 	for i := range out {
-		env := flow.AnalyzerEnv{Worker: i, Workers: o.Workers, Flow: o.flowConfig(nil), Stats: o.Stats, Log: o.Log}
+		env := flow.AnalyzerEnv{Worker: i, Workers: o.Workers, Flow: o.flowConfig(nil), Stats: o.Stats, Log: o.Log, Stages: byName}
 		o.perWorker(&env)
 		as, err := flow.BuildAnalyzers(specs, opts, env)
 		if err != nil {
-			return nil, err
+			for _, st := range stages {
+				st.Close()
+			}
+			return nil, nil, err
 		}
 		out[i] = as
 	}
-	return out, nil
+	return out, stages, nil
 }
 
 func (o *Options) flowConfig(names []string) flow.Config {

@@ -230,7 +230,19 @@ func (p *Processor) Flush(now int64, em *pipeline.Emitter) {
 			p.end(i, r, em)
 		}
 	}
+	for _, a := range p.analyzers {
+		if w, ok := a.(WorkerFlusher); ok {
+			w.FlushWorker()
+		}
+	}
 	p.publish()
+}
+
+// WorkerFlusher is an analyzer that batches something of its own (records
+// for a keyed stage): FlushWorker hands the rest on once the worker's
+// flows have all ended.
+type WorkerFlusher interface {
+	FlushWorker()
 }
 
 // Sweep ends flows idle past their timeout at now, at most

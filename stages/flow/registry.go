@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/stages/reassembly"
@@ -35,6 +36,17 @@ type AnalyzerSpec struct {
 	NewOptions func() registry.Options
 	// New builds one worker's instance.
 	New func(opts registry.Options, env AnalyzerEnv) (Analyzer, error)
+	// Stage, when set, builds the analyzer's stage beside the workers,
+	// once per run (a keyed aggregation, such as the scan detector by
+	// source): each worker's instance gets it in AnalyzerEnv.Stage.
+	Stage func(opts registry.Options, env StageEnv) (pipeline.Stage, error)
+}
+
+// StageEnv is what an analyzer's stage is built with.
+type StageEnv struct {
+	Workers int
+	Stats   *stats.Registry
+	Log     *slog.Logger
 }
 
 // AnalyzerEnv is what every analyzer instance is built with.
@@ -50,6 +62,10 @@ type AnalyzerEnv struct {
 	Reassembly *reassembly.Budget
 	// Needed holds this worker's instances of the spec's Needs, by name.
 	Needed map[string]Analyzer
+	// Stage is the run's stage of this analyzer (AnalyzerSpec.Stage), and
+	// Stages every analyzer's, by name (set by the app).
+	Stage  pipeline.Stage
+	Stages map[string]pipeline.Stage
 }
 
 var analyzers = registry.NewSet[AnalyzerSpec]("analyzer")
@@ -165,6 +181,32 @@ func ResolveAnalyzers(names []string) ([]AnalyzerSpec, error) {
 	return order, nil
 }
 
+// BuildStages builds the stages of the specs that have one, once per run.
+func BuildStages(specs []AnalyzerSpec, opts map[string]registry.Options, env StageEnv) (map[string]pipeline.Stage, error) {
+	out := map[string]pipeline.Stage{}
+	for _, s := range specs {
+		if s.Stage == nil {
+			continue
+		}
+		st, err := s.Stage(optionsOf(s, opts), env)
+		if err != nil {
+			return nil, fmt.Errorf("analyzer %s: stage: %w", s.Name, err)
+		}
+		out[s.Name] = st
+	}
+	return out, nil
+}
+
+func optionsOf(s AnalyzerSpec, opts map[string]registry.Options) registry.Options {
+	if o := opts[s.Name]; o != nil {
+		return o
+	}
+	if s.NewOptions != nil {
+		return s.NewOptions()
+	}
+	return registry.NoOptions{}
+}
+
 // BuildAnalyzers builds one worker's instances of specs (in run order, as
 // ResolveAnalyzers returns them), each with its options from opts (by
 // name; a missing entry takes the spec's defaults). What an analyzer needs
@@ -174,14 +216,9 @@ func BuildAnalyzers(specs []AnalyzerSpec, opts map[string]registry.Options, env 
 	out := make([]Analyzer, len(specs))
 	for i := len(specs) - 1; i >= 0; i-- { // needs run later, so build from the end
 		s := specs[i]
-		o := opts[s.Name]
-		if o == nil {
-			o = registry.NoOptions{}
-			if s.NewOptions != nil {
-				o = s.NewOptions()
-			}
-		}
+		o := optionsOf(s, opts)
 		e := env
+		e.Stage = env.Stages[s.Name]
 		e.Needed = make(map[string]Analyzer, len(s.Needs))
 		for _, n := range s.Needs {
 			e.Needed[n] = built[n]
