@@ -67,11 +67,7 @@ func (t *tcpDir) reset(b *reassembly.Budget) {
 // what t still holds.
 func (t *tcpDir) drop(b *reassembly.Budget) {
 	t.buf, t.skip = nil, 0
-	if t.oooN == 0 {
-		b.Release(&t.held)
-	} else {
-		b.Resize(&t.held, t, int64(t.oooN)) // shrinking always succeeds
-	}
+	t.account(b)
 }
 
 // segment takes one segment of direction t, in whatever order it came,
@@ -130,8 +126,15 @@ func (a *Analyzer) pop(f *flow.Flow, s *state, t *tcpDir, p *packet.Packet, em *
 	}
 	t.oooN -= len(g.data)
 	a.feed(f, s, t, g.seq, g.data, p, em)
-	if t.buf == nil {
-		t.drop(a.budget) // account what was popped
+	t.account(a.budget)
+}
+
+// account tells the budget what t holds now that it holds less.
+func (t *tcpDir) account(b *reassembly.Budget) {
+	if n := cap(t.buf) + t.oooN; n == 0 {
+		b.Release(&t.held)
+	} else {
+		b.Resize(&t.held, t, int64(n)) // shrinking always succeeds
 	}
 }
 
