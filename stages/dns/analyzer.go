@@ -112,7 +112,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		// it will not come, go on with what was held after it.
 		if s, ok := f.State(a.slot).(*state); ok {
 			if o := &s.tcp[1-d]; len(o.ooo) > 0 && int32(m.Ack-o.next) > 0 {
-				a.flush(f, s, o, p, em)
+				a.flush(f, s, o, em)
 			}
 		}
 	}
@@ -247,9 +247,8 @@ func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, em *pipeline.Emitter) {
 	}
 	for d := range s.tcp {
 		if t := &s.tcp[d]; len(t.ooo) > 0 {
-			// Segments still held behind a hole: decode them, stamped
-			// with the flow's last packet time.
-			a.flush(f, s, t, &packet.Packet{Timestamp: f.Last()}, em)
+			// Segments still held behind a hole: decode them.
+			a.flush(f, s, t, em)
 		}
 	}
 	if n := s.pend.Len(); n > 0 && a.rtt != nil {

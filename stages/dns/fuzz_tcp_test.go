@@ -71,7 +71,7 @@ func FuzzTCP(f *testing.F) {
 				<-ch
 			}
 		}
-		a.flush(&fl, s, d, p, em)
+		a.flush(&fl, s, d, em)
 		d.reset(budget)
 		if budget.Used() != 0 {
 			t.Fatalf("%d bytes still held", budget.Used())

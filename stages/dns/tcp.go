@@ -32,6 +32,8 @@ type tcpDir struct {
 type oooSeg struct {
 	seq  uint32
 	data []byte
+	ts   int64  // its packet's time and index, for the messages it
+	idx  uint64 // holds whole if its hole is given up
 }
 
 // maxOOO bounds the segments held ahead of a hole; when one more comes,
@@ -74,23 +76,24 @@ func (t *tcpDir) drop(b *reassembly.Budget) {
 // and decodes the messages it completes.
 func (a *Analyzer) segment(f *flow.Flow, s *state, t *tcpDir, seq uint32, pl []byte, p *packet.Packet, em *pipeline.Emitter) {
 	if t.synced && int32(seq-t.next) > 0 {
-		if a.hold(t, seq, pl) {
+		if a.hold(t, seq, pl, p) {
 			return
 		}
 		// The hole is given up: resume with the segments held, in order
 		// (feed counts the gap).
 		for len(t.ooo) > 0 && int32(t.ooo[0].seq-seq) < 0 {
-			a.pop(f, s, t, p, em)
+			a.pop(f, s, t, nil, em)
 		}
 	}
 	a.feed(f, s, t, seq, pl, p, em)
+	// This segment filled the hole: it completes what the held ones hold.
 	for len(t.ooo) > 0 && int32(t.ooo[0].seq-t.next) <= 0 {
 		a.pop(f, s, t, p, em)
 	}
 }
 
 // hold keeps a segment that came ahead of the sequence, if there is room.
-func (a *Analyzer) hold(t *tcpDir, seq uint32, pl []byte) bool {
+func (a *Analyzer) hold(t *tcpDir, seq uint32, pl []byte, p *packet.Packet) bool {
 	if len(t.ooo) >= maxOOO || t.oooN+len(pl) > 1<<16 {
 		return false
 	}
@@ -104,22 +107,26 @@ func (a *Analyzer) hold(t *tcpDir, seq uint32, pl []byte) bool {
 	}
 	t.ooo = append(t.ooo, oooSeg{})
 	copy(t.ooo[i+1:], t.ooo[i:])
-	t.ooo[i] = oooSeg{seq, append([]byte(nil), pl...)}
+	t.ooo[i] = oooSeg{seq, append([]byte(nil), pl...), p.Timestamp, p.Index}
 	t.oooN += len(pl)
 	a.cOOO.Inc()
 	return true
 }
 
 // flush gives up the hole before the held segments and decodes them.
-func (a *Analyzer) flush(f *flow.Flow, s *state, t *tcpDir, p *packet.Packet, em *pipeline.Emitter) {
+func (a *Analyzer) flush(f *flow.Flow, s *state, t *tcpDir, em *pipeline.Emitter) {
 	for len(t.ooo) > 0 {
-		a.pop(f, s, t, p, em)
+		a.pop(f, s, t, nil, em)
 	}
 }
 
-// pop feeds the first held segment.
+// pop feeds the first held segment, as if carried by p (nil: by its own
+// packet).
 func (a *Analyzer) pop(f *flow.Flow, s *state, t *tcpDir, p *packet.Packet, em *pipeline.Emitter) {
 	g := t.ooo[0]
+	if p == nil {
+		p = &packet.Packet{Timestamp: g.ts, Index: g.idx}
+	}
 	t.ooo = t.ooo[1:]
 	if len(t.ooo) == 0 {
 		t.ooo = nil

@@ -153,7 +153,7 @@ func TestTCPReassembly(t *testing.T) {
 		// it until that acknowledgement; then that answer is lost, the
 		// next segment is not taken for a message start (the rest of
 		// r1 is not plausible), and the answer that starts a later
-		// segment is decoded.
+		// segment is decoded, stamped with that segment's packet.
 		name: "gap",
 		segs: []seg{
 			{true, 0, framed(q1, q2), 0},
@@ -162,12 +162,12 @@ func TestTCPReassembly(t *testing.T) {
 			{false, n1, s[n1:], 0},
 			{true, len(framed(q1, q2)), nil, len(s)},
 		},
-		want: []string{"4 request 1 0", "4 request 2 0", "8 response 2 2"},
+		want: []string{"4 request 1 0", "4 request 2 0", "7 response 2 2"},
 		counters: map[string]float64{"pktpipe_dns_tcp_gaps_total": 1, "pktpipe_dns_tcp_reassembled_total": 0,
 			"pktpipe_dns_tcp_out_of_order_total": 2},
 	}, {
 		// The same hole never filled nor acknowledged: what waited is
-		// decoded when the flow ends (no pcap_cnt then).
+		// decoded when the flow ends, stamped with its own packet.
 		name: "gap at flow end",
 		segs: []seg{
 			{true, 0, framed(q1, q2), 0},
@@ -175,7 +175,7 @@ func TestTCPReassembly(t *testing.T) {
 			{false, 1200, s[1200:n1], 0},
 			{false, n1, s[n1:], 0},
 		},
-		want:     []string{"4 request 1 0", "4 request 2 0", "<nil> response 2 2"},
+		want:     []string{"4 request 1 0", "4 request 2 0", "7 response 2 2"},
 		counters: map[string]float64{"pktpipe_dns_tcp_gaps_total": 1},
 	}, {
 		// Segments out of order: the third and second of the answer
