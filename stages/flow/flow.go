@@ -196,6 +196,7 @@ type Flow struct {
 	// First ICMP type/code seen each way (by Dir), for EVE's icmp_type and
 	// response_icmp_type on the record.
 	icmpTypeDir, icmpCodeDir [2]uint8
+	ether                    [2]event.Ether // first packet each way (Ethernet links)
 }
 
 // Key is the flow's canonical key (lower address/port first).

@@ -534,3 +534,26 @@ func TestSkipPackets(t *testing.T) {
 			sk.pkts, sk.ended, len(rec.dirs), len(pkts), len(fl))
 	}
 }
+
+// The flow record carries EVE's ether object: the MACs of the first packet
+// each way, on Ethernet links only; a reused entry starts clean.
+func TestEtherOfFirstPacketEachWay(t *testing.T) {
+	p := NewProcessor(Config{MaxFlows: 1})
+	a := udpPkt(t0, cli, 5000, srv, 53, 60)
+	b := udpPkt(t0+1000, srv, 53, cli, 5000, 60)
+	a.LinkType, b.LinkType = packet.LinkEthernet, packet.LinkEthernet
+	a.Data = append([]byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0}, make([]byte, 46)...)
+	b.Data = append([]byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0}, make([]byte, 46)...)
+	c := udpPkt(t0+2000, cli, 5001, srv, 53, 60) // evicts the first flow; no Ethernet
+	fl := flows(run(t, p, []packet.Packet{a, b, c}, 1))
+	if len(fl) != 2 {
+		t.Fatalf("%d records", len(fl))
+	}
+	e := fl[0].Ether
+	if !e[0].Valid || !e[1].Valid || e[0].Src != [6]byte{2, 0, 0, 0, 0, 1} || e[1].Src != [6]byte{2, 0, 0, 0, 0, 2} {
+		t.Fatalf("ether %+v", e)
+	}
+	if fl[1].Ether[0].Valid || fl[1].Ether[1].Valid {
+		t.Fatalf("a reused entry kept the old ether: %+v", fl[1].Ether)
+	}
+}

@@ -318,8 +318,14 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 		n = uint64(m.InnerLen)
 	}
 	f.bytes[dir] += n
-	if f.seen&(1<<dir) == 0 && (m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6) {
-		f.icmpTypeDir[dir], f.icmpCodeDir[dir] = m.ICMPType, m.ICMPCode
+	if f.seen&(1<<dir) == 0 {
+		if m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6 {
+			f.icmpTypeDir[dir], f.icmpCodeDir[dir] = m.ICMPType, m.ICMPCode
+		}
+		if pk.LinkType == packet.LinkEthernet && len(pk.Data) >= 14 {
+			e := &f.ether[dir] // EVE's ether: the first packet each way
+			e.Dst, e.Src, e.Valid = [6]byte(pk.Data[0:6]), [6]byte(pk.Data[6:12]), true
+		}
 	}
 	f.seen |= 1 << dir
 	if m.Frag.Is {
@@ -540,6 +546,7 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 		Fragments: f.frags,
 	}
 	f.FillHeader(&rec.Header, f.first)
+	rec.Ether = f.ether
 	switch {
 	case f.closed != 0:
 		rec.State = "closed"
