@@ -5,9 +5,11 @@
 #   kafka.sh up       start (idempotent) and wait until it serves metadata
 #   kafka.sh down     SIGTERM, wait for exit (idempotent)
 #   kafka.sh kill     SIGKILL, to simulate a crash (tests use it)
-#   kafka.sh pause    SIGSTOP: the broker hangs (connections open, no
-#                     answers), an outage without a 20 s restart after it
-#   kafka.sh resume   SIGCONT
+#   kafka.sh pause [S] SIGSTOP: the broker hangs (connections open, no
+#                     answers), an outage without a 20 s restart after it;
+#                     a detached watchdog resumes it after S seconds
+#                     (default 120) should the test be killed first
+#   kafka.sh resume   SIGCONT (and `up` resumes a stopped broker too)
 #   kafka.sh status   exit 0 when up and answering, 1 when starting, 3 when down
 #   kafka.sh clean    down, then delete the broker's data
 #   kafka.sh logs     tail of the broker log
@@ -223,6 +225,12 @@ cmd_up() {
 		stop TERM
 	fi
 	if pid=$(broker_pid); then
+		# A broker left paused (kafka.sh pause) by a test that was killed.
+		if [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == T ]]; then
+			say "pid $pid is stopped (SIGSTOP); resuming it"
+			rm -f "$STATE/paused"
+			kill -CONT "$pid"
+		fi
 		if answers; then
 			say "already up (pid $pid, 127.0.0.1:$PORT)"
 			return 0
@@ -354,10 +362,25 @@ case ${1:-} in
 up) cmd_up ;;
 down) lock && stop TERM ;;
 kill) lock && stop KILL ;;
-pause | resume)
+pause)
 	pid=$(broker_pid) || die "not running"
-	if [[ $1 == pause ]]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
-	say "${1}d pid $pid"
+	max=${2:-120}
+	[[ $max =~ ^[0-9]+$ ]] || die "pause: seconds, not $max"
+	kill -STOP "$pid"
+	# A test killed while the broker is paused must not leave it hung.
+	# The token: a watchdog from an earlier pause (already resumed) does
+	# not cut a later one short.
+	token=$$-$(date +%s%N)
+	echo "$token" >"$STATE/paused"
+	setsid bash -c "sleep $max; [[ \$(cat '$STATE/paused' 2>/dev/null) == $token ]] && kill -CONT $pid && rm -f '$STATE/paused'" \
+		</dev/null >/dev/null 2>&1 &
+	say "paused pid $pid (resumed in ${max}s at the latest)"
+	;;
+resume)
+	pid=$(broker_pid) || die "not running"
+	rm -f "$STATE/paused"
+	kill -CONT "$pid"
+	say "resumed pid $pid"
 	;;
 status) cmd_status ;;
 clean) lock && stop TERM && rm -rf "$STATE"/data-* "$STATE/data" "$PROPS" "$LOG" "$TLS" && say "removed $STATE/data-* and $TLS" ;;
