@@ -99,11 +99,14 @@ type tracker struct {
 	queue  []*tx // requests not yet answered, oldest first
 	resp   *tx   // the transaction whose response body is being read
 	nextID uint64
-	f      *flow.Flow
-	em     *pipeline.Emitter
-	ts     int64
-	idx    uint64
-	scr    head
+	// The last packet seen: what the events written at flow end carry.
+	lastTS  int64
+	lastIdx uint64
+	f       *flow.Flow
+	em      *pipeline.Emitter
+	ts      int64
+	idx     uint64
+	scr     head
 }
 
 var notTS, notTC = new(tracker), new(tracker)
@@ -177,6 +180,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		}
 		f.SetState(a.slot, tr)
 	}
+	tr.lastTS, tr.lastIdx = p.Timestamp, p.Index
 	h := &tr.d[dir&1]
 	if h.st == stDead {
 		return
@@ -188,7 +192,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	tr.segment(h, dir, m.Seq, m.TCPFlags, payload)
 	tr.em = nil
 	if tr.d[0].st == stDead && tr.d[1].st == stDead {
-		tr.flush(f, em, f.Last())
+		tr.flush(f, em)
 		a.put(tr)
 		f.SetState(a.slot, notTS)
 		f.SkipPackets(a.slot)
@@ -202,15 +206,19 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 // a response cut short and unanswered requests are reported.
 func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, em *pipeline.Emitter) {
 	if tr, _ := f.State(a.slot).(*tracker); tr != nil && tr != notTS && tr != notTC {
-		tr.flush(f, em, f.Last())
+		tr.flush(f, em)
 		a.put(tr)
 	}
 	f.SetState(a.slot, nil)
 }
 
 // flush emits what is left: the response being read, then the queue.
-func (t *tracker) flush(f *flow.Flow, em *pipeline.Emitter, ts int64) {
-	t.f, t.em, t.ts, t.idx = f, em, ts, 0
+//
+// They carry the time and pcap_cnt of the last packet the tracker saw,
+// the flow's last (it sees every packet until both directions are given
+// up): as Suricata, which writes them when it handles the stream's end.
+func (t *tracker) flush(f *flow.Flow, em *pipeline.Emitter) {
+	t.f, t.em, t.ts, t.idx = f, em, t.lastTS, t.lastIdx
 	// A request line never ended (HTTP/0.9 "GET /" with no line end, or
 	// headers cut short): reported if its start line reads.
 	if h := &t.d[0]; h.st == stHeaders && len(h.buf) > 0 && len(t.queue) < maxQueue {

@@ -72,7 +72,7 @@ func TestTransactions(t *testing.T) {
 		a.out = nil
 		stream(tr, flow.ToServer, []byte(req), n)
 		stream(tr, flow.ToClient, []byte(resp), n)
-		tr.flush(nil, nil, 0)
+		tr.flush(nil, nil)
 		got := events(a)
 		want := []event.HTTP{
 			{TxID: 0, Hostname: "example.com", Port: 8080, URL: "/one", UserAgent: "ua/1", Referer: "http://r/", XFF: "1.2.3.4", Method: "GET", Protocol: "HTTP/1.1", Status: 200, ContentType: "text/html", Length: 3},
@@ -199,7 +199,7 @@ func FuzzTracker(f *testing.F) {
 				t.Fatalf("holds %d", tr.held())
 			}
 		}
-		tr.flush(nil, nil, 0)
+		tr.flush(nil, nil)
 		a.put(tr)
 		if b.Used() != 0 {
 			t.Fatalf("budget holds %d", b.Used())

@@ -71,6 +71,9 @@ type half struct {
 type tracker struct {
 	a *Analyzer
 	d [2]half
+	// The last packet seen: what a report at flow end carries.
+	lastTS  int64
+	lastIdx uint64
 }
 
 // Sentinels for flows found not to be SSH, by the directions decided.
@@ -146,6 +149,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		}
 		f.SetState(a.slot, tr)
 	}
+	tr.lastTS, tr.lastIdx = p.Timestamp, p.Index
 	h := &tr.d[dir&1]
 	if h.st == stDone {
 		return
@@ -162,10 +166,11 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 
 // End implements flow.Analyzer: a handshake not complete is reported with
-// what was read (no pcap_cnt: no packet completed it).
+// what was read, with the time and pcap_cnt of the flow's last packet
+// (the tracker sees every packet until it reports).
 func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, em *pipeline.Emitter) {
 	if tr, _ := f.State(a.slot).(*tracker); tr != nil && tr != notTS && tr != notTC {
-		a.report(f, tr, f.Last(), 0, em)
+		a.report(f, tr, tr.lastTS, tr.lastIdx, em)
 	}
 	f.SetState(a.slot, nil)
 }
