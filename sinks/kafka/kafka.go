@@ -209,7 +209,8 @@ type Sink struct {
 	spill   *spillFile
 	spool   *spool // nil without SpoolDir
 
-	drainStop  chan struct{} // closed by Close: the drainer stops
+	drainStop  chan struct{} // closed by stopDrainer
+	drainOnce  sync.Once
 	drainDone  chan struct{}
 	drainSpace chan struct{} // cap 1: budget was released (for the drainer)
 	dropLog    logEvery
@@ -573,6 +574,12 @@ func (s *Sink) release(r *record) {
 	delete(s.outstanding, r)
 	s.inflightN--
 	s.inflightB -= r.cost
+}
+
+// stopDrainer stops the spool's drainer (once) and waits for it.
+func (s *Sink) stopDrainer() {
+	s.drainOnce.Do(func() { close(s.drainStop) })
+	<-s.drainDone
 }
 
 // keepInSpool sorts unacknowledged events at exit: those read from the
@@ -1069,6 +1076,9 @@ func (s *Sink) Unacknowledged() (events int, bytes int64) { return s.inflight() 
 // attributes for the exit's log line. Safe to call while Write or Close
 // run on another goroutine.
 func (s *Sink) Abandon() []any {
+	// The drainer must not admit what it reads after this: it stays on
+	// disk for the next run.
+	s.stopDrainer()
 	s.mu.Lock()
 	rest := s.takeOutstanding()
 	s.mu.Unlock()
@@ -1148,8 +1158,7 @@ drain:
 	// returns within DrainTimeout + closeGrace (+ the spill write).
 	grace := time.After(closeGrace)
 	graceOver := false
-	close(s.drainStop)
-	<-s.drainDone
+	s.stopDrainer()
 	s.stopSender()
 	select {
 	case <-s.senderDone:

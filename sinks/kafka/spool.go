@@ -498,6 +498,9 @@ func (sp *spool) gaugesLocked() {
 func (sp *spool) take() (sg *segment, off, limit int64) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if sp.closed {
+		return nil, 0, 0
+	}
 	for _, s := range sp.segs {
 		if s.read < s.records {
 			return s, s.readOff, s.size

@@ -501,14 +501,14 @@ func BenchmarkSpoolWrite(b *testing.B) {
 }
 
 // fsync by bytes and by interval: with a byte threshold smaller than a
-// batch, every spooled batch is synced; with a huge one, the interval
-// syncs what was written.
+// batch, every spooled batch is synced; with a huge one and an hour's
+// interval, none is; with a short interval, what was written is synced.
 func TestSpoolSync(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		bytes    int64
 		interval time.Duration
-	}{{"bytes", 1, time.Hour}, {"interval", 1 << 40, 20 * time.Millisecond}} {
+	}{{"bytes", 1, time.Hour}, {"none", 1 << 40, time.Hour}, {"interval", 1 << 40, 20 * time.Millisecond}} {
 		t.Run(c.name, func(t *testing.T) {
 			reg := stats.NewRegistry()
 			s, _ := deadSink(t, Config{Stats: reg, SpoolDir: t.TempDir(), MaxInflight: 1, SpoolSyncBytes: c.bytes, SpoolSyncInterval: c.interval})
@@ -523,8 +523,11 @@ func TestSpoolSync(t *testing.T) {
 				}
 				return
 			}
-			if got := counter(reg, "pktpipe_kafka_spool_syncs_total"); got != 0 {
-				t.Fatalf("%v fsyncs before the interval", got)
+			if c.name == "none" {
+				if got := counter(reg, "pktpipe_kafka_spool_syncs_total"); got != 0 {
+					t.Fatalf("%v fsyncs, want none before the interval or the bytes", got)
+				}
+				return
 			}
 			waitFor(t, "the interval's fsync", func() bool { return counter(reg, "pktpipe_kafka_spool_syncs_total") >= 1 })
 		})
