@@ -1,6 +1,6 @@
 // Package reassembly bounds the memory of the reassembly buffers of one
 // worker: TLS handshakes (stages/tlsfp), QUIC CRYPTO streams (stages/quic),
-// DNS over TCP, and later HTTP headers. Each of them is held per flow
+// DNS over TCP, SSH and HTTP headers. Each of them is held per flow
 // and per direction while a message is incomplete, so without a shared
 // bound their total grows with the flow count: 100k flows with stalled
 // 16 KiB TLS handshakes in both directions held 3.2 GB of buffers.
@@ -75,7 +75,7 @@ type Budget struct {
 func NewBudget(limit int64, reg *stats.Registry) *Budget {
 	b := &Budget{limit: limit}
 	if reg != nil {
-		b.gUsed = reg.Gauge("pktpipe_reassembly_bytes", "Bytes held by reassembly buffers (TLS, QUIC CRYPTO, DNS over TCP) of live flows, all workers.")
+		b.gUsed = reg.Gauge("pktpipe_reassembly_bytes", "Bytes held by reassembly buffers (TLS, QUIC CRYPTO, DNS over TCP, SSH, HTTP headers) of live flows, all workers.")
 		b.cGaveUp = reg.Counter("pktpipe_reassembly_given_up_total", "Reassembly buffers given up because the reassembly budget was full (the oldest go first); those directions are analyzed no further.")
 		if limit > 0 {
 			reg.Gauge("pktpipe_reassembly_budget_bytes", "Reassembly budget, all workers.").Add(limit)
