@@ -102,7 +102,11 @@ type SinkEnv struct {
 	// SIGTERM): a sink stops every wait then (for a broker, for room) and
 	// spills or counts instead of blocking the drain.
 	Ctx    context.Context
-	Format string    // --format: json or msgpack
+	Format string // --format: json or msgpack
+	// Live is true when the source is a live capture (-i): it cannot be
+	// slowed down, so a sink may drop rather than push back (the Kafka
+	// spool's default --kafka-spool-full).
+	Live   bool
 	Stdout io.Writer // for "-"
 	Stats  *stats.Registry
 	Log    *slog.Logger

@@ -234,7 +234,7 @@ func (p *Pipeline) openSinks(o *Options, r *resolved) ([]pipeline.Output, error)
 		p.Outputs = append(p.Outputs, NamedTarget{Name: "sink", Target: "(in-process)"})
 		return []pipeline.Output{{Name: "sink", Sink: o.Sink}}, nil
 	}
-	env := pipeline.SinkEnv{Ctx: o.Ctx, Format: o.Format, Stdout: o.Stdout, Stats: o.Stats, Log: o.Log}
+	env := pipeline.SinkEnv{Ctx: o.Ctx, Format: o.Format, Stdout: o.Stdout, Stats: o.Stats, Log: o.Log, Live: r.source.Live}
 	var outputs []pipeline.Output
 	for i, s := range r.sinks {
 		target := r.targets[i]

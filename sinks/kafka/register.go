@@ -131,7 +131,7 @@ func configFor(target string, o *Options, env pipeline.SinkEnv) (Config, error) 
 	}
 	c.SpoolDir, c.SpoolMax, c.SpoolFull = o.SpoolDir, int64(o.SpoolMax), o.SpoolFull
 	c.SpoolSyncInterval, c.SpoolSyncBytes = o.SpoolSyncInterval, int64(o.SpoolSyncBytes)
-	c.Live = envLive(env)
+	c.Live = env.Live
 	c.Ctx, c.Stats, c.Log = env.Ctx, env.Stats, env.Log
 	return c, nil
 }
@@ -173,8 +173,3 @@ func (c *Config) setPassword(file, fromEnv string) error {
 	}
 	return nil
 }
-
-// envLive says whether the run captures live. SinkEnv does not say so
-// yet: until it carries the source's kind, the default of
-// --kafka-spool-full is block for every run.
-func envLive(pipeline.SinkEnv) bool { return false }

@@ -296,3 +296,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// The run says whether it captures live; the spool's default policy
+// follows: drop-oldest for -i, block for files.
+func TestSpoolDefaultFollowsTheSource(t *testing.T) {
+	spec, ok := pipeline.SinkFor("kafka://x")
+	if !ok {
+		t.Fatal("kafka not registered")
+	}
+	for _, live := range []bool{false, true} {
+		o := spec.NewOptions().(*Options)
+		o.SpoolDir = t.TempDir()
+		c, err := configFor("kafka://127.0.0.1:1/t", o, pipeline.SinkEnv{Live: live, Stats: stats.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.defaults()
+		want := SpoolBlock
+		if live {
+			want = SpoolDropOldest
+		}
+		if c.SpoolFull != want {
+			t.Errorf("live=%v: policy %q, want %q", live, c.SpoolFull, want)
+		}
+	}
+}
