@@ -57,7 +57,9 @@
 // The client (EVE src) is the sender of the flow's first packet, except that
 // a TCP SYN-ACK seen first was sent by the server, a TCP flow picked up
 // midstream (first packet without SYN) takes the side with the lower port
-// as the server, and an ICMP echo reply seen first was sent by the server.
+// as the server, an ICMP echo reply seen first was sent by the server, and
+// a UDP datagram from port 53 or 5353 to another port is a DNS answer, sent
+// by the server (as Suricata reverses such a flow).
 //
 // # ICMP errors
 //

@@ -557,3 +557,13 @@ func TestEtherOfFirstPacketEachWay(t *testing.T) {
 		t.Fatalf("a reused entry kept the old ether: %+v", fl[1].Ether)
 	}
 }
+
+// A DNS answer seen first (the query was not captured) makes its receiver
+// the client, as Suricata's suricata-verify dns-reversed-udp-1 expects.
+func TestDNSAnswerFirstReversesTheFlow(t *testing.T) {
+	p := NewProcessor(Config{MaxFlows: 4})
+	fl := flows(run(t, p, []packet.Packet{udpPkt(t0, srv, 53, cli, 40000, 90)}, 1))
+	if len(fl) != 1 || fl[0].SrcIP != cli || fl[0].SrcPort != 40000 || fl[0].PktsToClient != 1 {
+		t.Fatalf("%+v", fl)
+	}
+}

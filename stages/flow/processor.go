@@ -422,6 +422,11 @@ func (p *Processor) start(f *Flow, k, ck packet.FlowKey, h uint64, swapped bool,
 		case m.TCPFlags&packet.TCPSyn == 0: // midstream: lower port serves
 			senderIsServer = k.SrcPort < k.DstPort
 		}
+	case packet.ProtoUDP:
+		// A datagram from a DNS port to another port is an answer: its
+		// receiver asked (Suricata reverses such a flow once its DNS
+		// parser sees the response).
+		senderIsServer = isDNSPort(k.SrcPort) && !isDNSPort(k.DstPort)
 	case packet.ProtoICMP:
 		senderIsServer = m.ICMPType == 0
 	case packet.ProtoICMPv6:
@@ -437,6 +442,8 @@ func (p *Processor) start(f *Flow, k, ck packet.FlowKey, h uint64, swapped bool,
 		}
 	}
 }
+
+func isDNSPort(p uint16) bool { return p == 53 || p == 5353 }
 
 // flowID mixes the key's symmetric hash with the first packet's time and
 // keeps 53 bits (exact in a float64); never 0, which means "absent".
