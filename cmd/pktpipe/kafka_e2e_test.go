@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pktpipe/pktpipe/internal/kafkatest"
 	"github.com/pktpipe/pktpipe/internal/testenv"
 )
 
@@ -23,13 +22,7 @@ import (
 // exactly the events the file holds, and all events of one flow
 // (community_id) must sit on one partition.
 func TestKafkaSinkMatchesFileSink(t *testing.T) {
-	testenv.NeedCommand(t, "kcat")
-	addr := kafkatest.Addr()
-	unlock, err := kafkatest.Lock(addr, 10*time.Minute)
-	testenv.Need(t, err == nil, fmt.Sprint("the Kafka test lock: ", err))
-	defer unlock()
-	err = kafkatest.Up(addr)
-	testenv.Need(t, err == nil, fmt.Sprint("a Kafka broker: ", err))
+	addr := lockedBroker(t)
 
 	path := synth(t, 60_000)
 	dir := t.TempDir()

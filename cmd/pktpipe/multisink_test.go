@@ -13,16 +13,24 @@ import (
 	"github.com/pktpipe/pktpipe/internal/testenv"
 )
 
-// Two sinks at once (-o file:... -o kafka://...) against the real broker:
-// both get every event, and kcat reads Kafka's back.
-func TestFileAndKafkaSinksGetTheSameEvents(t *testing.T) {
+// lockedBroker holds the Kafka test lock for the test and makes sure the
+// broker of test/kafka runs; kcat must be there to read events back.
+func lockedBroker(t *testing.T) string {
+	t.Helper()
 	testenv.NeedCommand(t, "kcat")
 	addr := kafkatest.Addr()
 	unlock, err := kafkatest.Lock(addr, 10*time.Minute)
 	testenv.Need(t, err == nil, fmt.Sprint("the Kafka test lock: ", err))
-	defer unlock()
+	t.Cleanup(unlock)
 	err = kafkatest.Up(addr)
 	testenv.Need(t, err == nil, fmt.Sprint("a Kafka broker: ", err))
+	return addr
+}
+
+// Two sinks at once (-o file:... -o kafka://...) against the real broker:
+// both get every event, and kcat reads Kafka's back.
+func TestFileAndKafkaSinksGetTheSameEvents(t *testing.T) {
+	addr := lockedBroker(t)
 
 	path := synth(t, 30_000)
 	dir := t.TempDir()
