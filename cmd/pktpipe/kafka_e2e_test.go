@@ -187,17 +187,17 @@ func TestKafkaSpillDirCheckedAtStart(t *testing.T) {
 	}
 }
 
-// Issue 17 B: SIGTERM while the sink waits for budget (max_block is an
-// hour away, the broker is dead) ends the run within the drain timeout,
-// with every event it read spilled and exit 3. Before, the run waited
-// max_block (5 min by default) and the unit's TimeoutStopSec SIGKILLed it.
-func TestKafkaSIGTERMEndsBudgetWait(t *testing.T) {
+// blockedOnDeadKafka starts a replay into a dead broker with a tiny
+// in-flight budget and an hour of max_block, and returns once a Write waits
+// for budget (the metrics say so): the state the signal tests start from.
+func blockedOnDeadKafka(t *testing.T, drainTimeout string) (*exec.Cmd, *opsLines, string) {
+	t.Helper()
 	bin := opsBinary(t)
 	path := synth(t, 200_000)
 	spill := filepath.Join(t.TempDir(), "spill.jsonl")
 	cmd := exec.Command(bin, "-r", path, "--replay-speed", "1", "--workers", "2",
 		"-o", "kafka://"+deadKafka+"/t?max_inflight=100&max_block=1h&retry_backoff_max=200ms",
-		"--drain-timeout", "2s", "--kafka-spill", spill, "--metrics-addr", "127.0.0.1:0")
+		"--drain-timeout", drainTimeout, "--kafka-spill", spill, "--metrics-addr", "127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestKafkaSIGTERMEndsBudgetWait(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	w := opsWatch(stderr)
 	var url string
 	opsWaitFor(t, w, "metrics line", func() bool {
@@ -219,6 +219,15 @@ func TestKafkaSIGTERMEndsBudgetWait(t *testing.T) {
 		_, body := opsScrape(t, url)
 		return opsProm(t, body)["pktpipe_kafka_write_waiting"] == 1
 	})
+	return cmd, w, spill
+}
+
+// Issue 17 B: SIGTERM while the sink waits for budget (max_block is an
+// hour away, the broker is dead) ends the run within the drain timeout,
+// with every event it read spilled and exit 3. Before, the run waited
+// max_block (5 min by default) and the unit's TimeoutStopSec SIGKILLed it.
+func TestKafkaSIGTERMEndsBudgetWait(t *testing.T) {
+	cmd, w, spill := blockedOnDeadKafka(t, "2s")
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-w.done:
@@ -241,33 +250,7 @@ func TestKafkaSIGTERMEndsBudgetWait(t *testing.T) {
 // line. Before, it exited 3 without writing any spill, and its log did
 // not count those events.
 func TestKafkaSecondSignalSpills(t *testing.T) {
-	bin := opsBinary(t)
-	path := synth(t, 200_000)
-	spill := filepath.Join(t.TempDir(), "spill.jsonl")
-	cmd := exec.Command(bin, "-r", path, "--replay-speed", "1", "--workers", "2",
-		"-o", "kafka://"+deadKafka+"/t?max_inflight=100&max_block=1h&retry_backoff_max=200ms",
-		"--drain-timeout", "1h", "--kafka-spill", spill, "--metrics-addr", "127.0.0.1:0")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	w := opsWatch(stderr)
-	var url string
-	opsWaitFor(t, w, "metrics line", func() bool {
-		l, ok := w.find("msg=metrics url=")
-		if ok {
-			url = strings.Fields(strings.SplitN(l, "url=", 2)[1])[0]
-		}
-		return ok
-	})
-	opsWaitFor(t, w, "a Write waiting for in-flight budget", func() bool {
-		_, body := opsScrape(t, url)
-		return opsProm(t, body)["pktpipe_kafka_write_waiting"] == 1
-	})
+	cmd, w, spill := blockedOnDeadKafka(t, "1h")
 	cmd.Process.Signal(syscall.SIGTERM)
 	opsWaitFor(t, w, "the first signal's log line", func() bool { _, ok := w.find("stopping"); return ok })
 	cmd.Process.Signal(syscall.SIGTERM)
