@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BENCH_PACKETS ?= 2000000
 
-.PHONY: all build run test test-race bench fuzz generate vet clean
+.PHONY: all build run test test-race bench shard-check fuzz generate vet clean
 
 all: build
 
@@ -41,6 +41,13 @@ test: lint
 # passes more, e.g. BENCH_FLAGS='-count 3 -json' or '-workers 1'.
 bench: build
 	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) $(BENCH_FLAGS)
+
+# --shard on the full bench capture (make test runs it on a 200k-packet one):
+# the union of N = 1, 2, 3, 5 shards' events equals one run's.
+shard-check:
+	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) -modes pcapgo-read >/dev/null
+	PKTPIPE_SHARD_BENCH=$${TMPDIR:-/tmp}/pktpipe-bench/synth-seed1-n$(BENCH_PACKETS).pcap \
+	  $(GO) test -count=1 -timeout 60m -run Bench -v ./test/shards/
 
 # Short fuzz runs of every fuzz target (FUZZTIME each); CI does not run these.
 FUZZTIME ?= 30s

@@ -95,6 +95,10 @@ type Config struct {
 	BatchBytes    int           // bytes per batch arena, default 512 KiB
 	QueueBatches  int           // batches each channel holds, default 8
 	FlushInterval time.Duration // sink flush period, default 1s
+	// Shard keeps only the flows of one shard (scale-out over processes;
+	// the zero value keeps all). Packets of other shards are read and
+	// counted (pcap_cnt stays the frame number) but not dispatched.
+	Shard Shard
 	Stats         *stats.Registry
 	Log           *slog.Logger
 }
@@ -351,7 +355,7 @@ func (e *Engine) Run(ctx context.Context) (Result, error) {
 
 // skippedHelp is the one HELP text of pktpipe_dispatch_skipped_total (a
 // metric family has one): the reason label says why.
-const skippedHelp = "Packets handed to no worker, by reason: no IP layer (no_ip), a later IPv4 fragment (non_first_fragment, no ports), or a decode error (malformed)."
+const skippedHelp = "Packets handed to no worker, by reason: no IP layer (no_ip), a later IPv4 fragment (non_first_fragment, no ports), or a decode error (malformed), or a flow of another shard (other_shard, --shard)."
 
 // runDispatcher decodes, filters and shards one source's batches. It returns
 // the latest packet timestamp it saw and how many packets it read.
@@ -370,6 +374,8 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 		noFlow    = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "no_ip")
 		frags     = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "non_first_fragment")
 		badPkt    = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "malformed")
+		otherCtr  = r.Counter("pktpipe_dispatch_skipped_total", skippedHelp, "reason", "other_shard")
+		shard     = e.cfg.Shard
 	)
 	if e.parts.NewFilter != nil {
 		filter = e.parts.NewFilter()
@@ -382,7 +388,7 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 		malCtr[i] = r.Counter("pktpipe_decode_malformed_total", "Packets the decoder could not fully decode, by reason.", "reason", i.String())
 	}
 	for b := range in {
-		var nBytes, nFiltered, nNoFlow, nFrag, nBad, nSent uint64
+		var nBytes, nFiltered, nNoFlow, nFrag, nBad, nOther, nSent uint64
 		for i := range b.Packets {
 			p := &b.Packets[i]
 			now = max(now, p.Timestamp)
@@ -410,7 +416,12 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 				nNoFlow++
 				continue
 			}
-			w := k.Hash() % nWorkers
+			h := k.Hash()
+			if !shard.Owns(h) {
+				nOther++
+				continue
+			}
+			w := h % nWorkers
 			wb := cur[w]
 			if wb != nil && wb.Full(len(p.Data)) {
 				wb.Now = now
@@ -441,6 +452,7 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 		noFlow.Add(nNoFlow)
 		frags.Add(nFrag)
 		badPkt.Add(nBad)
+		otherCtr.Add(nOther)
 		e.dispatched.Add(nSent)
 		for i, n := range malformed {
 			if n != 0 {
@@ -474,11 +486,13 @@ func (e *Engine) typeCounter(t event.Type) *stats.Counter {
 	return c
 }
 
-// Emitter collects a worker's events into batches for the sink.
+// Emitter collects a worker's events into batches for the sink, and
+// stamps each with its event_id on the way (event.IDStamper).
 type Emitter struct {
 	out    chan<- *event.Batch
 	cur    *event.Batch
 	engine *Engine
+	ids    event.IDStamper
 }
 
 // NewEmitter returns an emitter that sends to out. Tests and benchmarks
@@ -488,6 +502,7 @@ func NewEmitter(out chan<- *event.Batch) *Emitter { return &Emitter{out: out} }
 // Emit queues one event; a full batch is sent on (blocking if the sink is
 // behind).
 func (em *Emitter) Emit(ev event.Event) {
+	em.ids.Stamp(ev)
 	if em.cur == nil {
 		em.cur = event.GetBatch()
 	}

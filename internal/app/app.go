@@ -159,6 +159,15 @@ func Build(o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Shard.Sharded() {
+		for _, a := range r.analyzers {
+			if sa, ok := o.Components[analyzerKey(a.Name)].(registry.ShardAware); ok {
+				if note := sa.ForShards(o.Shard.Count); note != "" {
+					o.Log.Info(note, "analyzer", a.Name, "shard", o.Shard.String())
+				}
+			}
+		}
+	}
 	p := &Pipeline{Stats: o.Stats}
 	if err := p.open(&o, r); err != nil {
 		_ = closeAll(p.sources, p.taps, p.sinks)
@@ -210,6 +219,7 @@ func (p *Pipeline) open(o *Options, r *resolved) error {
 	}
 	eng, err := pipeline.New(pipeline.Config{
 		Workers: o.Workers, BatchPackets: o.BatchPackets, Stats: o.Stats, Log: o.Log,
+		Shard: o.Shard,
 	}, pipeline.Parts{
 		Sources:    opened.Sources,
 		NewDecoder: func() pipeline.Decoder { return decode.New() },

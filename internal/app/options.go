@@ -52,6 +52,7 @@ type Options struct {
 	// Processing.
 	Workers         int
 	BatchPackets    int
+	Shard           pipeline.Shard // --shard I/N: keep one shard's flows
 	FlowCap         int // all workers together
 	Timeouts        flow.Timeouts
 	CommunityIDSeed uint16
@@ -135,6 +136,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	host, _ := os.Hostname()
 	fs.StringVar(&o.SensorName, "sensor-name", host, "`NAME` of this sensor, every event's host field (\"\" = none)")
 	fs.IntVar(&o.Workers, "workers", runtime.NumCPU(), fmt.Sprintf("flow workers (each owns the flows that hash to it; at most %d)", MaxWorkers))
+	fs.Var(&o.Shard, "shard", "keep only the flows of shard `I/N` (0 <= I < N): N processes reading the same input with I = 0..N-1 write between them the events of one run")
 	fs.IntVar(&o.FlowCap, "flow-cap", flow.DefaultProcessFlows, "most flows tracked at once (all workers together); the least recently seen is ended first")
 	fs.UintVar(&o.cidSeed, "community-id-seed", 0, "Community ID seed")
 	fs.BoolVar(&o.NoCommunityID, "no-community-id", false, "leave community_id out of events")

@@ -152,3 +152,12 @@ func (s *Strings) String() string { return strings.Join(*s, ",") }
 
 // Set appends v.
 func (s *Strings) Set(v string) error { *s = append(*s, v); return nil }
+
+// ShardAware is implemented by options of a component whose output would
+// not split by flow: an aggregate over many flows (scan detection by
+// source) sees only its share under --shard. The app calls ForShards when
+// the run keeps one shard of n > 1; the component adapts (or turns the
+// aggregate off) and returns a note for the log ("" = nothing changed).
+type ShardAware interface {
+	ForShards(n int) (note string)
+}

@@ -78,3 +78,16 @@ func (o *Options) Validate() error {
 	}
 	return nil
 }
+
+// ForShards turns scan detection off under --shard: a scan is an aggregate
+// of one source's attempts across many flows, and a shard keeps only its
+// share of those flows, so per-shard scan events would be neither the
+// union nor a subset of one run's. The flows' conn.outcome, which every
+// shard writes, still carries each attempt for a downstream aggregate.
+func (o *Options) ForShards(n int) string {
+	if n <= 1 || !o.Scan {
+		return ""
+	}
+	o.Scan = false
+	return "scan detection is off under --shard: a source's attempts are split across shards (each flow record keeps its conn.outcome)"
+}
