@@ -99,8 +99,8 @@ type Config struct {
 	// the zero value keeps all). Packets of other shards are read and
 	// counted (pcap_cnt stays the frame number) but not dispatched.
 	Shard Shard
-	Stats         *stats.Registry
-	Log           *slog.Logger
+	Stats *stats.Registry
+	Log   *slog.Logger
 }
 
 func (c *Config) defaults() {

@@ -53,7 +53,7 @@ type Options struct {
 	Workers         int
 	BatchPackets    int
 	Shard           pipeline.Shard // --shard I/N: keep one shard's flows
-	FlowCap         int // all workers together
+	FlowCap         int            // all workers together
 	Timeouts        flow.Timeouts
 	CommunityIDSeed uint16
 	NoCommunityID   bool

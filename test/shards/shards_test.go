@@ -18,10 +18,10 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
-	"github.com/pktpipe/pktpipe/stages/probe"
 	_ "github.com/pktpipe/pktpipe/sinks/all"
 	_ "github.com/pktpipe/pktpipe/sources/all"
 	_ "github.com/pktpipe/pktpipe/stages/all"
+	"github.com/pktpipe/pktpipe/stages/probe"
 )
 
 var shardCounts = []int{1, 2, 3, 5}
