@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BENCH_PACKETS ?= 2000000
 
-.PHONY: all build run test test-race bench shard-check fuzz generate vet clean
+.PHONY: all build run test test-race bench bench-compare shard-check fuzz generate vet clean
 
 all: build
 
@@ -41,6 +41,12 @@ test: lint
 # passes more, e.g. BENCH_FLAGS='-count 3 -json' or '-workers 1'.
 bench: build
 	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) $(BENCH_FLAGS)
+
+# The figure the README quotes: the bare gopacket decode loop (one goroutine)
+# against the whole pipeline, every analyzer on (features included), file
+# sink, --workers 2; medians of 3, and tshark once for the record.
+bench-compare: build
+	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) -compare -tshark -count 3 -workers 2 -analyzers all,features $(BENCH_FLAGS)
 
 # --shard on the full bench capture (make test runs it on a 200k-packet one):
 # the union of N = 1, 2, 3, 5 shards' events equals one run's.

@@ -68,6 +68,8 @@ type options struct {
 	regen   bool
 	json    bool
 	profile string
+	compare bool // -compare: print the bare loop against the pipeline
+	tshark  bool // -tshark: time tshark once too
 }
 
 // cliAnalyzers is -analyzers: passed to each child, used by the pipeline modes.
@@ -90,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cliAnalyzers, "analyzers", "", "per-flow analyzers of the pipeline modes, comma-separated (default: all; \"none\" for none)")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of each measurement into `DIR` (MODE-RUN.pprof)")
 	// A child: one measurement.
+	compare := fs.Bool("compare", false, "print the bare gopacket loop against the pipeline with the file sink (medians); -modes defaults to those two")
+	tshark := fs.Bool("tshark", false, "with -compare: also time tshark once on the capture (JA3 fields), for the record")
 	mode := fs.String("mode", "", "internal: run one measurement `MODE` on -file and print its result as JSON")
 	file := fs.String("file", "", "internal: the capture a -mode child reads")
 	prof := fs.String("profile", "", "internal: where a -mode child writes its CPU profile")
@@ -110,6 +114,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case o.count < 1:
 		return errors.New("-count must be at least 1")
 	}
+	o.compare, o.tshark = *compare, *tshark
+	if o.compare && !given(fs, "modes") {
+		modes = strings.Join(compareModes, ",")
+	}
 	for _, m := range strings.Split(modes, ",") {
 		if m = strings.TrimSpace(m); m == "" {
 			continue
@@ -120,6 +128,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		o.modes = append(o.modes, m)
 	}
 	return parent(&o, stdout, stderr)
+}
+
+// given reports whether the flag name was set on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func known(m string) bool {
@@ -216,6 +231,12 @@ func parent(o *options, stdout, stderr io.Writer) error {
 			results = append(results, r)
 		}
 	}
+	var ts *tsharkRun
+	if o.tshark {
+		fmt.Fprintf(stderr, "benchrun: tshark ...\n")
+		t := runTshark(capture)
+		ts = &t
+	}
 	c.LoadAvgEnd = loadAvg()
 	if o.json {
 		enc := json.NewEncoder(stdout)
@@ -225,6 +246,9 @@ func parent(o *options, stdout, stderr io.Writer) error {
 		}
 	} else {
 		printTable(stdout, &c, results)
+		if o.compare {
+			printCompare(stdout, &c, results, ts)
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d measurement(s) failed", failed)

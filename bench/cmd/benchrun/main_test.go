@@ -55,8 +55,28 @@ func TestRun(t *testing.T) {
 				t.Errorf("run %d: %s wrote %d bytes", i, r.Mode, r.OutBytes)
 			}
 		}
-		if a, b := rep.Results[3].Events, rep.Results[4].Events; a != b {
+		events := map[string]uint64{}
+		for _, r := range rep.Results {
+			events[r.Mode] = r.Events
+		}
+		if a, b := events[modeFile], events[modeDiscard]; a != b {
 			t.Errorf("run %d: file sink took %d events, discarding sink %d", i, a, b)
+		}
+	}
+}
+
+// The -compare summary takes medians per mode and divides the bare loop's
+// wall time by the pipeline's.
+func TestCompare(t *testing.T) {
+	var out bytes.Buffer
+	printCompare(&out, &Conditions{Packets: 10, Workers: 2}, []Result{
+		{Mode: modeGopacket, Wall: 1}, {Mode: modeGopacket, Wall: 9}, {Mode: modeGopacket, Wall: 2},
+		{Mode: modeFile, Wall: 4, CPUNsPkt: 600}, {Mode: modeFile, Wall: 3, CPUNsPkt: 500}, {Mode: modeFile, Err: "x", Wall: 0.1},
+	}, &tsharkRun{Wall: 70, CPU: 1})
+	for _, want := range []string{"medians of 3 and 2 runs", "bare loop / 1 goroutine", "550", "(wall): 0.57x", "tshark speed (wall): 20.0x"} {
+		want = strings.Replace(want, "bare loop / 1 goroutine", "bare loop (gopacket, 1 goroutine, decode)", 1)
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in\n%s", want, out.String())
 		}
 	}
 }
