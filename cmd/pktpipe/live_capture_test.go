@@ -234,8 +234,9 @@ func lines(evs []map[string]any) []string {
 // same compares two event sets after sorting, without in_iface and
 // pcap_cnt (a position in one source's stream: per socket with fanout,
 // and counting packets a user-space filter then drops, which -w leaves
-// out), and without anything derived from capture times when noTimes
-// (flow_id hashes the flow's start time too).
+// out) or event_id (which hashes pcap_cnt), and without anything derived
+// from capture times when noTimes (flow_id hashes the flow's start time
+// too).
 func same(t *testing.T, what string, a, b []map[string]any, noTimes bool) {
 	t.Helper()
 	norm := func(evs []map[string]any) []string {
@@ -253,7 +254,7 @@ func same(t *testing.T, what string, a, b []map[string]any, noTimes bool) {
 
 func strip(m map[string]any, noTimes bool) {
 	for k, v := range m {
-		if k == "in_iface" || k == "pcap_cnt" || (noTimes && (k == "timestamp" || k == "flow_id" || k == "start" || k == "end" || k == "age" ||
+		if k == "in_iface" || k == "pcap_cnt" || k == "event_id" || (noTimes && (k == "timestamp" || k == "flow_id" || k == "start" || k == "end" || k == "age" ||
 			strings.Contains(k, "rtt") || strings.HasSuffix(k, "_ms") || strings.HasSuffix(k, "_us") || strings.HasSuffix(k, "_ns"))) {
 			delete(m, k)
 			continue

@@ -82,6 +82,10 @@ type Header struct {
 	// Sensor, when set, names the host and interfaces for this event;
 	// nil uses the process's (SetSensor).
 	Sensor *Sensor
+	// EventID is the event_id (id.go), set by the emitter the event
+	// leaves its worker through (0 = not stamped: no event_id field).
+	EventID uint64
+	idText  [16]byte // EventID in hex, written by Encode
 }
 
 // Sensor is what events say about where they were seen: Suricata's host
@@ -171,6 +175,10 @@ func Encode(w Writer, e Event) {
 	}
 	w.Key("event_type")
 	w.String(string(e.Type()))
+	if h.EventID != 0 {
+		w.Key("event_id")
+		w.String(h.idString())
+	}
 	if h.SrcIP.IsValid() {
 		w.Key("src_ip")
 		w.IP(h.SrcIP)

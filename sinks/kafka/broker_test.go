@@ -130,8 +130,10 @@ func createTopic(t testing.TB, name string, partitions int) {
 }
 
 // flows returns n flow events with FlowID first..first+n-1 and
-// community IDs shared by a few events each.
+// community IDs shared by a few events each, stamped with their event_id
+// as a worker's emitter does.
 func flows(first, n int) []event.Event {
+	var ids event.IDStamper
 	out := make([]event.Event, n)
 	for i := range out {
 		id := first + i
@@ -154,6 +156,7 @@ func flows(first, n int) []event.Event {
 		if id%29 != 0 {
 			f.CommunityID = fmt.Sprintf("1:%08x%020d=", id/3*2654435761%(1<<32), id/3)
 		}
+		ids.Stamp(f)
 		out[i] = f
 	}
 	return out

@@ -56,8 +56,9 @@
 // would make one hot partition.
 //
 // Headers: schema_version, event_type, format ("json" or "msgpack") and
-// event_id (EventID: the same for every copy of an event, for
-// de-duplication downstream).
+// event_id (event.ID, 16 hex digits: the event's own event_id field, the
+// same for every copy of an event, for de-duplication downstream; it
+// travels through the spool and the spill file with the event).
 //
 // Metrics (pipeline/stats): pktpipe_kafka_{delivered,retried,batches,
 // produce_errors,delivered_after_spill,failed}_total, the loss counters
@@ -134,7 +135,7 @@ type record struct {
 	call     *sendCall  // the WriteMessages call that holds it (stateSent)
 	typ      event.Type // for the spool
 	seg      *segment   // the spool segment it was read from, or nil
-	id       uint64     // EventID
+	id       uint64     // event_id (event.ID)
 	// The message's headers: the type's shared three and event_id, kept
 	// here so that a per-event header costs no allocation of its own.
 	hdrs  [4]kafkago.Header
@@ -150,35 +151,6 @@ func (r *record) setHeaders(shared []kafkago.Header, id uint64) {
 	hex.Encode(r.idHex[:], b[:])
 	r.hdrs[3] = kafkago.Header{Key: "event_id", Value: r.idHex[:]}
 	r.msg.Headers = r.hdrs[:]
-}
-
-// EventID is the event's id in its event_id header: FNV-1a (64 bits) over
-// flow_id, event_type, pcap_cnt and timestamp, shown as 16 hex digits.
-// It depends on the event alone, so a retry or a spooled copy carries the
-// same id and a replay of the same capture gives the same ids: consumers
-// drop duplicates by it. (Issue 17 part 2 puts an event_id into the
-// events themselves; this header is the sink's until then.)
-func EventID(ev event.Event) uint64 {
-	h := ev.Head()
-	const prime = 1099511628211
-	x := uint64(14695981039346656037)
-	mix8 := func(v uint64) {
-		for i := 0; i < 8; i++ {
-			x ^= v & 0xff
-			x *= prime
-			v >>= 8
-		}
-	}
-	mix8(h.FlowID)
-	for _, c := range []byte(ev.Type()) {
-		x ^= uint64(c)
-		x *= prime
-	}
-	x ^= 0xff // ends the type: "ab"+1 and "a"+... differ
-	x *= prime
-	mix8(h.PcapCnt)
-	mix8(uint64(h.Timestamp))
-	return x
 }
 
 // recordOverhead is the memory an accepted event holds besides its key
@@ -461,7 +433,7 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 			Topic: s.topic(ev.Type()),
 			Value: append([]byte(nil), s.scratch...),
 		}}
-		r.setHeaders(s.headersFor(ev.Type()), EventID(ev))
+		r.setHeaders(s.headersFor(ev.Type()), event.ID(ev))
 		if id := ev.Head().CommunityID; id != "" {
 			r.msg.Key = []byte(id)
 		}

@@ -3,6 +3,7 @@ package kafka
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -103,9 +104,17 @@ func TestSpoolOutageDrainsToEmpty(t *testing.T) {
 		if k := evs[id-1].Head().CommunityID; m.key != k {
 			t.Fatalf("flow %d: key %q, want %q", id, m.key, k)
 		}
+		// The event_id header is the event's own event_id field.
+		var body struct {
+			EventID string `json:"event_id"`
+		}
+		if err := json.Unmarshal([]byte(m.value), &body); err != nil || len(body.EventID) != 16 {
+			t.Fatalf("flow %d: no event_id in %.200q (%v)", id, m.value, err)
+		}
 		if !strings.Contains(m.headers, "event_type=flow") || !strings.Contains(m.headers, "schema_version=1") ||
-			!strings.Contains(m.headers, fmt.Sprintf("event_id=%016x", EventID(evs[id-1]))) {
-			t.Fatalf("flow %d: headers %q", id, m.headers)
+			!strings.Contains(m.headers, "event_id="+body.EventID) ||
+			body.EventID != fmt.Sprintf("%016x", evs[id-1].Head().EventID) {
+			t.Fatalf("flow %d: headers %q, event_id %s", id, m.headers, body.EventID)
 		}
 	}
 	dups := 0
@@ -531,47 +540,5 @@ func TestSpoolSync(t *testing.T) {
 			}
 			waitFor(t, "the interval's fsync", func() bool { return counter(reg, "pktpipe_kafka_spool_syncs_total") >= 1 })
 		})
-	}
-}
-
-// EventID depends on flow_id, event type, pcap_cnt and timestamp, and on
-// nothing else (not the encoding, not the attempt).
-func TestEventID(t *testing.T) {
-	base := flows(1, 1)[0].(*event.Flow)
-	id := EventID(base)
-	if id != EventID(flows(1, 1)[0]) {
-		t.Fatal("not stable")
-	}
-	seen := map[uint64]string{id: "base"}
-	for name, change := range map[string]func(f *event.Flow){
-		"flow_id":   func(f *event.Flow) { f.FlowID++ },
-		"pcap_cnt":  func(f *event.Flow) { f.PcapCnt++ },
-		"timestamp": func(f *event.Flow) { f.Timestamp++ },
-	} {
-		f := *base
-		change(&f)
-		if prev, dup := seen[EventID(&f)]; dup {
-			t.Errorf("%s changed, id as %s", name, prev)
-		}
-		seen[EventID(&f)] = name
-	}
-	d := &dnsLike{Header: base.Header}
-	if EventID(d) == id {
-		t.Error("event type not in the id")
-	}
-	f := *base
-	f.BytesToServer++
-	if EventID(&f) != id {
-		t.Error("the id depends on the body")
-	}
-	// 200k events of one flow over packets and time: no collision.
-	ids := map[uint64]bool{}
-	g := *base
-	for i := 0; i < 200000; i++ {
-		g.PcapCnt, g.Timestamp = uint64(i), base.Timestamp+int64(i%1000)
-		ids[EventID(&g)] = true
-	}
-	if len(ids) != 200000 {
-		t.Fatalf("%d distinct ids for 200000 events", len(ids))
 	}
 }
