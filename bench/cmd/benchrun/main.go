@@ -138,6 +138,9 @@ func given(fs *flag.FlagSet, name string) bool {
 }
 
 func known(m string) bool {
+	if m == modeFlows {
+		return true
+	}
 	for _, k := range allModes {
 		if k == m {
 			return true
@@ -219,10 +222,17 @@ func parent(o *options, stdout, stderr io.Writer) error {
 			if o.profile != "" {
 				prof = filepath.Join(o.profile, fmt.Sprintf("%s-%d.pprof", m, i))
 			}
-			r := measure(exe, m, capture, o.workers, prof)
+			file, want := capture, uint64(sum.Packets)
+			if m == modeFlows {
+				if file, err = floodCapture(o.cache); err != nil {
+					return err
+				}
+				want = floodFlows
+			}
+			r := measure(exe, m, file, o.workers, prof)
 			r.Run = i
-			if r.Err == "" && r.Packets != uint64(sum.Packets) {
-				r.Err = fmt.Sprintf("read %d packets, the capture holds %d", r.Packets, sum.Packets)
+			if r.Err == "" && r.Packets != want {
+				r.Err = fmt.Sprintf("read %d packets, the capture holds %d", r.Packets, want)
 			}
 			if r.Err != "" {
 				failed++
@@ -384,7 +394,7 @@ func printTable(w io.Writer, c *Conditions, results []Result) {
 			continue
 		}
 		events := "-"
-		if r.Mode == modeFile || r.Mode == modeDiscard {
+		if r.Mode == modeFile || r.Mode == modeDiscard || r.Mode == modeFlows {
 			events = strconv.FormatUint(r.Events, 10)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.3f\t%.1f\t%s\t%.2f\t\n",

@@ -124,7 +124,7 @@ func child(mode, capture string, workers int, profile string, stdout io.Writer) 
 			}
 		})
 		r.Note = fmt.Sprintf("malformed %d, no IP %d", bad, noIP)
-	case modeFile, modeDiscard:
+	case modeFile, modeDiscard, modeFlows:
 		r.Workers = workers
 		err = runPipeline(capture, outDir, workers, &r)
 	default:
@@ -282,6 +282,9 @@ func runPipeline(capture, outDir string, workers int, r *Result) error {
 	if err != nil {
 		return err
 	}
+	if hp := os.Getenv("PKTPIPE_BENCH_HEAPPROFILE"); hp != "" {
+		go heapAtPeak(cfg.Stats, hp)
+	}
 	res, err := p.Engine.Run(context.Background())
 	r.Packets, r.Events = res.Packets, res.Events
 	for _, l := range res.Losses {
@@ -305,4 +308,22 @@ func analyzerSet() []string {
 		return []string{}
 	}
 	return strings.Split(cliAnalyzers, ",")
+}
+
+// heapAtPeak writes a heap profile to path once every flood flow is live
+// (PKTPIPE_BENCH_HEAPPROFILE, for finding where a flow's bytes go).
+func heapAtPeak(reg *stats.Registry, path string) {
+	for {
+		if v, _ := reg.Value("pktpipe_flow_table_flows"); v >= floodFlows*0.98 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	runtime.GC() // the profile shows the heap as of the last GC
+	_ = pprof.WriteHeapProfile(f)
 }
