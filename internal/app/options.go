@@ -144,6 +144,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.DurationVar(&o.Timeouts.UDP, "flow-timeout-udp", 0, "idle timeout of UDP flows (0 = default)")
 	fs.DurationVar(&o.Timeouts.ICMP, "flow-timeout-icmp", 0, "idle timeout of ICMP flows (0 = default)")
 	fs.DurationVar(&o.Timeouts.New, "flow-timeout-new", 0, "idle timeout of flows seen in one direction only (0 = default)")
+	fs.DurationVar(&o.Timeouts.Active, "flow-active-timeout", 0, "also write a flow's record each time it has been open this long (packet time), reason active_timeout, counters for that interval (0 = off)")
 	fs.StringVar(&o.analyzers, "analyzers", "all", "per-flow analyzers to run, comma-separated (what one needs comes along): all (every one not opt-in), or some of "+strings.Join(flow.AnalyzerNames(), ",")+"; opt-in ones run only when named (all,features)")
 	fs.IntVar(&o.BatchPackets, "batch-packets", 0, fmt.Sprintf("packets per batch between stages (0 = 256; at most %d)", MaxBatchPackets))
 	fs.Var((*registry.ByteSize)(&o.ReassemblyBytes), "reassembly-memcap", "bytes of stream reassembly buffers (TLS, QUIC CRYPTO) all workers may hold; the oldest buffers are given up first when it is full (0 = 256M)")
@@ -232,8 +233,11 @@ func (o *Options) validate() error {
 	for _, t := range []struct {
 		name string
 		d    time.Duration
-	}{{"tcp", o.Timeouts.TCP}, {"udp", o.Timeouts.UDP}, {"icmp", o.Timeouts.ICMP}, {"new", o.Timeouts.New}} {
+	}{{"tcp", o.Timeouts.TCP}, {"udp", o.Timeouts.UDP}, {"icmp", o.Timeouts.ICMP}, {"new", o.Timeouts.New}, {"active", o.Timeouts.Active}} {
 		if t.d < 0 {
+			if t.name == "active" {
+				return errors.New("--flow-active-timeout must not be negative")
+			}
 			return fmt.Errorf("--flow-timeout-%s must not be negative", t.name)
 		}
 	}

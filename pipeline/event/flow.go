@@ -10,7 +10,10 @@ type Flow struct {
 	BytesToServer, BytesToClient uint64
 	Start, End                   int64  // first and last packet, ns
 	State                        string // EVE flow.state: "new", "established", "closed"
-	Reason                       string // "fin", "rst", "timeout", "shutdown", "evicted"
+	// "fin", "rst", "timeout", "shutdown", "evicted"; "active_timeout"
+	// for a record of a flow that carries on (its counters cover the
+	// interval from Start to End: see stages/flow, "Active timeout").
+	Reason string
 	// TCP flags seen: all, to server, to client (only for TCP flows).
 	TCPFlags, TCPFlagsTS, TCPFlagsTC uint8
 	// Fragments counts IP fragments seen on the flow (non-first fragments

@@ -227,7 +227,10 @@ type Analyzer struct {
 	freeSPLT []*splt
 }
 
-var _ flow.Analyzer = (*Analyzer)(nil)
+var (
+	_ flow.Analyzer       = (*Analyzer)(nil)
+	_ flow.IntervalWriter = (*Analyzer)(nil)
+)
 
 // New returns an analyzer for one worker; splt is the SPLT length (0 = off).
 func New(spltN int) *Analyzer {
@@ -292,6 +295,13 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	a.end(x)
 	rec.Extra = append(rec.Extra, x)
 	f.SetState(a.slot, nil)
+}
+
+// Interval implements flow.IntervalWriter: at the active timeout the
+// interval's features go on its record and the flow's next packet starts
+// a fresh state (SPLT too), as NFStream starts a new flow there.
+func (a *Analyzer) Interval(f *flow.Flow, rec *event.Flow, em *pipeline.Emitter) {
+	a.End(f, rec, em)
 }
 
 // end readies x for its record: the SPLT arrays are copied out and the

@@ -72,6 +72,37 @@
 // matched and unmatched errors. Echo request/reply are flows keyed by the
 // echo id; other ICMP messages (ND, RS/RA, ...) are flows with ports 0.
 //
+// # Active timeout
+//
+// With Timeouts.Active = D (0, the default, is off), a long flow is also
+// written while it lives: when a packet comes D or more after the first
+// packet of the flow's current interval, the interval's record is written
+// first, with reason active_timeout, and that packet opens the next
+// interval. As the idle timeouts, this follows packet time only and
+// depends on the flow's own packets, so replays and any number of workers
+// give the same records. A flow that goes quiet writes no interval record
+// until its next packet: its last interval is written when it ends, with
+// its real end reason, so no record is empty. This is NFStream's rule,
+// except that it compares whole milliseconds and the packet then starts a
+// new flow of its own (other flow_id, its sender as src).
+//
+// Every record of the flow has the same flow_id, community_id, src/dest
+// (the client stays src) and interfaces. Its counters cover its interval
+// only: pkts_*, bytes_*, fragments and TCP flags; start and end are the
+// interval's first and last packets, and the event's timestamp is start.
+// Summing by flow_id gives the totals of a record written without the
+// active timeout, and OR-ing tcp_flags gives its flags. flow.state is the
+// flow's state at that time; ether and icmp_type/code are the flow's
+// first packets', as on every record.
+//
+// Analyzers: those implementing IntervalWriter (features) write their
+// part of each interval record and start afresh; the others write nothing
+// on interval records and carry on, so the last record has their whole
+// story: conn (state, history, missed bytes), rtt, app_proto, quic, icmp
+// feedback and the probe's outcome cover the whole flow there, and the
+// events (tls, dns, http, ssh) are written once, when they happen.
+// pktpipe_flow_active_timeout_records_total counts interval records.
+//
 // # Identifiers
 //
 // flow_id is FlowKey.Hash (symmetric, stable across runs) mixed with the
@@ -137,13 +168,25 @@ type Analyzer interface {
 	End(f *Flow, rec *event.Flow, em *pipeline.Emitter)
 }
 
+// IntervalWriter is an Analyzer whose part of the flow record covers each
+// interval of the active timeout, as the record's counters do. Interval is
+// called when the flow has been open for Timeouts.Active, before that
+// interval's record (reason active_timeout) is emitted: it may append to
+// rec.Extra and emit events, and starts the analyzer's next interval (its
+// state slot is kept, unlike at End). Analyzers without it write nothing
+// on interval records: their state carries on, and End writes the flow's
+// whole story on its last record.
+type IntervalWriter interface {
+	Interval(f *Flow, rec *event.Flow, em *pipeline.Emitter)
+}
+
 // SlotUser is implemented by analyzers that want to know their state slot.
 type SlotUser interface {
 	SetSlot(slot int)
 }
 
 // Timeouts are idle timeouts by class, in packet time. Zero values take
-// the defaults (see the package doc).
+// the defaults (see the package doc), except Active, where zero is off.
 type Timeouts struct {
 	New    time.Duration // one direction seen so far, any protocol
 	TCP    time.Duration // TCP, both directions seen
@@ -151,6 +194,9 @@ type Timeouts struct {
 	ICMP   time.Duration // ICMP and ICMPv6
 	Other  time.Duration // SCTP, GRE, ESP, ...
 	Linger time.Duration // after both FINs or an RST
+	// Active writes a record each time a flow has been open this long
+	// (see "Active timeout" in the package doc); 0 = never.
+	Active time.Duration
 }
 
 // DefaultTimeouts are the timeouts used for zero fields of Timeouts.
@@ -199,6 +245,10 @@ type Flow struct {
 	// response_icmp_type on the record.
 	icmpTypeDir, icmpCodeDir [2]uint8
 	ether                    [2]event.Ether // first packet each way (Ethernet links)
+	// ivl is 1 + the index of the flow's interval accounting in
+	// Processor.ivls once it has written a record at its active timeout,
+	// else 0 (it fits in the struct's tail padding: no cost per flow).
+	ivl uint32
 }
 
 // Key is the flow's canonical key (lower address/port first).

@@ -94,6 +94,19 @@ const (
 
 var reasonNames = [nReasons]string{"", "fin", "rst", "timeout", "shutdown", "evicted"}
 
+// reasonActive is the reason of a record written at the active timeout
+// (the flow carries on: not an end, so not in the ended counters).
+const reasonActive = "active_timeout"
+
+// interval is a flow's accounting once it has written a record at its
+// active timeout: its counters at the start of the current interval.
+type interval struct {
+	first       int64     // the interval's first packet, ns
+	pkts, bytes [2]uint64 // the flow's counters before the interval, by Dir
+	frags       uint64
+	flags       [2]uint8 // TCP flags seen in the interval, by Dir
+}
+
 const (
 	chunkShift = 12
 	chunkSize  = 1 << chunkShift
@@ -107,6 +120,13 @@ type Processor struct {
 	analyzers []Analyzer
 	cid       *communityid.Hasher
 	timeout   [nClasses]int64
+	active    int64            // Timeouts.Active, 0 = off
+	iw        []IntervalWriter // by slot, nil where the analyzer is not one
+
+	// Interval accounting of the flows that have written an active
+	// timeout record (Flow.ivl), and the free entries.
+	ivls    []interval
+	ivlFree []uint32
 
 	chunks  [][]Flow
 	n       int32 // entries ever used (high-water mark)
@@ -118,13 +138,13 @@ type Processor struct {
 	tail    [nClasses]int32
 
 	// Counts since the last publish (counters are added once per batch).
-	created, evicted, matched, unmatched, skipped uint64
-	ended                                         [nReasons]uint64
-	published                                     int // size last added to the gauge
+	created, evicted, matched, unmatched, skipped, actives uint64
+	ended                                                  [nReasons]uint64
+	published                                              int // size last added to the gauge
 
-	cCreated, cEvicted, cMatched, cUnmatched, cSkipped *stats.Counter
-	cEnded                                             [nReasons]*stats.Counter
-	gSize                                              *stats.Gauge
+	cCreated, cEvicted, cMatched, cUnmatched, cSkipped, cActive *stats.Counter
+	cEnded                                                      [nReasons]*stats.Counter
+	gSize                                                       *stats.Gauge
 
 	// Per-analyzer accounting: packets handed to each, and the time spent
 	// in it measured on one packet in timeSample (scaled up when published).
@@ -153,6 +173,11 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 	p.timeout = [nClasses]int64{
 		clsNew: int64(t.New), clsTCP: int64(t.TCP), clsUDP: int64(t.UDP),
 		clsICMP: int64(t.ICMP), clsOther: int64(t.Other), clsClosing: int64(t.Linger),
+	}
+	p.active = max(0, int64(t.Active))
+	p.iw = make([]IntervalWriter, len(analyzers))
+	for i, a := range analyzers {
+		p.iw[i], _ = a.(IntervalWriter)
 	}
 	nb := 1 << bits.Len(uint(max(cfg.MaxFlows, 8)-1))
 	p.buckets = make([]int32, nb)
@@ -186,6 +211,7 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 	}
 	p.cMatched = r.Counter("pktpipe_flow_icmp_errors_total", "ICMP errors, by whether the flow they quote was found.", "result", "matched")
 	p.cUnmatched = r.Counter("pktpipe_flow_icmp_errors_total", "ICMP errors, by whether the flow they quote was found.", "result", "unmatched")
+	p.cActive = r.Counter("pktpipe_flow_active_timeout_records_total", "Flow records written at the active timeout (the flow carries on).")
 	p.cSkipped = r.Counter("pktpipe_flow_skipped_total", "Packets the flow table could not key (no IP layer, malformed, later fragment).")
 	p.gSize = r.Gauge("pktpipe_flow_table_flows", "Live flows in all workers' tables.")
 	return p
@@ -291,6 +317,8 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 			// A new SYN on a closed connection: port reuse.
 			p.end(i, p.naturalReason(f), em)
 			f = nil
+		} else if p.active > 0 && ts-p.intervalStart(f) >= p.active {
+			p.interval(f, ts, em)
 		}
 	}
 	if f == nil {
@@ -334,6 +362,9 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if m.Proto == packet.ProtoTCP {
 		fl := m.TCPFlags
 		f.flags[dir] |= fl
+		if f.ivl != 0 {
+			p.ivls[f.ivl-1].flags[dir] |= fl
+		}
 		if f.closed == 0 {
 			if fl&packet.TCPRst != 0 {
 				f.closed = reasonRst
@@ -540,19 +571,59 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 	return i
 }
 
-// end emits f's record (after the analyzers' End) and frees its entry.
-func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
-	f := p.at(i)
-	rec := &event.Flow{
-		PktsToServer: f.pkts[ToServer], PktsToClient: f.pkts[ToClient],
-		BytesToServer: f.bytes[ToServer], BytesToClient: f.bytes[ToClient],
-		Start: f.first, End: f.last,
-		State: "new", Reason: reasonNames[reason],
-		TCPFlags:   f.flags[0] | f.flags[1],
-		TCPFlagsTS: f.flags[ToServer], TCPFlagsTC: f.flags[ToClient],
-		Fragments: f.frags,
+// intervalStart is the time of the first packet of f's current interval.
+func (p *Processor) intervalStart(f *Flow) int64 {
+	if f.ivl != 0 {
+		return p.ivls[f.ivl-1].first
 	}
-	f.FillHeader(&rec.Header, f.first)
+	return f.first
+}
+
+// interval writes the record of f's current interval (reason
+// active_timeout) before the packet at ts, which opens the next one.
+func (p *Processor) interval(f *Flow, ts int64, em *pipeline.Emitter) {
+	rec := p.record(f, reasonActive)
+	for _, w := range p.iw {
+		if w != nil {
+			w.Interval(f, rec, em)
+		}
+	}
+	em.Emit(rec)
+	if f.ivl == 0 {
+		if n := len(p.ivlFree); n > 0 {
+			f.ivl = p.ivlFree[n-1]
+			p.ivlFree = p.ivlFree[:n-1]
+		} else {
+			p.ivls = append(p.ivls, interval{})
+			f.ivl = uint32(len(p.ivls))
+		}
+	}
+	p.ivls[f.ivl-1] = interval{first: ts, pkts: f.pkts, bytes: f.bytes, frags: f.frags}
+	p.actives++
+}
+
+// record is f's flow record so far: the whole flow, or its current
+// interval once it has written one at the active timeout.
+func (p *Processor) record(f *Flow, reason string) *event.Flow {
+	start, pkts, bytes, frags, flags := f.first, f.pkts, f.bytes, f.frags, f.flags
+	if f.ivl != 0 {
+		iv := &p.ivls[f.ivl-1]
+		start, frags, flags = iv.first, frags-iv.frags, iv.flags
+		for d := range pkts {
+			pkts[d] -= iv.pkts[d]
+			bytes[d] -= iv.bytes[d]
+		}
+	}
+	rec := &event.Flow{
+		PktsToServer: pkts[ToServer], PktsToClient: pkts[ToClient],
+		BytesToServer: bytes[ToServer], BytesToClient: bytes[ToClient],
+		Start: start, End: f.last,
+		State: "new", Reason: reason,
+		TCPFlags:   flags[0] | flags[1],
+		TCPFlagsTS: flags[ToServer], TCPFlagsTC: flags[ToClient],
+		Fragments: frags,
+	}
+	f.FillHeader(&rec.Header, start)
 	rec.Ether = f.ether
 	switch {
 	case f.closed != 0:
@@ -569,11 +640,22 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 	if f.tunnel != packet.TunnelNone {
 		rec.Tunnel, rec.OuterSrc, rec.OuterDst = f.tunnel.String(), f.outerSrc, f.outerDst
 	}
+	return rec
+}
+
+// end emits f's record (after the analyzers' End) and frees its entry.
+func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
+	f := p.at(i)
+	rec := p.record(f, reasonNames[reason])
 	for _, a := range p.analyzers {
 		a.End(f, rec, em)
 	}
 	clear(f.state)
 	em.Emit(rec)
+	if f.ivl != 0 {
+		p.ivlFree = append(p.ivlFree, f.ivl)
+		f.ivl = 0
+	}
 
 	p.unlink(i)
 	p.hashRemove(i)
@@ -594,7 +676,8 @@ func (p *Processor) publish() {
 	p.cMatched.Add(p.matched)
 	p.cUnmatched.Add(p.unmatched)
 	p.cSkipped.Add(p.skipped)
-	p.created, p.evicted, p.matched, p.unmatched, p.skipped = 0, 0, 0, 0, 0
+	p.cActive.Add(p.actives)
+	p.created, p.evicted, p.matched, p.unmatched, p.skipped, p.actives = 0, 0, 0, 0, 0, 0
 	for r := reasonFin; r < nReasons; r++ {
 		if n := p.ended[r]; n != 0 {
 			p.cEnded[r].Add(n)
