@@ -514,3 +514,22 @@ func BenchmarkJSONString(b *testing.B) {
 		buf = appendJSONString(buf[:0], s)
 	}
 }
+
+// plainPrefix must stop at the first byte that needs escaping wherever it
+// sits in an eight-byte block (it may stop earlier, never later).
+func TestPlainPrefix(t *testing.T) {
+	for _, bad := range []byte{0, 0x1f, '"', '\\', 0x80, 0xff} {
+		for n := 1; n <= 20; n++ {
+			for at := 0; at < n; at++ {
+				b := []byte(strings.Repeat("a~ !", 5)[:n])
+				b[at] = bad
+				if got := plainPrefix(string(b)); got != at {
+					t.Fatalf("plainPrefix(%q) = %d, want %d", b, got, at)
+				}
+			}
+		}
+	}
+	if got := plainPrefix("abcdefghijklmnopq"); got != 17 {
+		t.Errorf("plain string: %d", got)
+	}
+}
