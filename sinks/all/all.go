@@ -5,5 +5,6 @@ package all
 import (
 	_ "github.com/pktpipe/pktpipe/sinks/file"
 	_ "github.com/pktpipe/pktpipe/sinks/kafka"
+	_ "github.com/pktpipe/pktpipe/sinks/parquet"
 	_ "github.com/pktpipe/pktpipe/sinks/stdout"
 )
