@@ -15,6 +15,7 @@ type Analyzer struct {
 	slot    int
 	scratch Scratch
 	free    []*Tracker // trackers to reuse, so a flow costs no allocation
+	synFree []*synOnly
 }
 
 // maxFree caps the trackers kept for reuse.
@@ -52,15 +53,33 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		f.SkipPackets(a.slot)
 		return
 	}
-	tr, _ := f.State(a.slot).(*Tracker)
+	st := f.State(a.slot)
+	tr, _ := st.(*Tracker)
 	if tr == finished {
 		return
 	}
+	m := &p.Meta
 	if tr == nil {
+		// No tracker before the first payload: a flow that never carries
+		// any (a SYN flood, a scan) costs a synOnly, not a Tracker.
+		syn, _ := st.(*synOnly)
+		if len(p.Payload()) == 0 {
+			if m.TCPFlags&tcpSYN != 0 {
+				if syn == nil {
+					syn = a.getSyn()
+					f.SetState(a.slot, syn)
+				}
+				syn.see(Dir(dir), m.Seq)
+			}
+			return
+		}
 		tr = a.get()
+		if syn != nil {
+			syn.replay(tr)
+			a.putSyn(syn)
+		}
 		f.SetState(a.slot, tr)
 	}
-	m := &p.Meta
 	if tr.Segment(Dir(dir), m.Seq, m.TCPFlags, p.Payload(), p.Timestamp) {
 		a.report(f, tr, p.Timestamp, p.Index, em)
 		f.SetState(a.slot, finished)
@@ -75,8 +94,13 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 // missing, or the flow cut short) is reported with what was seen, without
 // pcap_cnt (no packet completed it; Suricata's flow-end records have none).
 func (a *Analyzer) End(f *flow.Flow, _ *event.Flow, em *pipeline.Emitter) {
-	if tr, _ := f.State(a.slot).(*Tracker); tr != nil && tr != finished {
-		a.report(f, tr, f.Last(), 0, em)
+	switch st := f.State(a.slot).(type) {
+	case *Tracker:
+		if st != finished {
+			a.report(f, st, f.Last(), 0, em)
+		}
+	case *synOnly:
+		a.putSyn(st)
 	}
 	f.SetState(a.slot, nil)
 }
@@ -91,6 +115,49 @@ func (a *Analyzer) report(f *flow.Flow, tr *Tracker, ts int64, idx uint64, em *p
 		em.Emit(tr.Event(h))
 	}
 	a.put(tr)
+}
+
+// tcpSYN is the SYN bit of the TCP flags.
+const tcpSYN = 0x02
+
+// synOnly is what a Tracker would learn from a flow's packets before its
+// first payload: the first SYN's sequence number each way (stream.go's
+// half.segment uses nothing else from a payloadless segment).
+type synOnly struct {
+	seq  [2]uint32
+	seen [2]bool
+}
+
+func (s *synOnly) see(d Dir, seq uint32) {
+	if d &= 1; !s.seen[d] {
+		s.seen[d], s.seq[d] = true, seq
+	}
+}
+
+// replay hands the remembered SYNs to a new tracker, in place of the
+// segments themselves.
+func (s *synOnly) replay(tr *Tracker) {
+	for d := range Dir(2) {
+		if s.seen[d] {
+			tr.Segment(d, s.seq[d], tcpSYN, nil, 0)
+		}
+	}
+}
+
+func (a *Analyzer) getSyn() *synOnly {
+	if n := len(a.synFree); n > 0 {
+		s := a.synFree[n-1]
+		a.synFree = a.synFree[:n-1]
+		return s
+	}
+	return new(synOnly)
+}
+
+func (a *Analyzer) putSyn(s *synOnly) {
+	*s = synOnly{}
+	if len(a.synFree) < maxFree {
+		a.synFree = append(a.synFree, s)
+	}
 }
 
 func (a *Analyzer) get() *Tracker {
