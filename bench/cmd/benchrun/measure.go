@@ -282,10 +282,14 @@ func runPipeline(capture, outDir string, workers int, r *Result) error {
 	if err != nil {
 		return err
 	}
-	if hp := os.Getenv("PKTPIPE_BENCH_HEAPPROFILE"); hp != "" {
+	hp := os.Getenv("PKTPIPE_BENCH_HEAPPROFILE")
+	if hp != "" && r.Mode == modeFlows {
 		go heapAtPeak(cfg.Stats, hp)
 	}
 	res, err := p.Engine.Run(context.Background())
+	if hp != "" && r.Mode != modeFlows {
+		writeHeap(hp) // at the end: its alloc_* samples cover the whole run
+	}
 	r.Packets, r.Events = res.Packets, res.Events
 	for _, l := range res.Losses {
 		if r.Losses == nil {
@@ -311,7 +315,9 @@ func analyzerSet() []string {
 }
 
 // heapAtPeak writes a heap profile to path once every flood flow is live
-// (PKTPIPE_BENCH_HEAPPROFILE, for finding where a flow's bytes go).
+// (PKTPIPE_BENCH_HEAPPROFILE, for finding where a flow's bytes go; in the
+// other pipeline modes the profile is written at the end, for its
+// allocation counts).
 func heapAtPeak(reg *stats.Registry, path string) {
 	for {
 		if v, _ := reg.Value("pktpipe_flow_table_flows"); v >= floodFlows*0.98 {
@@ -319,6 +325,10 @@ func heapAtPeak(reg *stats.Registry, path string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	writeHeap(path)
+}
+
+func writeHeap(path string) {
 	f, err := os.Create(path)
 	if err != nil {
 		return
