@@ -50,9 +50,20 @@ type table struct {
 // dump reads dirs with DuckDB: tables by directory, then event type.
 func dump(t testing.TB, dirs ...string) map[string]map[string]*table {
 	t.Helper()
+	return dumpArgs(t, dirs...)
+}
+
+// dumpFiles reads each file of dir on its own: tables by file name.
+func dumpFiles(t testing.TB, dir string) map[string]*table {
+	t.Helper()
+	return dumpArgs(t, "--per-file", dir)[dir]
+}
+
+func dumpArgs(t testing.TB, args ...string) map[string]map[string]*table {
+	t.Helper()
 	py := duckdb(t)
 	var stderr bytes.Buffer
-	cmd := exec.Command(py, append([]string{"testdata/dump.py"}, dirs...)...)
+	cmd := exec.Command(py, append([]string{"testdata/dump.py"}, args...)...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

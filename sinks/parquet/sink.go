@@ -494,7 +494,7 @@ func (s *Sink) addRow(t *table) error {
 		if t.schema == nil && c.col.values() == 0 {
 			// Nothing written in this column's type yet: take the
 			// value's (or a type that holds both).
-			c.col.retype(unify(c.col.typ, c.typ))
+			c.col.retype(r.widen(c.col.typ, c))
 			continue
 		}
 		conflict = true
@@ -510,7 +510,7 @@ func (s *Sink) addRow(t *table) error {
 		for i := range r.cells {
 			c := &r.cells[i]
 			if !c.dead && !c.null && !r.fits(c.col.typ, c) {
-				c.col.retype(unify(c.col.typ, c.typ))
+				c.col.retype(r.widen(c.col.typ, c))
 			}
 		}
 	}
@@ -553,6 +553,24 @@ func (r *row) fits(ct colType, c *cell) bool {
 		return false
 	}
 	return holds(ct.k, c.typ.k, c.num)
+}
+
+// widen is the type that holds what a column of type ct held and c's
+// value: their unified type, or wider still for a value that type cannot
+// hold (an unsigned value above 2^63-1 in BIGINT goes to DOUBLE).
+func (r *row) widen(ct colType, c *cell) colType {
+	t := unify(ct, c.typ)
+	for !r.fits(t, c) {
+		switch {
+		case t.k == kList && isNumber(t.elem):
+			t.elem = kFloat
+		case isNumber(t.k):
+			t.k = kFloat
+		default:
+			return colType{k: kJSON}
+		}
+	}
+	return t
 }
 
 // values counts the entries of c that hold a value.

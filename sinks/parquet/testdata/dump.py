@@ -1,6 +1,6 @@
 """Reads the Parquet sink's files with DuckDB, the tests' independent reader.
 
-Usage: dump.py DIR...
+Usage: dump.py [--per-file] DIR...
 
 For each DIR and each event type in it (files TYPE-<time>-<seq>.parquet),
 DuckDB reads the type's files together (union_by_name) and this prints one
@@ -9,6 +9,9 @@ row, in the order of the files' names and of the rows in each file:
 
   {"dir": D, "type": T, "columns": [[name, duckdb_type], ...]}
   {"dir": D, "type": T, "file": F, "row": {column: value, ...}}
+
+With --per-file, each file is read on its own and stands for its "type"
+(its base name): for files of one type whose columns' types differ.
 
 Timestamps are printed as microseconds since the epoch (epoch_us), so that
 no time zone module is needed; JSON columns as their text.
@@ -29,11 +32,16 @@ def quote(name):
 
 def main():
     con = duckdb.connect()
-    for d in sys.argv[1:]:
-        names = glob.glob(os.path.join(d, "*.parquet"))
-        types = sorted({re.sub(r"-\d{8}T[^-]*-\d+\.parquet$", "", os.path.basename(p)) for p in names})
+    args = sys.argv[1:]
+    per_file = args[:1] == ["--per-file"]
+    for d in args[per_file:]:
+        names = [os.path.basename(p) for p in glob.glob(os.path.join(d, "*.parquet"))]
+        if per_file:
+            types = sorted(names)
+        else:
+            types = sorted({re.sub(r"-\d{8}T[^-]*-\d+\.parquet$", "", n) for n in names})
         for ty in types:
-            pattern = os.path.join(d, ty + "-*.parquet").replace("'", "''")
+            pattern = os.path.join(d, ty if per_file else ty + "-*.parquet").replace("'", "''")
             src = f"read_parquet('{pattern}', union_by_name = true, filename = true, file_row_number = true)"
             cols = [c for c in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
                     if c[0] not in ("filename", "file_row_number")]
@@ -41,7 +49,7 @@ def main():
             for name, typ, *_ in cols:
                 q = quote(name)
                 if typ.startswith("TIMESTAMP") and typ.endswith("[]"):
-                    sel.append(f"list_transform({q}, x -> epoch_us(x)) AS {q}")
+                    sel.append(f"list_transform({q}, lambda x: epoch_us(x)) AS {q}")
                 elif typ.startswith("TIMESTAMP"):
                     sel.append(f"epoch_us({q}) AS {q}")
                 else:
