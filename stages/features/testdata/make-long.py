@@ -8,6 +8,8 @@ the NFStream oracle (run from stages/features: python3 testdata/make-long.py).
   - A UDP exchange every 50 s for 35 minutes. NFStream's active timeout
     (1800 s) ends its flow after 30 minutes and starts another; pktpipe
     has none (its idle timeout is not reached), so it writes one flow.
+  - A TCP connection of 10 minutes (packets every 0.1 ms to 2 s), for the
+    active timeout: with 60 s it gives 10 records in both tools.
 Deterministic (seeded); needs dpkt (installed with nfstream)."""
 import random
 import socket
@@ -71,6 +73,37 @@ for i in range(42):  # 35 minutes
         pkts.append((t, frame(src, dst, u, 17)))
         t += rnd.randint(50_000, 5_000_000)
     t += 50 * 10**9
+
+# The 10-minute connection (drawn after the others, so they stay as they were).
+C2 = "10.14.0.3"
+seq[C2] = 7000
+
+
+def tcp2(ns, src, flags, n):
+    dst = S if src == C2 else C2
+    sp, dp = (41000, 8443) if src == C2 else (8443, 41000)
+    t = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq[src], ack=seq[dst], flags=flags, win=65535, data=b"\0" * n)
+    seq[src] += n + (1 if flags & (dpkt.tcp.TH_SYN | dpkt.tcp.TH_FIN) else 0)
+    pkts.append((ns, frame(src, dst, t, 6)))
+
+
+t = T0 + 7 * 10**9 + 654_321
+tcp2(t, C2, dpkt.tcp.TH_SYN, 0)
+t += 1_234_567
+tcp2(t, S, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, 0)
+t += 345_678
+tcp2(t, C2, dpkt.tcp.TH_ACK, 0)
+end = t + 599 * 10**9
+while t < end - 3 * 10**9:
+    t += rnd.randint(100_000, 2 * 10**9)
+    src = C2 if rnd.random() < 0.5 else S
+    tcp2(t, src, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, rnd.randint(1, 1448))
+t += 700_000
+tcp2(t, C2, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, 0)
+t += 400_000
+tcp2(t, S, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, 0)
+t += 200_000
+tcp2(t, C2, dpkt.tcp.TH_ACK, 0)
 
 for ns, buf in sorted(pkts, key=lambda p: p[0]):
     write(ns, buf)

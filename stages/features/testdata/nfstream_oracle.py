@@ -2,23 +2,25 @@
 """Oracle for stages/features: NFStream's flows for each capture, one JSON
 object per line, with the capture's path under "file", then {"file": path,
 "done": true} after each capture. Arguments: the SPLT
-length, then the captures. NFStream's defaults otherwise (idle_timeout 120 s,
-active_timeout 1800 s, accounting_mode 0); n_dissections=0 only skips nDPI,
+length, the active timeout in seconds (0: NFStream's default, 1800), then
+the captures. NFStream's defaults otherwise (idle_timeout 120 s,
+accounting_mode 0); n_dissections=0 only skips nDPI,
 which no statistical feature depends on."""
 import json
 import sys
 
 import nfstream
 
-KEEP = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol", "expiration_id")
+KEEP = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol", "expiration_id", "tunnel_id")
 
 
 def main():
     splt = int(sys.argv[1])
-    for path in sys.argv[2:]:
+    active = {"active_timeout": int(sys.argv[2])} if int(sys.argv[2]) > 0 else {}
+    for path in sys.argv[3:]:
         try:
             streamer = nfstream.NFStreamer(source=path, statistical_analysis=True,
-                                           splt_analysis=splt, n_dissections=0)
+                                           splt_analysis=splt, n_dissections=0, **active)
             for f in streamer:
                 d = {"file": path}
                 for k in f.keys():
