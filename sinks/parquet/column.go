@@ -188,41 +188,45 @@ func (c *column) reset() {
 	c.defs, c.reps, c.nums, c.ends, c.data = c.defs[:0], c.reps[:0], c.nums[:0], c.ends[:0], c.data[:0]
 }
 
-// value is entry i as a Parquet value of leaf column idx.
-func (c *column) value(i int) pq.Value {
-	def := int(c.defs[i])
-	rep := 0
-	if c.reps != nil && c.typ.k == kList {
-		rep = int(c.reps[i])
+// appendValues appends entries [from, to) as Parquet values of leaf
+// column c.idx.
+func (c *column) appendValues(dst []pq.Value, from, to int) []pq.Value {
+	k, full, list := c.typ.k, uint8(1), c.typ.k == kList
+	if list {
+		k, full = c.typ.elem, 3
 	}
-	full := 1
-	k := c.typ.k
-	if k == kList {
-		full, k = 3, c.typ.elem
+	bytes := c.byteKind()
+	var start uint32
+	if bytes && from > 0 {
+		start = c.ends[from-1]
 	}
-	var v pq.Value
-	if def == full {
-		if c.byteKind() {
-			start := uint32(0)
-			if i > 0 {
-				start = c.ends[i-1]
-			}
-			v = pq.ByteArrayValue(c.data[start:c.ends[i]])
-		} else {
-			n := c.nums[i]
-			switch k {
-			case kBool:
-				v = pq.BooleanValue(n != 0)
-			case kFloat:
-				v = pq.DoubleValue(math.Float64frombits(n))
-			case kTime:
-				v = pq.Int64Value(floorDiv(int64(n), 1000))
-			default:
-				v = pq.Int64Value(int64(n))
-			}
+	for i := from; i < to; i++ {
+		def := c.defs[i]
+		rep := 0
+		if list {
+			rep = int(c.reps[i])
 		}
+		var v pq.Value
+		switch {
+		case bytes:
+			end := c.ends[i]
+			if def == full {
+				v = pq.ByteArrayValue(c.data[start:end])
+			}
+			start = end
+		case def != full:
+		case k == kFloat:
+			v = pq.DoubleValue(math.Float64frombits(c.nums[i]))
+		case k == kBool:
+			v = pq.BooleanValue(c.nums[i] != 0)
+		case k == kTime:
+			v = pq.Int64Value(floorDiv(int64(c.nums[i]), 1000))
+		default:
+			v = pq.Int64Value(int64(c.nums[i]))
+		}
+		dst = append(dst, v.Level(rep, int(def), c.idx))
 	}
-	return v.Level(rep, def, c.idx)
+	return dst
 }
 
 // floorDiv is a/b rounded down, as the JSON encoder's timestamps are.

@@ -18,7 +18,7 @@ import (
 type flattener struct {
 	t *table
 
-	stack []*node // the objects open around the next key; [0] is the root
+	stack []frame // the objects open around the next key; [0] is the root
 	key   string
 
 	// The array being read (inner > 0): its cell's elements start at e0;
@@ -30,6 +30,37 @@ type flattener struct {
 	jbuf    []byte
 
 	row row
+}
+
+// frame is an open object: its node, and how many keys it has had.
+type frame struct {
+	n *node
+	i int
+}
+
+// childOf is key's node in the innermost open object. Events write their
+// keys in much the same order each time, so the node that came next
+// last time is tried before the map.
+func (f *flattener) childOf(key string) *node {
+	fr := &f.stack[len(f.stack)-1]
+	n := fr.n
+	if n == nil {
+		return nil
+	}
+	i := fr.i
+	fr.i++
+	if i < len(n.order) && n.order[i].key == key {
+		return n.order[i]
+	}
+	c := f.t.child(n, key)
+	if c != nil && i <= len(n.order) && i < maxOrder {
+		if i == len(n.order) {
+			n.order = append(n.order, c)
+		} else {
+			n.order[i] = c
+		}
+	}
+	return c
 }
 
 // row is one event's values.
@@ -81,9 +112,9 @@ func (f *flattener) BeginObject() {
 		f.nest()
 		f.j.BeginObject()
 	case len(f.stack) == 0:
-		f.stack = append(f.stack, f.t.root)
+		f.stack = append(f.stack, frame{n: f.t.root})
 	default:
-		f.stack = append(f.stack, f.t.child(f.stack[len(f.stack)-1], f.key))
+		f.stack = append(f.stack, frame{n: f.childOf(f.key)})
 	}
 }
 
@@ -253,7 +284,7 @@ func (f *flattener) add(c cell) {
 	r := &f.row
 	var col *column
 	if len(f.stack) > 0 {
-		col = f.t.column(f.stack[len(f.stack)-1], f.key)
+		col = f.t.column(f.childOf(f.key))
 	}
 	if col == nil {
 		r.dropped++

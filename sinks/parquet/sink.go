@@ -214,12 +214,16 @@ type table struct {
 }
 
 // node is an object key: the column of its scalar values, and the keys
-// of its object values.
+// of its object values, by name and in the order last written.
 type node struct {
-	path string
-	col  *column
-	kids map[string]*node
+	key, path string
+	col       *column
+	kids      map[string]*node
+	order     []*node
 }
+
+// maxOrder bounds node.order: keys past it are found by the map alone.
+const maxOrder = 512
 
 // segment is a file being written.
 type segment struct {
@@ -291,7 +295,7 @@ func (t *table) child(n *node, key string) *node {
 			return nil
 		}
 		t.nodes++
-		c = &node{path: key}
+		c = &node{key: key, path: key}
 		if n.path != "" {
 			c.path = n.path + "." + key
 		}
@@ -303,10 +307,9 @@ func (t *table) child(n *node, key string) *node {
 	return c
 }
 
-// column is the column of key in n (nil beyond maxColumns). A dotted
-// key and the nested keys with the same path share a column.
-func (t *table) column(n *node, key string) *column {
-	c := t.child(n, key)
+// column is node c's column (nil beyond maxColumns). A dotted key and
+// the nested keys with the same path share a column.
+func (t *table) column(c *node) *column {
 	if c == nil {
 		return nil
 	}
@@ -675,17 +678,17 @@ func (s *Sink) writeRowGroup(t *table) error {
 	for _, c := range t.schema {
 		c.padTo(t.rows)
 		vals := s.vals[:0]
-		for i := range c.defs {
-			if len(vals) >= valuesChunk && (c.typ.k != kList || c.reps[i] == 0) {
-				if _, err := writers[c.idx].WriteRowValues(vals); err != nil {
-					return fmt.Errorf("%s: column %s: %w", seg.tmp, c.name, err)
-				}
-				vals = vals[:0]
+		for from, n := 0, len(c.defs); from < n; {
+			// A chunk ends at a row's first entry.
+			to := min(from+valuesChunk, n)
+			for c.typ.k == kList && to < n && c.reps[to] != 0 {
+				to++
 			}
-			vals = append(vals, c.value(i))
-		}
-		if _, err := writers[c.idx].WriteRowValues(vals); err != nil {
-			return fmt.Errorf("%s: column %s: %w", seg.tmp, c.name, err)
+			vals = c.appendValues(vals[:0], from, to)
+			if _, err := writers[c.idx].WriteRowValues(vals); err != nil {
+				return fmt.Errorf("%s: column %s: %w", seg.tmp, c.name, err)
+			}
+			from = to
 		}
 		clear(vals) // drop the references to the column's bytes
 		s.vals = vals[:0]
