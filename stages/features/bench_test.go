@@ -2,6 +2,7 @@ package features_test
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/pktpipe/pktpipe/pipeline"
@@ -161,5 +162,65 @@ func BenchmarkShortFlows(b *testing.B) {
 			close(ch)
 			<-done
 		})
+	}
+}
+
+// liveHeap returns the heap bytes held after building a flow table (the
+// features analyzer on with SPLT n, or off) and opening flows TCP
+// connections in it (handshake and one data packet each), and the table.
+func liveHeap(on bool, splt, flows int) (uint64, *flow.Processor) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	var as []flow.Analyzer
+	if on {
+		as = append(as, features.New(splt))
+	}
+	p := flow.NewProcessor(flow.Config{Workers: 1, MaxFlows: flows, Stats: stats.NewRegistry()}, as...)
+	em := pipeline.NewEmitter(make(chan *event.Batch, 1)) // nothing ends: no event
+	const t0 = int64(1_700_000_000) * 1e9
+	for i := range flows {
+		a := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		for j, q := range []packet.Packet{
+			seg(t0, true, 1000, packet.TCPSyn, 74), seg(t0+1e5, false, 1000, packet.TCPSyn|packet.TCPAck, 74),
+			seg(t0+2e5, true, 1000, packet.TCPAck, 66), seg(t0+3e6, true, 1000, packet.TCPAck|packet.TCPPsh, 583),
+		} {
+			if j == 1 {
+				q.Meta.Dst = a
+			} else {
+				q.Meta.Src = a
+			}
+			p.Packet(&q, em)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc - before, p
+}
+
+// TestBytesPerFlow measures what the features analyzer adds to each live
+// flow: the heap of a table of 60,000 open TCP connections with it, less
+// the same table without it (which is the table before the analyzer
+// existed: a flow entry does not grow). Compact states: 96 bytes each
+// plus the analyzer's 16-byte slot in the flow entry.
+func TestBytesPerFlow(t *testing.T) {
+	const n = 60_000
+	off, p0 := liveHeap(false, 0, n)
+	runtime.KeepAlive(p0)
+	for _, c := range []struct {
+		splt int
+		max  float64
+	}{{0, 120}, {10, 0}} {
+		on, p1 := liveHeap(true, c.splt, n)
+		if p0.Len() != n || p1.Len() != n {
+			t.Fatalf("%d and %d live flows, want %d", p0.Len(), p1.Len(), n)
+		}
+		runtime.KeepAlive(p1)
+		per := (float64(on) - float64(off)) / n
+		t.Logf("splt %d: %.1f bytes per flow with features (table alone %.1f)", c.splt, per, float64(off)/n)
+		if c.max > 0 && per > c.max {
+			t.Errorf("features add %.1f bytes per flow, want <= %.0f", per, c.max)
+		}
 	}
 }

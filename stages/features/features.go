@@ -40,13 +40,29 @@
 //
 // # State and cost
 //
-// Per flow, a fixed-size state of 240 bytes (counters, extremes, and
-// Welford sums of squared deviations; no stored samples), allocated at the flow's first
-// packet inside the record extension that End hands over (the record
-// outlives End: sinks encode it later). The SPLT buffers are a separate
-// block from a per-worker free list, only on flows of an analyzer built
-// with N > 0; End copies them into the record (one allocation) and
-// returns them. Packet allocates nothing.
+// Per flow, a fixed-size state (counters, extremes, and Welford sums of
+// squared deviations; no stored samples), made at the flow's first packet,
+// in one of two forms (compact.go):
+//
+//   - compact, 96 bytes, from a per-worker free list: most flows. It
+//     holds narrow fields (sizes, gaps and the PSH count up to 65535, the
+//     other flag counts up to 255) and takes packets, bytes and the start
+//     time from the flow table. With the analyzer's 16-byte state slot in
+//     the flow entry, a flow costs 112 bytes more with features on
+//     (TestBytesPerFlow measures the heap), and nothing with them off.
+//   - wide, 240 bytes: the record extension itself, which End hands over
+//     (the record outlives End: sinks encode it later). A flow is wide
+//     from its first packet when it is tunnelled (its sizes are the outer
+//     frame's, the flow table counts the inner packet), with SPLT, or
+//     after an active timeout's record; a compact flow becomes wide when a
+//     value outgrows its field. At End a compact flow's record is a wide
+//     copy.
+//
+// Both run the same arithmetic, so the output does not depend on the form
+// (FuzzCompactEqualsWide). The SPLT buffers are a separate block from a
+// per-worker free list, only on flows of an analyzer built with N > 0;
+// End copies them into the record (one allocation) and returns them.
+// Packet allocates nothing, except once when a flow becomes wide.
 //
 // Flag counters are 32-bit and saturate at 2^32-1 (a flow would need more
 // than four billion SYNs or ACKs in one direction); packet and byte
@@ -222,9 +238,11 @@ func (s *state) add(d flow.Dir, ts int64, size uint64, tcpFlags uint8) {
 
 // Analyzer is one worker's features analyzer (a flow.Analyzer).
 type Analyzer struct {
-	slot     int
-	n        int // SPLT length, 0 = off
-	freeSPLT []*splt
+	slot        int
+	n           int // SPLT length, 0 = off
+	freeSPLT    []*splt
+	freeCompact []*compact
+	wideOnly    bool // tests: never compact
 }
 
 var (
@@ -246,17 +264,61 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
-	x, _ := f.State(a.slot).(*Features)
-	if x == nil {
+	m := &p.Meta
+	tcp := m.Proto == packet.ProtoTCP
+	var fl uint8
+	if tcp {
+		fl = m.TCPFlags
+	}
+	size := packetSize(p)
+	var x *Features
+	switch s := f.State(a.slot).(type) {
+	case *compact:
+		if s.add(f, dir, p.Timestamp, size, tcp, fl) {
+			return
+		}
+		x = a.start()
+		s.widen(&x.st, f, tcp, true, dir, size)
+		a.putCompact(s)
+		f.SetState(a.slot, x)
+	case *Features:
+		x = s
+	default:
+		// A flow's first packet: compact when the flow table's counters
+		// are the features' (no tunnel) and there is no SPLT. After an
+		// active timeout's record the flow's counters are no longer the
+		// interval's: wide.
+		if a.n == 0 && !a.wideOnly && m.Tunnel == packet.TunnelNone && f.Packets(0)+f.Packets(1) == 1 {
+			c := a.getCompact()
+			if c.add(f, dir, p.Timestamp, size, tcp, fl) {
+				f.SetState(a.slot, c)
+				return
+			}
+			a.putCompact(c)
+		}
 		x = a.start()
 		f.SetState(a.slot, x)
 	}
-	m := &p.Meta
-	var fl uint8
-	if m.Proto == packet.ProtoTCP {
-		fl = m.TCPFlags
+	x.st.add(dir, p.Timestamp, size, fl)
+}
+
+func (a *Analyzer) getCompact() *compact {
+	if k := len(a.freeCompact); k > 0 {
+		c := a.freeCompact[k-1]
+		a.freeCompact = a.freeCompact[:k-1]
+		return c
 	}
-	x.st.add(dir, p.Timestamp, packetSize(p), fl)
+	return new(compact)
+}
+
+// maxFreeCompact bounds the compact states kept for reuse (384 KiB).
+const maxFreeCompact = 4096
+
+func (a *Analyzer) putCompact(c *compact) {
+	if len(a.freeCompact) < maxFreeCompact {
+		*c = compact{}
+		a.freeCompact = append(a.freeCompact, c)
+	}
 }
 
 // packetSize is NFStream's link-layer size: the frame's length on the
@@ -288,8 +350,17 @@ func (a *Analyzer) start() *Features {
 
 // End implements flow.Analyzer: the features object goes on the record.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	x, ok := f.State(a.slot).(*Features)
-	if !ok {
+	var x *Features
+	switch s := f.State(a.slot).(type) {
+	case *compact:
+		// The record outlives the flow: it gets a wide copy, and the
+		// compact state goes back to the free list.
+		x = &Features{}
+		s.widen(&x.st, f, f.Proto() == packet.ProtoTCP, false, 0, 0)
+		a.putCompact(s)
+	case *Features:
+		x = s
+	default:
 		return
 	}
 	a.end(x)

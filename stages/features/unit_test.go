@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/stages/flow"
@@ -204,17 +203,6 @@ func TestOptions(t *testing.T) {
 	}
 	if _, ok := flow.LookupAnalyzer("features"); !ok {
 		t.Fatal("features not registered")
-	}
-}
-
-// TestStateSize pins the per-flow cost: the state each live flow holds
-// (the SPLT block is apart, on flows of an analyzer with N > 0 only).
-func TestStateSize(t *testing.T) {
-	n := unsafe.Sizeof(Features{})
-	t.Logf("features: %d bytes per flow (state %d, record fields %d); SPLT: a pooled %d-byte block + 9 bytes per entry per live flow, 12 bytes per entry in the record",
-		n, unsafe.Sizeof(state{}), n-unsafe.Sizeof(state{}), unsafe.Sizeof(splt{}))
-	if n > 240 {
-		t.Errorf("Features is %d bytes, want <= 240", n)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -224,5 +225,14 @@ func TestActiveTimeoutOffUnchanged(t *testing.T) {
 	recs := flows(run(t, p, longFlow(), 64))
 	if len(recs) != 1 || len(p.ivls) != 0 {
 		t.Fatalf("%d records, %d interval entries", len(recs), len(p.ivls))
+	}
+}
+
+// TestFlowEntrySize: the active timeout's interval index lives in the
+// entry's tail padding, so a flow entry costs what it did before it
+// (288 bytes on 64-bit), with the active timeout on or off.
+func TestFlowEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(Flow{}); n > 288 {
+		t.Errorf("Flow is %d bytes, want <= 288", n)
 	}
 }
