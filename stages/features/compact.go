@@ -33,6 +33,21 @@ type compact struct {
 
 const noACK = 6
 
+// counts are the flow table's counters a compact state goes by, with
+// the packet being added counted.
+type counts struct {
+	pkts, bytes [2]uint64
+	first       int64 // the flow's first packet, ns
+}
+
+func countsOf(f *flow.Flow) counts {
+	return counts{
+		pkts:  [2]uint64{f.Packets(flow.ToServer), f.Packets(flow.ToClient)},
+		bytes: [2]uint64{f.Bytes(flow.ToServer), f.Bytes(flow.ToClient)},
+		first: f.First(),
+	}
+}
+
 // rareSlot maps a flag bit (FIN 0 ... CWR 7) to its slot in rare; PSH
 // and ACK have none.
 var rareSlot = [8]uint8{0, 1, 2, 0xff, 0xff, 3, 4, 5}
@@ -40,17 +55,17 @@ var rareSlot = [8]uint8{0, 1, 2, 0xff, 0xff, 3, 4, 5}
 // add counts a packet (the flow table has counted it already) and
 // reports whether it fitted; if not, c is unchanged and the flow must be
 // widened (with the counts before this packet) and the packet added there.
-func (c *compact) add(f *flow.Flow, d flow.Dir, ts int64, size uint64, tcp bool, fl uint8) bool {
+func (c *compact) add(k *counts, d flow.Dir, ts int64, size uint64, tcp bool, fl uint8) bool {
 	d &= 1
-	pkts := f.Packets(d) - 1 // before this packet
-	total := f.Packets(0) + f.Packets(1) - 1
+	pkts := k.pkts[d] - 1 // before this packet
+	total := k.pkts[0] + k.pkts[1] - 1
 	if size > math.MaxUint16 {
 		return false
 	}
 	var off, biGap, gap uint32
 	if total > 0 {
 		prev := max(c.last[0], c.last[1])
-		off = max(sat32(floorMS(ts)-floorMS(f.First())), prev)
+		off = max(sat32(floorMS(ts)-floorMS(k.first)), prev)
 		biGap = off - prev
 		if pkts > 0 {
 			gap = off - c.last[d]
@@ -95,7 +110,7 @@ func (c *compact) add(f *flow.Flow, d flow.Dir, ts int64, size uint64, tcp bool,
 		c.maxPS[d] = max(c.maxPS[d], ps)
 	}
 	c.last[d] = off
-	b := f.Bytes(d)
+	b := k.bytes[d]
 	m2add(&c.psM2[d], float64(size), float64(b-size), float64(b), pkts+1)
 	if tcp {
 		if fl&packet.TCPPsh != 0 {
@@ -114,14 +129,14 @@ func (c *compact) add(f *flow.Flow, d flow.Dir, ts int64, size uint64, tcp bool,
 // widen writes c into s as the wide state would hold it after the
 // packets c has counted: with remove set, the flow's latest packet (of
 // size in direction d) is not among them.
-func (c *compact) widen(s *state, f *flow.Flow, tcp, remove bool, d flow.Dir, size uint64) {
+func (c *compact) widen(s *state, k *counts, tcp, remove bool, d flow.Dir, size uint64) {
 	*s = state{
-		base: floorMS(f.First()), biM2: c.biM2, first: c.first, last: c.last,
+		base: floorMS(k.first), biM2: c.biM2, first: c.first, last: c.last,
 		biMin: uint32(c.biMin), biMax: uint32(c.biMax),
 	}
 	for i := range s.d {
 		ds := &s.d[i]
-		ds.pkts, ds.bytes = f.Packets(flow.Dir(i)), f.Bytes(flow.Dir(i))
+		ds.pkts, ds.bytes = k.pkts[i], k.bytes[i]
 		if remove && flow.Dir(i) == d&1 {
 			ds.pkts--
 			ds.bytes -= size

@@ -3,6 +3,7 @@ package features
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -181,5 +182,63 @@ func TestStateSizes(t *testing.T) {
 	}
 	if n := unsafe.Sizeof(Features{}); n > 240 {
 		t.Errorf("Features is %d bytes, want <= 240", n)
+	}
+}
+
+// TestHugeCountsCompact: past 2^32 packets (the flow table's counters,
+// which the compact state goes by) every value stays finite and
+// non-negative; ack_packets saturates at 2^32-1 per direction as in the
+// wide state.
+func TestHugeCountsCompact(t *testing.T) {
+	c := &compact{}
+	k := counts{first: 1e9}
+	add := func(d flow.Dir, ts int64, size uint64, fl uint8) {
+		t.Helper()
+		k.pkts[d]++
+		k.bytes[d] += size
+		if !c.add(&k, d, ts, size, true, fl) {
+			t.Fatalf("packet at %d did not fit", ts)
+		}
+	}
+	add(flow.ToServer, 1e9, 1500, packet.TCPSyn)
+	add(flow.ToClient, 1e9, 60, packet.TCPSyn|packet.TCPAck)
+	// As if 2^33 more packets of 1500 bytes had been seen each way.
+	k.pkts[0] += 1 << 33
+	k.bytes[0] += 1500 << 33
+	k.pkts[1] += 1 << 33
+	k.bytes[1] += 60 << 33
+	add(flow.ToServer, 3e9, 1500, packet.TCPAck|packet.TCPPsh)
+	add(flow.ToClient, 2e9, 60, packet.TCPAck) // backwards: taken at 3 s
+	x := &Features{}
+	c.widen(&x.st, &k, true, false, 0, 0)
+	v := x.st.values(0)
+	sane(t, v)
+	for name, want := range map[string]float64{
+		"src2dst_packets": 1<<33 + 2, "dst2src_packets": 1<<33 + 2,
+		"src2dst_ack_packets": math.MaxUint32, "bidirectional_ack_packets": 2 * math.MaxUint32,
+		"src2dst_syn_packets": 1, "src2dst_psh_packets": 1, "bidirectional_duration_ms": 2000,
+		"src2dst_mean_ps": 1500, "dst2src_mean_ps": 60,
+	} {
+		if got := v[name].(float64); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestBadTimesThroughTable: zero and negative time steps inside a flow,
+// through the flow table, compact and wide alike: no NaN, Inf or negative
+// duration or gap (featureRecords checks every record with sane).
+func TestBadTimesThroughTable(t *testing.T) {
+	data := []byte{0}
+	for _, step := range []int16{0, 0, -1000, 5, -32768, 0, 100, -20000, 30000, 0} {
+		for d := range byte(2) {
+			data = append(data, d, byte(uint16(step)>>8), byte(uint16(step)), 0x05, 0xdc, 0x10)
+		}
+	}
+	pkts := fuzzPackets(data)
+	got := featureRecords(t, New(0), pkts, 0)
+	want := featureRecords(t, &Analyzer{wideOnly: true}, pkts, 0)
+	if len(got) != 1 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("compact\n%v\nwide\n%v", got, want)
 	}
 }

@@ -274,11 +274,12 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	var x *Features
 	switch s := f.State(a.slot).(type) {
 	case *compact:
-		if s.add(f, dir, p.Timestamp, size, tcp, fl) {
+		k := countsOf(f)
+		if s.add(&k, dir, p.Timestamp, size, tcp, fl) {
 			return
 		}
 		x = a.start()
-		s.widen(&x.st, f, tcp, true, dir, size)
+		s.widen(&x.st, &k, tcp, true, dir, size)
 		a.putCompact(s)
 		f.SetState(a.slot, x)
 	case *Features:
@@ -290,7 +291,8 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		// interval's: wide.
 		if a.n == 0 && !a.wideOnly && m.Tunnel == packet.TunnelNone && f.Packets(0)+f.Packets(1) == 1 {
 			c := a.getCompact()
-			if c.add(f, dir, p.Timestamp, size, tcp, fl) {
+			k := countsOf(f)
+			if c.add(&k, dir, p.Timestamp, size, tcp, fl) {
 				f.SetState(a.slot, c)
 				return
 			}
@@ -356,7 +358,8 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		// The record outlives the flow: it gets a wide copy, and the
 		// compact state goes back to the free list.
 		x = &Features{}
-		s.widen(&x.st, f, f.Proto() == packet.ProtoTCP, false, 0, 0)
+		k := countsOf(f)
+		s.widen(&x.st, &k, f.Proto() == packet.ProtoTCP, false, 0, 0)
 		a.putCompact(s)
 	case *Features:
 		x = s
