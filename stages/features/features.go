@@ -313,8 +313,10 @@ func (a *Analyzer) getCompact() *compact {
 	return new(compact)
 }
 
-// maxFreeCompact bounds the compact states kept for reuse (384 KiB).
-const maxFreeCompact = 4096
+// maxFreeCompact bounds the compact states kept for reuse (6 MiB a
+// worker): as the flow table keeps its entries, a worker keeps the states
+// of its busiest moment, so a steady load allocates none.
+const maxFreeCompact = 1 << 16
 
 func (a *Analyzer) putCompact(c *compact) {
 	if len(a.freeCompact) < maxFreeCompact {
