@@ -33,6 +33,15 @@
 //     backwards across flows. Durations and gaps are never negative; past
 //     2^32 ms (49 days) after the flow's first packet, times saturate.
 //
+// With --flow-active-timeout D, each record the flow table writes at the
+// active timeout carries the features of its interval, and the next
+// interval starts afresh (no gap before its first packet, SPLT from its
+// first packet), as NFStream's active timeout starts a new flow; the
+// sums of packets, bytes and flag counts over a flow_id's records are
+// the flow's. NFStream's new flow takes the sender of its first packet as
+// src, so its src2dst_/dst2src_ columns may be swapped relative to
+// pktpipe's, whose src stays the client (TestNFStreamActiveTimeout).
+//
 // With --splt N (0 = off), splt_direction, splt_ps and splt_piat_ms list
 // the first N packets: direction 0 (src to dest) or 1, size, and gap to
 // the previous packet of the flow in ms (0 for the first), each padded
