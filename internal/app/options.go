@@ -144,6 +144,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.DurationVar(&o.Timeouts.UDP, "flow-timeout-udp", 0, "idle timeout of UDP flows (0 = default)")
 	fs.DurationVar(&o.Timeouts.ICMP, "flow-timeout-icmp", 0, "idle timeout of ICMP flows (0 = default)")
 	fs.DurationVar(&o.Timeouts.New, "flow-timeout-new", 0, "idle timeout of flows seen in one direction only (0 = default)")
+	fs.DurationVar(&o.Timeouts.Linger, "flow-timeout-closed", 0, "how long a TCP flow closed by FINs or an RST stays open for late packets before its record is written (0 = default 2s; NFStream, which does not end flows on FIN, splits flows as 120s does)")
 	fs.DurationVar(&o.Timeouts.Active, "flow-active-timeout", 0, "also write a flow's record each time it has been open this long (packet time), reason active_timeout, counters for that interval (0 = off)")
 	fs.StringVar(&o.analyzers, "analyzers", "all", "per-flow analyzers to run, comma-separated (what one needs comes along): all (every one not opt-in), or some of "+strings.Join(flow.AnalyzerNames(), ",")+"; opt-in ones run only when named (all,features)")
 	fs.IntVar(&o.BatchPackets, "batch-packets", 0, fmt.Sprintf("packets per batch between stages (0 = 256; at most %d)", MaxBatchPackets))
@@ -233,7 +234,7 @@ func (o *Options) validate() error {
 	for _, t := range []struct {
 		name string
 		d    time.Duration
-	}{{"tcp", o.Timeouts.TCP}, {"udp", o.Timeouts.UDP}, {"icmp", o.Timeouts.ICMP}, {"new", o.Timeouts.New}, {"active", o.Timeouts.Active}} {
+	}{{"tcp", o.Timeouts.TCP}, {"udp", o.Timeouts.UDP}, {"icmp", o.Timeouts.ICMP}, {"new", o.Timeouts.New}, {"closed", o.Timeouts.Linger}, {"active", o.Timeouts.Active}} {
 		if t.d < 0 {
 			if t.name == "active" {
 				return errors.New("--flow-active-timeout must not be negative")
