@@ -89,6 +89,7 @@ import (
 	"sync"
 	"time"
 
+	kzstd "github.com/klauspost/compress/zstd"
 	pq "github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress"
 	"github.com/parquet-go/parquet-go/compress/gzip"
@@ -161,7 +162,7 @@ func (c *Config) check() error {
 func codec(name string) (compress.Codec, error) {
 	switch name {
 	case "", "zstd":
-		return &zstd.Codec{}, nil
+		return newZstd()
 	case "snappy":
 		return &snappy.Codec{}, nil
 	case "gzip":
@@ -170,6 +171,29 @@ func codec(name string) (compress.Codec, error) {
 		return &uncompressed.Codec{}, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q (choices: zstd, snappy, gzip, none)", name)
+}
+
+// zstdCodec compresses pages with one zstd encoder that the sink keeps
+// for its life. parquet-go's own codec keeps its encoders in a sync.Pool,
+// which every garbage collection empties, and a new encoder allocates
+// megabytes of tables: in a busy pipeline that was a new encoder for
+// almost every row group. Pages are compressed in the goroutine that
+// writes, under the sink's mutex, one at a time.
+type zstdCodec struct {
+	zstd.Codec // String, CompressionCodec and Decode
+	enc        *kzstd.Encoder
+}
+
+func newZstd() (*zstdCodec, error) {
+	enc, err := kzstd.NewWriter(nil, kzstd.WithEncoderConcurrency(1), kzstd.WithZeroFrames(true), kzstd.WithEncoderCRC(false))
+	if err != nil {
+		return nil, err
+	}
+	return &zstdCodec{enc: enc}, nil
+}
+
+func (c *zstdCodec) Encode(dst, src []byte) ([]byte, error) {
+	return c.enc.EncodeAll(src, dst[:0]), nil
 }
 
 // Sink writes events to Parquet files. It implements pipeline.Sink;
@@ -209,6 +233,11 @@ type table struct {
 	// of them that the Write in progress put there.
 	fileRows, batchRows uint64
 	files               int // files begun
+
+	// w wrote the last file; the next file with the same columns and
+	// types (wtypes) reuses it and its buffers.
+	w      *pq.GenericWriter[any]
+	wtypes []colType
 
 	completed *stats.Counter
 }
@@ -438,6 +467,7 @@ func (s *Sink) fail(err error) error {
 		}
 		s.lost += t.fileRows - t.batchRows
 		t.clear()
+		t.w = nil // its state is that of the failed write
 	}
 	s.err = err
 	return err
@@ -659,6 +689,21 @@ func (s *Sink) begin(t *table) error {
 	return nil
 }
 
+// sameTypes reports whether cols have the types ts, in order. A file's
+// columns are every typed column so far, in the order first seen, so
+// equal types mean an equal schema.
+func sameTypes(ts []colType, cols []*column) bool {
+	if len(ts) != len(cols) {
+		return false
+	}
+	for i, c := range cols {
+		if ts[i] != c.typ {
+			return false
+		}
+	}
+	return true
+}
+
 // writeRowGroup writes t's buffered rows as a row group, fixing the
 // file's schema at its first.
 func (s *Sink) writeRowGroup(t *table) error {
@@ -670,9 +715,18 @@ func (s *Sink) writeRowGroup(t *table) error {
 				t.schema = append(t.schema, c)
 			}
 		}
-		// The schema is given, not derived from a Go type: values go in
-		// through the column writers only.
-		seg.w = pq.NewGenericWriter[any](&seg.out, newSchema(t.name, t.schema), pq.Compression(s.codec))
+		if t.w != nil && sameTypes(t.wtypes, t.schema) {
+			t.w.Reset(&seg.out) // keeps its buffers
+		} else {
+			// The schema is given, not derived from a Go type: values
+			// go in through the column writers only.
+			t.w = pq.NewGenericWriter[any](&seg.out, newSchema(t.name, t.schema), pq.Compression(s.codec))
+			t.wtypes = t.wtypes[:0]
+			for _, c := range t.schema {
+				t.wtypes = append(t.wtypes, c.typ)
+			}
+		}
+		seg.w = t.w
 	}
 	writers := seg.w.ColumnWriters()
 	for _, c := range t.schema {
