@@ -114,6 +114,11 @@ const (
 	maxColumns = 2048
 	maxNodes   = 4096
 
+	// pageBytes is the writer's page buffer per column (parquet-go's
+	// default is 256 KiB): with 130 columns of flow features, 64 KiB
+	// pages hold 25 MB less in memory and make files 1% larger.
+	pageBytes = 64 << 10
+
 	// valuesChunk is how many values go to the Parquet writer at once.
 	valuesChunk = 4096
 )
@@ -720,7 +725,7 @@ func (s *Sink) writeRowGroup(t *table) error {
 		} else {
 			// The schema is given, not derived from a Go type: values
 			// go in through the column writers only.
-			t.w = pq.NewGenericWriter[any](&seg.out, newSchema(t.name, t.schema), pq.Compression(s.codec))
+			t.w = pq.NewGenericWriter[any](&seg.out, newSchema(t.name, t.schema), pq.Compression(s.codec), pq.PageBufferSize(pageBytes))
 			t.wtypes = t.wtypes[:0]
 			for _, c := range t.schema {
 				t.wtypes = append(t.wtypes, c.typ)
