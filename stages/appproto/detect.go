@@ -140,7 +140,7 @@ var tcpChecks = []check{
 	{IMAP, isIMAP},
 	{KRB5, func(b []byte, ts bool) Verdict { return framed(b, 4, ts, isKRB5) }},
 	{LDAP, isLDAP},
-	{NFS, func(b []byte, ts bool) Verdict { return framedRPC(b, ts) }},
+	{NFS, func(b []byte, _ bool) Verdict { return framedRPC(b) }},
 	{DNS, func(b []byte, ts bool) Verdict { return framed(b, 2, ts, isDNS) }},
 }
 
@@ -155,7 +155,7 @@ var udpChecks = []check{
 	{TFTP, isTFTP},
 	{BitTorrentDHT, isDHT},
 	{IKE, isIKE},
-	{NFS, isRPC},
+	{NFS, func(b []byte, _ bool) Verdict { return isRPC(b, 48) }},
 }
 
 // Confirm reports whether b, the first bytes of a flow's other
@@ -860,36 +860,40 @@ func isIKE(b []byte, _ bool) Verdict {
 	return Match
 }
 
-// isRPC: an ONC RPC call (RPC version 2) to the NFS program (100003);
-// replies do not name the program and are left to the call's direction.
-func isRPC(b []byte, ts bool) Verdict {
-	if len(b) < 16 {
-		return need(b, 16)
-	}
-	if !ts {
-		return NoMatch
+// isRPC: an ONC RPC call (RPC version 2) to the NFS program (100003),
+// versions 2 to 4, in either direction: a capture picked up midstream
+// may give the flow's first packet to the server, and the call says
+// which side it is. Replies do not name the program and are left to the
+// call's direction. As Suricata's probes: a datagram of at least min (48)
+// bytes (a NULL call without credentials, 40 bytes, is not taken: nfs3-01
+// says failed); over TCP, a record of at least 40 (framedRPC).
+func isRPC(b []byte, min int) Verdict {
+	if len(b) < 20 {
+		return need(b, 20)
 	}
 	be := func(i int) uint32 { return uint32(b[i])<<24 | uint32(b[i+1])<<16 | uint32(b[i+2])<<8 | uint32(b[i+3]) }
-	// A NULL call (procedure 0) is a ping that Suricata does not take
-	// as NFS either.
-	if len(b) < 24 {
-		return NeedMore
+	if be(4) != 0 || be(8) != 2 || be(12) != 100003 || be(16) < 2 || be(16) > 4 {
+		return NoMatch
 	}
-	if be(4) == 0 && be(8) == 2 && be(12) == 100003 && be(20) != 0 {
-		return Match
+	if len(b) < min { // a whole datagram
+		return NoMatch
 	}
-	return NoMatch
+	return Match
 }
 
 // framedRPC: isRPC after TCP record marking (last-fragment bit, length).
-func framedRPC(b []byte, ts bool) Verdict {
+func framedRPC(b []byte) Verdict {
 	if len(b) < 4 {
 		return NeedMore
 	}
 	if b[0]&0x80 == 0 {
 		return NoMatch
 	}
-	return isRPC(b[4:], ts)
+	l := int(b[0]&0x7f)<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	if l < 40 {
+		return NoMatch
+	}
+	return isRPC(b[4:], 0)
 }
 
 // ntpOK: version 1-4 and a mode other than 0 (reserved).

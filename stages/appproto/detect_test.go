@@ -42,6 +42,11 @@ var (
 	h2Pre    = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 	quicInit = unhex("c000000001088394c8f03e5157080000449e")
 	rfbBan   = []byte("RFB 003.008\n")
+	// ONC RPC calls: xid, call, RPC v2, program, version, procedure,
+	// then empty credentials and verifier.
+	nfs3NullUDP = unhex("38438a19 00000000 00000002 000186a3 00000003 00000000 0000000000000000 0000000000000000")
+	nfs4Null    = append(unhex("8000002c"), unhex("12345678 00000000 00000002 000186a3 00000004 00000000 0000000000000000 0000000000000000")...)
+	portmapCall = unhex("38438a19 00000000 00000002 000186a0 00000003 00000003 0000000000000000 0000000000000000 000186a3 00000003 00000011 00000000")
 )
 
 // realClientHello is the first flight of Go's TLS client (SNI, ALPN h2
@@ -116,6 +121,14 @@ func TestProbe(t *testing.T) {
 		{udp, true, 5060, sipOpt, SIP, Match},
 		{udp, true, 443, append(quicInit, make([]byte, 1200)...), QUIC, Match},
 		{udp, true, 123, append([]byte{0x23}, make([]byte, 47)...), NTP, Match},
+		// NFS: a v4 NULL call over TCP (nfs4-01), a v3 call seen from
+		// the server's side (midstream), a 40-byte v3 NULL datagram that
+		// Suricata leaves failed (nfs3-01), portmap.
+		{tcp, true, 2049, nfs4Null, NFS, Match},
+		{tcp, false, 939, nfs4Null, NFS, Match},
+		{udp, true, 2049, nfs3NullUDP, Unknown, NoMatch},
+		{udp, true, 2049, append(nfs3NullUDP, make([]byte, 8)...), NFS, Match},
+		{udp, true, 111, portmapCall, Unknown, NoMatch},
 		{udp, true, 9999, append([]byte{0x23}, make([]byte, 47)...), Unknown, NoMatch},
 	} {
 		p, v := Probe(c.proto, c.toServer, 40000, c.dport, c.b)
