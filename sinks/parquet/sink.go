@@ -45,15 +45,21 @@
 // grows during a run: every file has the columns of the files before
 // it, and a reader of several files takes the last file's schema or
 // unions them by name (DuckDB: read_parquet('DIR/flow-*.parquet',
-// union_by_name = true)). pktpipe_parquet_schema_splits_total counts the
-// files completed that way. An event type holds at most maxColumns
+// union_by_name = true)). Readers that take the first file's schema
+// drop the later columns (pyarrow's dataset, silently) or refuse them
+// (polars). Splits are common early in a run: flows that end by FIN come
+// first, UDP and ICMP flows (and their keys) after their idle timeouts.
+// pktpipe_parquet_schema_splits_total counts the files completed that
+// way. An event type holds at most maxColumns
 // columns; values of further keys are left out and counted in
 // pktpipe_parquet_dropped_values_total (a loss).
 //
 // # Files
 //
 // Each event type's rows collect in memory until they reach the row
-// group size, and are then written as one row group. A file is written
+// group size, and are then written as one row group. The sink's memory
+// is a few times the row group size for each busy event type (buffers
+// grow by doubling; parquet-go holds a row group's pages until it ends). A file is written
 // under a hidden temporary name in DIR (".flow.parquet.tmp-<pid>-<n>");
 // when it is complete, its footer is written, it is fsynced, closed,
 // renamed to "<event_type>-<UTC start>-<seq>.parquet" (e.g.
