@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,7 +64,32 @@ func TestRotationBySize(t *testing.T) {
 		t.Errorf("%d flow files, %d of all files at the rotation size: %v", flows, big, final)
 	}
 	rows, values := compareRuns(t, "synth", dump(t, dir)[dir], js)
+	lastHasAll(t, dir)
 	t.Logf("%d files (%d of flows): %d rows, %d values equal", len(final), flows, rows, values)
+}
+
+// lastHasAll checks what the README tells readers: the last file of each
+// event type (in name order) has every column of the type's earlier
+// files, so its schema reads them all.
+func lastHasAll(t *testing.T, dir string) {
+	t.Helper()
+	files := dumpFiles(t, dir)
+	byType := map[string][]string{}
+	for name := range files {
+		ty := name[:strings.LastIndex(name[:strings.LastIndex(name, "-")], "-")]
+		byType[ty] = append(byType[ty], name)
+	}
+	for ty, names := range byType {
+		slices.Sort(names)
+		last := files[names[len(names)-1]]
+		for _, n := range names[:len(names)-1] {
+			for c := range files[n].columns {
+				if _, ok := last.columns[c]; !ok {
+					t.Errorf("%s: column %s of %s is not in the last file %s", ty, c, n, names[len(names)-1])
+				}
+			}
+		}
+	}
 }
 
 // pktpipeBin builds the command once for the tests that signal it.
