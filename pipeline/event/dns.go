@@ -6,6 +6,9 @@ package event
 // that carried (or, over TCP, completed) the message.
 type DNS struct {
 	Header
+	// AppProto is the flow's app_proto when the event was written, as
+	// stages/appproto had named it ("" when it had not, or does not run).
+	AppProto string
 	Response bool // type "response" (QR set), else "request"
 	ID       uint16
 	Flags    uint16
@@ -57,6 +60,7 @@ type DNSRR struct {
 func (*DNS) Type() Type { return TypeDNS }
 
 func (d *DNS) EncodeBody(w Writer) {
+	optString(w, "app_proto", d.AppProto)
 	w.Key("dns")
 	w.BeginObject()
 	w.Key("version")

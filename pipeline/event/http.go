@@ -7,6 +7,9 @@ const TypeHTTP Type = "http"
 // names follow Suricata EVE's http object; empty fields are left out.
 type HTTP struct {
 	Header
+	// AppProto is the flow's app_proto when the event was written, as
+	// stages/appproto had named it ("" when it had not, or does not run).
+	AppProto    string
 	TxID        uint64 // tx_id: the transaction's index in its flow, from 0
 	Hostname    string // Host header without its port
 	Port        int    // http_port: the Host header's port, 0 when absent
@@ -28,6 +31,7 @@ type HTTP struct {
 func (*HTTP) Type() Type { return TypeHTTP }
 
 func (e *HTTP) EncodeBody(w Writer) {
+	optString(w, "app_proto", e.AppProto)
 	w.Key("tx_id")
 	w.Uint(e.TxID)
 	w.Key("http")

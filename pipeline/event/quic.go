@@ -10,6 +10,9 @@ package event
 // are documented where they are written.
 type QUIC struct {
 	Header
+	// AppProto is the flow's app_proto when the event was written, as
+	// stages/appproto had named it ("" when it had not, or does not run).
+	AppProto string
 
 	// Version is the QUIC version of the client's Initial as Suricata
 	// writes it: lowercase hex without leading zeros ("1", "6b3343cf",
@@ -43,6 +46,7 @@ type QUICExtension struct {
 func (*QUIC) Type() Type { return TypeQUIC }
 
 func (q *QUIC) EncodeBody(w Writer) {
+	optString(w, "app_proto", q.AppProto)
 	w.Key("quic")
 	w.BeginObject()
 	optString(w, "version", q.Version)

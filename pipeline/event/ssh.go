@@ -10,6 +10,9 @@ const TypeSSH Type = "ssh"
 // Field names follow Suricata EVE's ssh object.
 type SSH struct {
 	Header
+	// AppProto is the flow's app_proto when the event was written, as
+	// stages/appproto had named it ("" when it had not, or does not run).
+	AppProto       string
 	Client, Server SSHHost
 }
 
@@ -24,6 +27,7 @@ type SSHHost struct {
 func (*SSH) Type() Type { return TypeSSH }
 
 func (e *SSH) EncodeBody(w Writer) {
+	optString(w, "app_proto", e.AppProto)
 	w.Key("ssh")
 	w.BeginObject()
 	for _, s := range [2]struct {

@@ -5,6 +5,9 @@ package event
 // fields EVE lacks are documented where they are written.
 type TLS struct {
 	Header
+	// AppProto is the flow's app_proto when the event was written, as
+	// stages/appproto had named it ("" when it had not, or does not run).
+	AppProto string
 
 	Version     string   // negotiated, Suricata style ("TLS 1.2", "TLSv1", "TLS 1.3 draft-23")
 	SNI         string   // server_name from the ClientHello
@@ -71,6 +74,7 @@ type TLSRetry struct {
 func (*TLS) Type() Type { return TypeTLS }
 
 func (t *TLS) EncodeBody(w Writer) {
+	optString(w, "app_proto", t.AppProto)
 	w.Key("tls")
 	w.BeginObject()
 	optString(w, "subject", t.Subject)

@@ -249,10 +249,53 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		}
 	}
 	*s = state{}
-	f.SetState(a.slot, nil)
+	// The result stays in the slot until the flow table clears it after
+	// every analyzer's End: the records those write at the flow's end
+	// carry it (Of). A one-byte value in an interface is not allocated.
+	f.SetState(a.slot, ended(app))
 	if len(a.free) < maxFree {
 		a.free = append(a.free, s)
 	}
+}
+
+// ended is a flow's app_proto once the detector's End has run.
+type ended Proto
+
+// Finder gives another analyzer the flow's app_proto for the events it
+// writes about the flow: what the detector has named so far ("" when it
+// has named nothing yet, or does not run). The detector runs before the
+// other analyzers on each packet (its Order is the lowest) and ends
+// first, so an event sees the packet that produced it. Each analyzer
+// instance keeps its own Finder: the detector's state slot is the same
+// for every flow of a worker, so it is looked for until found once.
+type Finder struct{ slot int } // the slot + 1; 0 until found
+
+// Of returns f's app_proto as the detector knows it now.
+func (l *Finder) Of(f *flow.Flow) string {
+	if l.slot > 0 {
+		return known(f.State(l.slot - 1))
+	}
+	for i := range 32 { // SkipPackets' slot limit: the detector is among the first
+		switch f.State(i).(type) {
+		case *state, ended:
+			l.slot = i + 1
+			return known(f.State(i))
+		}
+	}
+	return ""
+}
+
+// known reads a detector slot's value.
+func known(v any) string {
+	switch s := v.(type) {
+	case *state:
+		if s.matched {
+			return s.d[s.first&1].proto.String()
+		}
+	case ended:
+		return Proto(s).String()
+	}
+	return ""
 }
 
 // ext is a string-valued top-level key of the flow record; the values are

@@ -225,6 +225,16 @@ func TestProbeAllocs(t *testing.T) {
 	}
 }
 
+var sinkAny any
+
+// TestEndedAllocs: the result left in the slot at End is not allocated.
+func TestEndedAllocs(t *testing.T) {
+	p := TLS
+	if n := testing.AllocsPerRun(100, func() { sinkAny = ended(p) }); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}
+
 func BenchmarkProbe(b *testing.B) {
 	junk := []byte("\x01\x02\x03\x04 some binary protocol nobody knows")
 	b.ReportAllocs()

@@ -5,6 +5,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/appproto"
 	"github.com/pktpipe/pktpipe/stages/flow"
 	"github.com/pktpipe/pktpipe/stages/reassembly"
 	"github.com/pktpipe/pktpipe/stages/rtt"
@@ -35,6 +36,7 @@ type Analyzer struct {
 	budget  *reassembly.Budget
 	free    []*state
 	msg     Message // scratch
+	app     appproto.Finder
 
 	cMsgs, cBad, cTrunc, cSpan, cGap, cLost, cOOO *stats.Counter
 }
@@ -207,6 +209,7 @@ func (a *Analyzer) emit(f *flow.Flow, s *state, ev *event.DNS, p *packet.Packet,
 	ts := p.Timestamp
 	f.FillHeader(&ev.Header, ts)
 	ev.PcapCnt = p.Index
+	ev.AppProto = a.app.Of(f)
 	key := uint32(ev.ID)
 	if !ev.Response {
 		if _, dropped := s.pend.Request(key, ts); dropped && a.rtt != nil {

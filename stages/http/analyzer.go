@@ -116,6 +116,7 @@ type Analyzer struct {
 	slot   int
 	budget *reassembly.Budget
 	free   []*tracker
+	app    appproto.Finder
 
 	txs  *stats.Counter
 	caps [nCaps]*stats.Counter
@@ -247,6 +248,7 @@ func (t *tracker) emit(x *tx) {
 	}
 	t.f.FillHeader(&x.ev.Header, t.ts)
 	x.ev.PcapCnt = t.idx
+	x.ev.AppProto = t.a.app.Of(t.f)
 	t.em.Emit(&x.ev)
 }
 

@@ -5,6 +5,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/appproto"
 	"github.com/pktpipe/pktpipe/stages/flow"
 	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
@@ -17,6 +18,7 @@ type Analyzer struct {
 	slot int
 	w    Worker
 	free []*Tracker // trackers to reuse, so a connection costs no buffers
+	app  appproto.Finder
 
 	hellos, gaveUp, undecryptable *stats.Counter
 }
@@ -77,14 +79,19 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		var h event.Header
 		f.FillHeader(&h, p.Timestamp)
 		h.PcapCnt = p.Index
+		app := a.app.Of(f)
 		if client {
 			if a.hellos != nil {
 				a.hellos.Inc()
 			}
-			em.Emit(tr.ClientEvent(h))
+			e := tr.ClientEvent(h)
+			e.AppProto = app
+			em.Emit(e)
 		}
 		if server {
-			em.Emit(tr.ServerEvent(h))
+			e := tr.ServerEvent(h)
+			e.AppProto = app
+			em.Emit(e)
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
+	"github.com/pktpipe/pktpipe/stages/appproto"
 	"github.com/pktpipe/pktpipe/stages/flow"
 	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
@@ -84,6 +85,7 @@ type Analyzer struct {
 	slot   int
 	budget *reassembly.Budget
 	free   []*tracker
+	app    appproto.Finder
 
 	events, truncated *stats.Counter
 }
@@ -180,6 +182,7 @@ func (a *Analyzer) report(f *flow.Flow, tr *tracker, ts int64, idx uint64, em *p
 	if c.host.ProtoVersion != "" || s.host.ProtoVersion != "" {
 		ev := &event.SSH{Client: c.host, Server: s.host}
 		f.FillHeader(&ev.Header, ts)
+		ev.AppProto = a.app.Of(f)
 		ev.PcapCnt = idx
 		em.Emit(ev)
 		a.events.Inc()

@@ -4,6 +4,7 @@ import (
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/stages/appproto"
 	"github.com/pktpipe/pktpipe/stages/flow"
 	"github.com/pktpipe/pktpipe/stages/reassembly"
 )
@@ -16,6 +17,7 @@ type Analyzer struct {
 	scratch Scratch
 	free    []*Tracker // trackers to reuse, so a flow costs no allocation
 	synFree []*synOnly
+	app     appproto.Finder
 }
 
 // maxFree caps the trackers kept for reuse.
@@ -112,7 +114,9 @@ func (a *Analyzer) report(f *flow.Flow, tr *Tracker, ts int64, idx uint64, em *p
 		var h event.Header
 		f.FillHeader(&h, ts)
 		h.PcapCnt = idx
-		em.Emit(tr.Event(h))
+		e := tr.Event(h)
+		e.AppProto = a.app.Of(f)
+		em.Emit(e)
 	}
 	a.put(tr)
 }
