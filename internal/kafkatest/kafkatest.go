@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -94,6 +95,41 @@ func Up(addr string) error {
 	}
 	if !Answers(addr) {
 		return fmt.Errorf("no broker answers on %s after kafka.sh up", addr)
+	}
+	return nil
+}
+
+// BrokerPID is the pid of the broker kafka.sh started (from `kafka.sh
+// status`), for tests that kill it or change its scheduling priority.
+func BrokerPID() (int, error) {
+	sh, err := Script()
+	if err != nil {
+		return 0, err
+	}
+	out, _ := exec.Command("bash", sh, "status").Output()
+	for _, f := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(f, "pid="); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, fmt.Errorf("kafka.sh status: no broker pid in %q", strings.TrimSpace(string(out)))
+}
+
+// Renice sets the scheduling priority of every thread of process pid
+// (setpriority(2) applies to one thread on Linux; a JVM has dozens).
+func Renice(pid, prio int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, prio); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return err
+		}
 	}
 	return nil
 }

@@ -670,6 +670,7 @@ func (s *Sink) drainer() {
 		limit  int64
 		buf    []byte
 		batch  []*record
+		reuse  []*record // recycled records for the batch
 		size   int64
 		closeF = func() {
 			if f != nil {
@@ -720,6 +721,7 @@ func (s *Sink) drainer() {
 		}
 		batch, size = batch[:0], 0
 		skipped, corrupt := 0, false
+		reuse = s.takeFree(reuse[:0], min(room, 1000))
 		for len(batch)+skipped < min(room, 1000) && off < limit {
 			p, err := readRecord(r, &buf)
 			if err != nil {
@@ -741,19 +743,27 @@ func (s *Sink) drainer() {
 				h = s.headersForName(d.typ)
 				headers[d.typ] = h
 			}
-			rec := &record{accepted: time.Now(), seg: sg, typ: event.Type(d.typ), msg: kafkago.Message{
-				Topic: d.topic, Value: append([]byte(nil), d.value...),
-			}}
-			rec.setHeaders(h, d.id)
-			if d.key != nil {
-				rec.msg.Key = append([]byte{}, d.key...)
+			var rec *record
+			if len(reuse) > 0 {
+				rec = reuse[len(reuse)-1]
+				reuse[len(reuse)-1] = nil
+				reuse = reuse[:len(reuse)-1]
+				rec.reset()
+			} else {
+				rec = &record{}
 			}
+			rec.accepted, rec.seg, rec.typ, rec.msg.Topic = time.Now(), sg, event.Type(d.typ), d.topic
+			rec.msg.Value = append(rec.msg.Value, d.value...)
+			rec.setHeaders(h, d.id)
+			rec.setKey(d.key)
 			rec.msg.WriterData = rec
 			rec.size = int64(len(rec.msg.Key) + len(rec.msg.Value))
 			rec.cost = recordCost(rec)
 			size += rec.cost
 			batch = append(batch, rec)
 		}
+		s.giveBack(reuse)
+		reuse = reuse[:0]
 		if len(batch)+skipped == 0 && !corrupt {
 			continue
 		}

@@ -24,7 +24,14 @@ const zstdIdle = 4
 
 // zstdCodec replaces kafka-go's zstd codec for writing (the process-wide
 // table compress.Codecs is what kafka-go's writer reads); reading goes to
-// kafka-go's own codec. Same level (3, zstd's default) and framing.
+// kafka-go's own codec. Compression runs in the partition writers'
+// request path, one request at a time per partition, so its speed is the
+// sink's throughput. On pktpipe's events (1000-event batches,
+// test/kafka/throughput) klauspost's fastest level compresses as well as
+// its default (ratio 7.3 vs 7.2) and 25% faster, and leaving out the
+// frame's xxhash content checksum another 50% faster: the record batch
+// carries its own CRC-32C, and librdkafka and the Java client write no
+// zstd checksum either (zstd's own default).
 type zstdCodec struct {
 	idle chan *zstd.Encoder
 }
@@ -48,10 +55,11 @@ func (c *zstdCodec) NewWriter(w io.Writer) io.WriteCloser {
 	default:
 	}
 	enc, err := zstd.NewWriter(w,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(zstdWindow),
 		zstd.WithZeroFrames(true),
+		zstd.WithEncoderCRC(false),
 	)
 	return &zstdWriter{c: c, enc: enc, err: err}
 }
