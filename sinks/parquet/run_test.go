@@ -92,12 +92,24 @@ func lastHasAll(t *testing.T, dir string) {
 	}
 }
 
+// binDir holds the command pktpipeBin built; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // pktpipeBin builds the command once for the tests that signal it.
 var pktpipeBin = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "pktpipe-parquet-test-")
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "pktpipe")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/pktpipe/pktpipe/cmd/pktpipe").CombinedOutput()
 	if err != nil {
