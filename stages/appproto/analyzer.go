@@ -8,8 +8,9 @@
 // Suricata's probing parsers do: a handful of cheap checks (Probe), each
 // reading a few bytes at fixed offsets. A check that needs more bytes than
 // the first segment holds says so, and the direction's next in-order
-// segments are appended to a 64-byte buffer (at most maxTries segments);
-// otherwise nothing is copied. Once both directions are decided (or, for
+// segments are appended to a 64-byte buffer (at most maxTries segments),
+// taken from the worker's slab while the direction needs it; otherwise
+// nothing is copied. Once both directions are decided (or, for
 // UDP, the first one) the analyzer sets the flow's skip bit, so the cost
 // is paid once per flow direction, not per packet.
 //
@@ -42,21 +43,23 @@ import (
 const (
 	bufSize  = 64 // bytes kept per direction while a probe needs more
 	maxTries = 4  // payload segments looked at per direction
-	// maxFree bounds the idle states kept for reuse (about 170 bytes
-	// each): after a peak of flows the rest go to the garbage collector.
+	// maxFree bounds the idle states kept for reuse (32 bytes each):
+	// after a peak of flows the rest go to the garbage collector.
 	maxFree = 4096
 )
 
-// half is one direction's detection state.
+// half is one direction's detection state: 12 bytes, so that a flow's
+// state fits one cache line and holds no pointer (the collector does
+// not scan it).
 type half struct {
 	proto   Proto
 	done    bool
-	payload bool   // the direction carried payload
-	synSeen bool   // next is known from the SYN
-	next    uint32 // TCP: sequence number of the next in-order byte
+	payload bool // the direction carried payload
+	synSeen bool // next is known from the SYN
 	tries   uint8
-	n       uint8
-	buf     [bufSize]byte
+	n       uint8  // bytes held in the slab buffer buf
+	buf     uint16 // index+1 of its buffer in the worker's slab; 0: none
+	next    uint32 // TCP: sequence number of the next in-order byte
 }
 
 type state struct {
@@ -69,6 +72,12 @@ type state struct {
 type Analyzer struct {
 	slot int
 	free []*state
+	// slab holds the buffers of directions whose probe needs more than
+	// their first segment (few at a time); freeBufs are its unused
+	// indices. When all 65535 are taken, a direction that needs more is
+	// decided on what it has.
+	slab     [][bufSize]byte
+	freeBufs []uint16
 
 	flows [numProtos]*stats.Counter
 }
@@ -95,8 +104,11 @@ func New(reg *stats.Registry) *Analyzer {
 func (a *Analyzer) SetSlot(i int) { a.slot = i }
 
 func (a *Analyzer) get(f *flow.Flow) *state {
-	if s, ok := f.State(a.slot).(*state); ok {
+	switch s := f.State(a.slot).(type) {
+	case *state:
 		return s
+	case ended:
+		return nil
 	}
 	var s *state
 	if n := len(a.free); n > 0 {
@@ -122,6 +134,9 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		return
 	}
 	s := a.get(f)
+	if s == nil {
+		return // decided (a slot past SkipPackets' 32 still sees packets)
+	}
 	h := &s.d[dir&1]
 	if h.done {
 		return
@@ -159,9 +174,10 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	h.tries++
 	b := payload
 	if h.n > 0 {
-		k := copy(h.buf[h.n:], payload)
+		buf := &a.slab[h.buf-1]
+		k := copy(buf[h.n:], payload)
 		h.n += uint8(k)
-		b = h.buf[:h.n]
+		b = buf[:h.n]
 	}
 	ts := dir == flow.ToServer
 	var (
@@ -188,7 +204,33 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	case v == NoMatch || h.tries >= maxTries || int(h.n) == bufSize:
 		a.decide(f, s, dir, Unknown)
 	case h.n == 0:
-		h.n = uint8(copy(h.buf[:], payload))
+		if h.buf = a.getBuf(); h.buf == 0 {
+			a.decide(f, s, dir, Unknown)
+			return
+		}
+		h.n = uint8(copy(a.slab[h.buf-1][:], payload))
+	}
+}
+
+// getBuf takes a slab buffer (its index+1; 0 when the slab is full).
+func (a *Analyzer) getBuf() uint16 {
+	if n := len(a.freeBufs); n > 0 {
+		i := a.freeBufs[n-1]
+		a.freeBufs = a.freeBufs[:n-1]
+		return i
+	}
+	if len(a.slab) == 1<<16-1 {
+		return 0
+	}
+	a.slab = append(a.slab, [bufSize]byte{})
+	return uint16(len(a.slab))
+}
+
+// putBuf gives h's buffer back.
+func (a *Analyzer) putBuf(h *half) {
+	if h.buf != 0 {
+		a.freeBufs = append(a.freeBufs, h.buf)
+		h.buf, h.n = 0, 0
 	}
 }
 
@@ -197,13 +239,32 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 func (a *Analyzer) decide(f *flow.Flow, s *state, dir flow.Dir, p Proto) {
 	h := &s.d[dir&1]
 	h.done, h.proto = true, p
+	a.putBuf(h)
 	if p != Unknown && !s.matched {
 		s.matched, s.first = true, dir
 	}
 	// Suricata decides a UDP flow once: the other direction is not
 	// looked at for a mismatch.
-	if (s.d[0].done && s.d[1].done) || (p != Unknown && f.Proto() == packet.ProtoUDP) {
+	udp := f.Proto() == packet.ProtoUDP
+	if (s.d[0].done && s.d[1].done) || (p != Unknown && udp) {
 		f.SkipPackets(a.slot)
+		// Most flows end here with one name: the slot keeps it (a
+		// one-byte value, not allocated) and the state goes back to the
+		// pool now rather than at the flow's end, while it is in cache.
+		if app, other, _ := s.result(udp); other == Unknown {
+			a.release(s)
+			f.SetState(a.slot, ended(app))
+		}
+	}
+}
+
+// release returns a state and its buffers to the pools.
+func (a *Analyzer) release(s *state) {
+	a.putBuf(&s.d[0])
+	a.putBuf(&s.d[1])
+	*s = state{}
+	if len(a.free) < maxFree {
+		a.free = append(a.free, s)
 	}
 }
 
@@ -231,14 +292,23 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 // End implements flow.Analyzer: app_proto (and app_proto_tc) go on the
 // record.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	s, ok := f.State(a.slot).(*state)
-	if !ok {
-		a.flows[Unknown].Inc()
-		return
+	var app, other Proto
+	var dir flow.Dir
+	switch s := f.State(a.slot).(type) {
+	case ended:
+		app = Proto(s)
+	case *state:
+		app, other, dir = s.result(f.Proto() == packet.ProtoUDP)
+		a.release(s)
 	}
-	app, other, dir := s.result(f.Proto() == packet.ProtoUDP)
 	a.flows[app].Inc()
 	if app != Unknown {
+		if rec.Extra == nil {
+			// The detector ends first: room for the analyzers that
+			// append after it, in one allocation rather than a growing
+			// slice.
+			rec.Extra = make([]event.Extension, 0, 6)
+		}
 		rec.Extra = append(rec.Extra, &appExt[app])
 	}
 	if other != Unknown {
@@ -248,14 +318,11 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 			rec.Extra = append(rec.Extra, &tcExt[other])
 		}
 	}
-	*s = state{}
 	// The result stays in the slot until the flow table clears it after
 	// every analyzer's End: the records those write at the flow's end
-	// carry it (Of). A one-byte value in an interface is not allocated.
+	// carry it (Finder). A one-byte value in an interface is not
+	// allocated.
 	f.SetState(a.slot, ended(app))
-	if len(a.free) < maxFree {
-		a.free = append(a.free, s)
-	}
 }
 
 // ended is a flow's app_proto once the detector's End has run.
