@@ -92,7 +92,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	kzstd "github.com/klauspost/compress/zstd"
@@ -308,7 +311,25 @@ func New(cfg Config) (*Sink, error) {
 	}
 	s.splits = s.stats.Counter("pktpipe_parquet_schema_splits_total", "Parquet files completed early because an event brought a column, or a value, that the file's schema lacks.")
 	s.dropped = s.stats.LossCounter("pktpipe_parquet_dropped_values_total", "Values the Parquet sink left out: their event type had too many columns.")
+	removeStaleTemps(cfg.Dir)
 	return s, nil
+}
+
+// removeStaleTemps removes the temporary files a killed pktpipe left in
+// dir (".TYPE.parquet.tmp-PID-N" of a PID no longer running): they have
+// no footer, no reader can use them, and nothing else would remove them.
+// A live process's files are left alone (two sinks may share a DIR).
+func removeStaleTemps(dir string) {
+	names, _ := filepath.Glob(filepath.Join(dir, ".*.parquet.tmp-*-*"))
+	for _, name := range names {
+		rest := name[strings.LastIndex(name, ".parquet.tmp-")+len(".parquet.tmp-"):]
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid <= 0 || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		_ = os.Remove(name)
+	}
 }
 
 func (s *Sink) table(ty event.Type) *table {

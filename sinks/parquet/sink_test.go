@@ -3,9 +3,11 @@ package parquet_test
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -344,5 +346,33 @@ func TestConfigRefused(t *testing.T) {
 	}
 	if _, err := parquet.New(parquet.Config{Dir: filepath.Join(t.TempDir(), "missing")}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("New with a missing directory: %v", err)
+	}
+}
+
+// A temporary file of a process that is gone (pktpipe killed with -9) is
+// removed when a sink opens the directory; a live process's is kept.
+func TestStaleTempsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(dir, fmt.Sprintf(".flow.parquet.tmp-%d-1", cmd.Process.Pid))
+	live := filepath.Join(dir, ".flow.parquet.tmp-1-1") // PID 1 is always running
+	for _, p := range []string{dead, live} {
+		if err := os.WriteFile(p, []byte("PAR1 no footer"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := parquet.New(parquet.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the dead process's temporary file is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the live process's temporary file was removed: %v", err)
 	}
 }
