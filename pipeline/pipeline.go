@@ -421,6 +421,9 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 				nOther++
 				continue
 			}
+			if !m.Quote.Present { // k is the packet's own flow key
+				m.FlowHash = h
+			}
 			w := h % nWorkers
 			wb := cur[w]
 			if wb != nil && wb.Full(len(p.Data)) {

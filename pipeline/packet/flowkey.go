@@ -36,16 +36,20 @@ func (k FlowKey) Canonical() (FlowKey, bool) {
 // It is deterministic across runs and machines, so it can name flows
 // (flow_id) as well as shard them.
 func (k FlowKey) Hash() uint64 {
-	a16 := k.Src.As16()
-	b16 := k.Dst.As16()
+	return Hash16(k.Src.As16(), k.Dst.As16(), k.SrcPort, k.DstPort, k.Proto, k.VLAN)
+}
+
+// Hash16 is FlowKey.Hash of a key given as its addresses' 16-byte forms
+// (netip.Addr.As16), for tables that keep keys packed that way.
+func Hash16(a16, b16 [16]byte, srcPort, dstPort uint16, proto uint8, vlan uint16) uint64 {
 	a0, a1 := binary.LittleEndian.Uint64(a16[:8]), binary.LittleEndian.Uint64(a16[8:])
 	b0, b1 := binary.LittleEndian.Uint64(b16[:8]), binary.LittleEndian.Uint64(b16[8:])
-	pa, pb := uint64(k.SrcPort), uint64(k.DstPort)
+	pa, pb := uint64(srcPort), uint64(dstPort)
 	// Order the two endpoints so the hash does not depend on direction.
 	if a0 > b0 || (a0 == b0 && (a1 > b1 || (a1 == b1 && pa > pb))) {
 		a0, a1, b0, b1, pa, pb = b0, b1, a0, a1, pb, pa
 	}
-	h := uint64(k.Proto)<<32 | uint64(k.VLAN)<<8 | 0x9e
+	h := uint64(proto)<<32 | uint64(vlan)<<8 | 0x9e
 	h = mix(h, a0)
 	h = mix(h, a1)
 	h = mix(h, b0)
@@ -81,17 +85,23 @@ func KeyOf(m *Meta) (FlowKey, bool) {
 		return FlowKey{}, false
 	}
 	k := FlowKey{Src: m.Src, Dst: m.Dst, Proto: m.Proto, VLAN: m.VLAN[0]}
+	k.SrcPort, k.DstPort = KeyPorts(m)
+	return k, true
+}
+
+// KeyPorts returns the ports of KeyOf(m): the transport ports, the echo id
+// twice, ICMPPorts for other ICMP messages, or zeros.
+func KeyPorts(m *Meta) (sport, dport uint16) {
 	switch m.Proto {
 	case ProtoTCP, ProtoUDP, ProtoSCTP:
-		k.SrcPort, k.DstPort = m.SrcPort, m.DstPort
+		return m.SrcPort, m.DstPort
 	case ProtoICMP, ProtoICMPv6:
 		if IsEcho(m.Proto, m.ICMPType) {
-			k.SrcPort, k.DstPort = m.ICMPID, m.ICMPID
-		} else {
-			k.SrcPort, k.DstPort, _ = ICMPPorts(m.Proto, m.ICMPType, m.ICMPCode)
+			return m.ICMPID, m.ICMPID
 		}
+		sport, dport, _ = ICMPPorts(m.Proto, m.ICMPType, m.ICMPCode)
 	}
-	return k, true
+	return sport, dport
 }
 
 // ICMPPorts maps an ICMP (proto 1) or ICMPv6 (proto 58) type and code to

@@ -68,12 +68,18 @@ type Meta struct {
 
 	// Network layer of the (innermost) packet.
 	IPVersion uint8 // 4 or 6; 0 when there is no IP layer (ARP, etc.)
-	Src, Dst  netip.Addr
-	TTL       uint8  // TTL or hop limit
-	IPLen     uint16 // total length from the IP header (IPv6: 40 + payload length)
-	L3Off     uint16 // offset of the IP header in Data
-	Frag      Fragment
-	DF        bool // IPv4 don't-fragment flag (always false for IPv6)
+
+	// Application payload of TCP/UDP (or the ICMP body), as offsets in Data
+	// (here, where they fill the struct's padding).
+	PayloadOff uint16
+	PayloadLen uint16
+
+	Src, Dst netip.Addr
+	TTL      uint8  // TTL or hop limit
+	IPLen    uint16 // total length from the IP header (IPv6: 40 + payload length)
+	L3Off    uint16 // offset of the IP header in Data
+	Frag     Fragment
+	DF       bool // IPv4 don't-fragment flag (always false for IPv6)
 
 	// Transport layer.
 	Proto   uint8 // IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...)
@@ -98,9 +104,12 @@ type Meta struct {
 	// Quote is the packet quoted by an ICMP/ICMPv6 error, when Meta is one.
 	Quote Quote
 
-	// Application payload of TCP/UDP (or the ICMP body), as offsets in Data.
-	PayloadOff uint16
-	PayloadLen uint16
+	// FlowHash is KeyOf(m).Hash(), set by the engine's dispatcher, which
+	// computes it to pick the worker, so that the worker's flow table need
+	// not compute it again; 0 = not known (an ICMP error, which goes by
+	// the flow it quotes, or a packet that did not come through the
+	// dispatcher). A hash that happens to be 0 is merely computed again.
+	FlowHash uint64
 }
 
 // Payload returns the transport payload of p (empty if there is none).

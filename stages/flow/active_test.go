@@ -213,8 +213,8 @@ func TestActiveTimeoutQuiet(t *testing.T) {
 			t.Errorf("record %d: %+v, want %+v", i, g, want[i])
 		}
 	}
-	if len(p.ivls) != 1 {
-		t.Errorf("%d interval entries for one long flow at a time, want 1", len(p.ivls))
+	if len(p.exts) != 1 {
+		t.Errorf("%d side entries for one long flow at a time, want 1", len(p.exts))
 	}
 }
 
@@ -223,16 +223,19 @@ func TestActiveTimeoutQuiet(t *testing.T) {
 func TestActiveTimeoutOffUnchanged(t *testing.T) {
 	p := NewProcessor(Config{MaxFlows: 16})
 	recs := flows(run(t, p, longFlow(), 64))
-	if len(recs) != 1 || len(p.ivls) != 0 {
-		t.Fatalf("%d records, %d interval entries", len(recs), len(p.ivls))
+	if len(recs) != 1 || len(p.exts) != 0 {
+		t.Fatalf("%d records, %d side entries", len(recs), len(p.exts))
 	}
 }
 
-// TestFlowEntrySize: the active timeout's interval index lives in the
-// entry's tail padding, so a flow entry costs what it did before it
-// (288 bytes on 64-bit), with the active timeout on or off.
+// TestFlowEntrySize: a flow entry is three cache lines on 64-bit (what
+// some flows need is in the side table), with the active timeout on or
+// off, and an index bucket is one.
 func TestFlowEntrySize(t *testing.T) {
-	if n := unsafe.Sizeof(Flow{}); n > 288 {
-		t.Errorf("Flow is %d bytes, want <= 288", n)
+	if n := unsafe.Sizeof(Flow{}); n > 192 {
+		t.Errorf("Flow is %d bytes, want <= 192", n)
+	}
+	if n := unsafe.Sizeof(bucket{}); n != 64 {
+		t.Errorf("bucket is %d bytes, want 64", n)
 	}
 }

@@ -9,10 +9,18 @@
 // and is never shrunk: ended entries go on a free list and new flows reuse
 // them, so the steady state allocates nothing per packet and the memory is
 // bounded by the cap. Chunks never move, so a *Flow stays valid for the
-// whole life of its flow. Lookup is a chained hash on the symmetric
-// packet.FlowKey.Hash of the canonical key: a bucket array of int32 heads
-// (sized to the cap, allocated once) and an intrusive next index in each
-// entry. Nothing in the table is a Go map, so there is no rehash pause.
+// whole life of its flow. An entry is 192 bytes with the key packed (no
+// netip.Addr) and holds no pointer but its table's and its Community ID:
+// what only some flows need (a tunnel's outer addresses, the active
+// timeout's interval) is in a side table the entry indexes.
+//
+// Lookup goes by the symmetric packet.FlowKey.Hash of the key, which the
+// engine's dispatcher has already computed to pick the worker
+// (packet.Meta.FlowHash), through an index of open addressing over
+// cache-line buckets with a tag byte per slot (index.go), sized to the cap
+// and allocated once: a lookup reads one bucket line and, almost always,
+// only the entry it finds. Nothing in the table is a Go map, so there is
+// no rehash pause.
 //
 // Every entry is also on one intrusive, doubly linked LRU list (int32
 // indices) per timeout class: new (one direction seen), established TCP,
@@ -108,9 +116,11 @@
 // flow_id is FlowKey.Hash (symmetric, stable across runs) mixed with the
 // first packet's timestamp and masked to 53 bits, so JSON readers that use
 // doubles keep it exact. The Community ID (on by default) is computed once,
-// when the flow is created: from the canonical key for TCP/UDP/SCTP and
-// other protocols, and from the first packet's type and code for ICMP (so
-// a ping session gets the ID of its request/reply pair).
+// when first asked for (the first event about the flow, or its record, so
+// a quiet flow holds no string while it lives): from the canonical key for
+// TCP/UDP/SCTP and other protocols, and from the first packet's direction,
+// type and code for ICMP (so a ping session gets the ID of its
+// request/reply pair).
 //
 // # Analyzers
 //
@@ -128,6 +138,14 @@
 // call its Packet for that flow (a bit test on the entry), while
 // ICMPError and End are still called. Analyzers run on the worker's
 // goroutine and may keep their own scratch state without locks.
+//
+// A slot's interface values live in chunks beside the table, allocated
+// when a flow of the chunk first stores something, so an analyzer that
+// stores nothing costs nothing per flow. Small fixed-size state is better
+// kept in a Column (column.go): one typed, pointer-free element per entry,
+// found by Flow.Index, with no allocation or interface value per flow;
+// tcpstate, rtt, probe and icmp_feedback keep theirs so, with what only
+// some flows need in a side table of their own.
 package flow
 
 import (
@@ -212,86 +230,122 @@ var DefaultTimeouts = Timeouts{
 // Flow is one live bidirectional flow. It is owned by the worker's
 // Processor: analyzers may read it and use their state slot while it is
 // passed to them, and must not keep the pointer after End.
+//
+// An entry is 192 bytes (three cache lines) and holds no pointer but its
+// table's and the Community ID, so a million flows cost the garbage
+// collector little: analyzer state lives in the table's slots and in
+// analyzers' Columns, and what few flows need (a tunnel's outer
+// addresses, the active timeout's interval) in a side table (ext).
 type Flow struct {
-	// Hot fields first: the hash chain walk reads hash, hnext and key, and
-	// every packet then touches the LRU links, times and counters.
-	hash        uint64 // key.Hash()
-	hnext       int32  // hash chain
-	prev, next  int32  // LRU list of its class
-	class       uint8
-	seen        uint8 // bit per Dir
-	fins        uint8 // FIN seen, bit per Dir
-	closed      uint8 // 0, reasonFin or reasonRst
-	clientSrc   bool  // the client is key.Src
-	live        bool
-	flags       [2]uint8       // TCP flags by Dir
-	skip        uint32         // analyzers (bit per slot) that want no more packets
-	key         packet.FlowKey // canonical
+	tbl *Processor // the owning table: state slots, Community ID
+	cid string     // Community ID, computed when first asked for (bitCID)
+
+	hash        uint64 // key.hash()
 	first, last int64
 	pkts, bytes [2]uint64 // by Dir
 	frags       uint64
-
-	// Set once when the flow starts.
-	id                 uint64 // flow_id
-	cid                string
-	state              []any // one slot per analyzer
-	outerSrc, outerDst netip.Addr
-	ifIndex            int32
-	vlan               [2]uint16
-	tunnel             packet.Tunnel
-	icmpType           uint8 // of the first packet (ICMP flows)
-	icmpCode           uint8
+	key         key   // canonical
+	idx         int32 // this entry's position in the table
+	prev, next  int32 // LRU list of its class (next: free list when unused)
+	ext         int32 // index in tbl.exts, or nilIdx
+	ifIndex     int32
+	skip        uint32         // analyzers (bit per slot) that want no more packets
+	ether       [2]event.Ether // first packet each way (Ethernet links)
+	vlan1       uint16         // inner VLAN of the first packet (key.vlan is the outer)
+	class       uint8
+	seen        uint8    // bit per Dir
+	fins        uint8    // FIN seen, bit per Dir
+	closed      uint8    // 0, reasonFin or reasonRst
+	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID
+	flags       [2]uint8 // TCP flags by Dir
 	// First ICMP type/code seen each way (by Dir), for EVE's icmp_type and
-	// response_icmp_type on the record.
+	// response_icmp_type on the record; the first packet's are those of
+	// its direction.
 	icmpTypeDir, icmpCodeDir [2]uint8
-	ether                    [2]event.Ether // first packet each way (Ethernet links)
-	// ivl is 1 + the index of the flow's interval accounting in
-	// Processor.ivls once it has written a record at its active timeout,
-	// else 0 (it fits in the struct's tail padding: no cost per flow).
-	ivl uint32
+}
+
+const (
+	bitClientSrc    = 1 << iota // the client is key.a
+	bitFirstSwapped             // the first packet was sent by key.b
+	bitCID                      // cid is computed
+)
+
+// ext is what only some flows need, kept beside the table.
+type ext struct {
+	tunnel             packet.Tunnel
+	outerSrc, outerDst netip.Addr
+	// The flow's accounting once it has written a record at its active
+	// timeout (hasIvl).
+	hasIvl bool
+	ivl    interval
+}
+
+func (f *Flow) clientSrc() bool { return f.bits&bitClientSrc != 0 }
+
+// firstDir is the direction of the flow's first packet.
+func (f *Flow) firstDir() Dir {
+	if (f.bits&bitFirstSwapped != 0) == f.clientSrc() {
+		return ToClient
+	}
+	return ToServer
 }
 
 // Key is the flow's canonical key (lower address/port first).
-func (f *Flow) Key() packet.FlowKey { return f.key }
+func (f *Flow) Key() packet.FlowKey { return f.key.flowKey() }
 
 // Proto is the IP protocol number.
-func (f *Flow) Proto() uint8 { return f.key.Proto }
+func (f *Flow) Proto() uint8 { return f.key.proto }
 
 // Client returns the client's address and port (echo id for ICMP echo).
 func (f *Flow) Client() (netip.Addr, uint16) {
-	if f.clientSrc {
-		return f.key.Src, f.key.SrcPort
+	if f.clientSrc() {
+		return f.key.addrA(), f.key.ap
 	}
-	return f.key.Dst, f.key.DstPort
+	return f.key.addrB(), f.key.bp
 }
 
 // Server returns the server's address and port.
 func (f *Flow) Server() (netip.Addr, uint16) {
-	if f.clientSrc {
-		return f.key.Dst, f.key.DstPort
+	if f.clientSrc() {
+		return f.key.addrB(), f.key.bp
 	}
-	return f.key.Src, f.key.SrcPort
+	return f.key.addrA(), f.key.ap
 }
 
 // DirOf returns the direction of a directed key of this flow (for example
 // the key an ICMP error quotes), and false if k is not this flow's.
 func (f *Flow) DirOf(k packet.FlowKey) (Dir, bool) {
-	c, swapped := k.Canonical()
+	c, swapped := packFlowKey(k)
 	if c != f.key {
 		return 0, false
 	}
-	// The key's sender is key.Src unless Canonical swapped it.
-	if swapped != f.clientSrc {
+	// The key's sender is key.a unless packing swapped it.
+	if swapped != f.clientSrc() {
 		return ToServer, true
 	}
 	return ToClient, true
 }
 
 // ID is the flow_id.
-func (f *Flow) ID() uint64 { return f.id }
+func (f *Flow) ID() uint64 {
+	if f.tbl == nil { // not a table's entry
+		return 0
+	}
+	return flowID(f.hash, f.first)
+}
 
-// CommunityID is the flow's Community ID ("" when disabled).
-func (f *Flow) CommunityID() string { return f.cid }
+// CommunityID is the flow's Community ID ("" when disabled). It is
+// computed when first asked for (by an event about the flow, or its
+// record), so a flow that lives quietly holds no string.
+func (f *Flow) CommunityID() string {
+	if f.bits&bitCID == 0 {
+		f.bits |= bitCID
+		if f.tbl != nil && f.tbl.cid != nil {
+			f.cid = f.tbl.communityID(f)
+		}
+	}
+	return f.cid
+}
 
 // First and Last are the timestamps (ns) of the flow's first and latest
 // packets.
@@ -311,25 +365,32 @@ func (f *Flow) Established() bool { return f.seen == 3 }
 func (f *Flow) Closed() bool { return f.closed != 0 }
 
 // VLAN and IfIndex are those of the flow's first packet.
-func (f *Flow) VLAN() [2]uint16 { return f.vlan }
+func (f *Flow) VLAN() [2]uint16 { return [2]uint16{f.key.vlan, f.vlan1} }
 func (f *Flow) IfIndex() int32  { return f.ifIndex }
+
+// Index is the entry's position in its table, unique among the table's
+// live flows (a later flow may reuse it): what a Column is indexed by.
+func (f *Flow) Index() int { return int(f.idx) }
 
 // FirstICMP returns the ICMP type and code of the flow's first packet
 // (meaningful for ICMP/ICMPv6 flows only).
-func (f *Flow) FirstICMP() (typ, code uint8) { return f.icmpType, f.icmpCode }
+func (f *Flow) FirstICMP() (typ, code uint8) {
+	d := f.firstDir()
+	return f.icmpTypeDir[d], f.icmpCodeDir[d]
+}
 
 // State returns the analyzer state in slot i (nil if none or out of range).
 func (f *Flow) State(i int) any {
-	if uint(i) >= uint(len(f.state)) {
+	if f.tbl == nil {
 		return nil
 	}
-	return f.state[i]
+	return f.tbl.slots.get(i, f.idx)
 }
 
 // SetState stores analyzer state in slot i (ignored if out of range).
 func (f *Flow) SetState(i int, v any) {
-	if uint(i) < uint(len(f.state)) {
-		f.state[i] = v
+	if f.tbl != nil {
+		f.tbl.slots.set(i, f.idx, v, f.tbl.cfg.MaxFlows)
 	}
 }
 
@@ -350,8 +411,8 @@ func (f *Flow) FillHeader(h *event.Header, ts int64) {
 	ca, cp := f.Client()
 	sa, sp := f.Server()
 	*h = event.Header{
-		Timestamp: ts, FlowID: f.id,
+		Timestamp: ts, FlowID: f.ID(),
 		SrcIP: ca, DestIP: sa, SrcPort: cp, DestPort: sp,
-		Proto: f.key.Proto, CommunityID: f.cid, VLAN: f.vlan, IfIndex: f.ifIndex,
+		Proto: f.key.proto, CommunityID: f.CommunityID(), VLAN: f.VLAN(), IfIndex: f.ifIndex,
 	}
 }

@@ -436,9 +436,9 @@ func TestAnalyzerLifecycle(t *testing.T) {
 		t.Errorf("extension missing: %v", lines)
 	}
 	// The slot is cleared for the next flow in that entry.
-	for ci := range p.chunks {
-		for _, f := range p.chunks[ci] {
-			for _, s := range f.state {
+	for _, cs := range p.slots.s {
+		for _, c := range cs {
+			for _, s := range c {
 				if s != nil {
 					t.Fatal("state slot not cleared after End")
 				}

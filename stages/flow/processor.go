@@ -123,19 +123,18 @@ type Processor struct {
 	active    int64            // Timeouts.Active, 0 = off
 	iw        []IntervalWriter // by slot, nil where the analyzer is not one
 
-	// Interval accounting of the flows that have written an active
-	// timeout record (Flow.ivl), and the free entries.
-	ivls    []interval
-	ivlFree []uint32
+	// What only some flows need (Flow.ext), and the free entries.
+	exts    []ext
+	extFree []int32
 
-	chunks  [][]Flow
-	n       int32 // entries ever used (high-water mark)
-	free    int32 // free list head, linked by next
-	size    int   // live flows
-	buckets []int32
-	mask    uint64
-	head    [nClasses]int32
-	tail    [nClasses]int32
+	chunks [][]Flow
+	n      int32 // entries ever used (high-water mark)
+	free   int32 // free list head, linked by next
+	size   int   // live flows
+	ix     index
+	slots  slots // analyzers' State slots
+	head   [nClasses]int32
+	tail   [nClasses]int32
 
 	// Counts since the last publish (counters are added once per batch).
 	created, evicted, matched, unmatched, skipped, actives uint64
@@ -179,12 +178,8 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 	for i, a := range analyzers {
 		p.iw[i], _ = a.(IntervalWriter)
 	}
-	nb := 1 << bits.Len(uint(max(cfg.MaxFlows, 8)-1))
-	p.buckets = make([]int32, nb)
-	for i := range p.buckets {
-		p.buckets[i] = nilIdx
-	}
-	p.mask = uint64(nb - 1)
+	p.ix = newIndex(cfg.MaxFlows)
+	p.slots.s = make([][][]any, len(analyzers))
 	for c := range nClasses {
 		p.head[c], p.tail[c] = nilIdx, nilIdx
 	}
@@ -225,8 +220,8 @@ func (p *Processor) Cap() int { return p.cfg.MaxFlows }
 
 // Lookup returns the live flow of a directed or canonical key, or nil.
 func (p *Processor) Lookup(k packet.FlowKey) *Flow {
-	c, _ := k.Canonical()
-	if i := p.lookup(c, c.Hash()); i != nilIdx {
+	c, _ := packFlowKey(k)
+	if i := p.lookup(&c, c.hash()); i != nilIdx {
 		return p.at(i)
 	}
 	return nil
@@ -302,12 +297,14 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 		p.skipped++ // no ports: cannot be tied to a flow
 		return
 	}
-	k, _ := packet.KeyOf(m)
-	ck, swapped := k.Canonical()
-	h := ck.Hash()
+	ck, swapped := packetKey(m)
+	h := m.FlowHash // the dispatcher's, when it came through one
+	if h == 0 {
+		h = ck.hash()
+	}
 	ts := pk.Timestamp
 	var f *Flow
-	i := p.lookup(ck, h)
+	i := p.lookup(&ck, h)
 	if i != nilIdx {
 		f = p.at(i)
 		if p.expired(f, ts) {
@@ -324,14 +321,14 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if f == nil {
 		i = p.alloc(ts, em)
 		f = p.at(i)
-		p.start(f, k, ck, h, swapped, pk)
-		p.hashInsert(i)
+		p.start(i, f, &ck, h, swapped, pk)
+		p.ix.insert(i, h)
 		p.pushFront(f.class, i)
 		p.size++
 		p.created++
 	}
 	dir := ToServer
-	if swapped == f.clientSrc { // the sender is not the client
+	if swapped == f.clientSrc() { // the sender is not the client
 		dir = ToClient
 	}
 	if ts > f.last {
@@ -362,8 +359,8 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if m.Proto == packet.ProtoTCP {
 		fl := m.TCPFlags
 		f.flags[dir] |= fl
-		if f.ivl != 0 {
-			p.ivls[f.ivl-1].flags[dir] |= fl
+		if f.ext != nilIdx {
+			p.exts[f.ext].ivl.flags[dir] |= fl
 		}
 		if f.closed == 0 {
 			if fl&packet.TCPRst != 0 {
@@ -407,8 +404,8 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
 	var f *Flow
 	if qk, ok := packet.QuoteKey(&pk.Meta); ok {
-		ck, _ := qk.Canonical()
-		if i := p.lookup(ck, ck.Hash()); i != nilIdx {
+		ck, _ := packFlowKey(qk)
+		if i := p.lookup(&ck, ck.hash()); i != nilIdx {
 			g := p.at(i)
 			if p.expired(g, pk.Timestamp) {
 				// It is over; end it as a sweep would have.
@@ -428,19 +425,18 @@ func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
 	}
 }
 
-// start initialises a fresh entry for the first packet pk of a flow.
-func (p *Processor) start(f *Flow, k, ck packet.FlowKey, h uint64, swapped bool, pk *packet.Packet) {
+// start initialises entry i, f, for the first packet pk of a flow.
+func (p *Processor) start(i int32, f *Flow, ck *key, h uint64, swapped bool, pk *packet.Packet) {
 	m := &pk.Meta
-	state := f.state
 	*f = Flow{
-		key: ck, hash: h, state: state, live: true,
+		tbl: p, idx: i, key: *ck, hash: h,
 		first: pk.Timestamp, last: pk.Timestamp,
-		prev: nilIdx, next: nilIdx, hnext: nilIdx,
-		ifIndex: pk.IfIndex, vlan: m.VLAN, class: clsNew,
-		icmpType: m.ICMPType, icmpCode: m.ICMPCode,
+		prev: nilIdx, next: nilIdx, ext: nilIdx,
+		ifIndex: pk.IfIndex, vlan1: m.VLAN[1], class: clsNew,
 	}
 	if m.Tunnel != packet.TunnelNone {
-		f.tunnel, f.outerSrc, f.outerDst = m.Tunnel, m.OuterSrc, m.OuterDst
+		x := p.newExt(f)
+		x.tunnel, x.outerSrc, x.outerDst = m.Tunnel, m.OuterSrc, m.OuterDst
 	}
 	// The sender of the first packet is the client unless it looks like the
 	// server's answer.
@@ -451,27 +447,53 @@ func (p *Processor) start(f *Flow, k, ck packet.FlowKey, h uint64, swapped bool,
 		case m.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn|packet.TCPAck:
 			senderIsServer = true
 		case m.TCPFlags&packet.TCPSyn == 0: // midstream: lower port serves
-			senderIsServer = k.SrcPort < k.DstPort
+			senderIsServer = m.SrcPort < m.DstPort
 		}
 	case packet.ProtoUDP:
 		// A datagram from a DNS port to another port is an answer: its
 		// receiver asked (Suricata reverses such a flow once its DNS
 		// parser sees the response).
-		senderIsServer = isDNSPort(k.SrcPort) && !isDNSPort(k.DstPort)
+		senderIsServer = isDNSPort(m.SrcPort) && !isDNSPort(m.DstPort)
 	case packet.ProtoICMP:
 		senderIsServer = m.ICMPType == 0
 	case packet.ProtoICMPv6:
 		senderIsServer = m.ICMPType == 129
 	}
-	f.clientSrc = !swapped != senderIsServer
-	f.id = flowID(h, pk.Timestamp)
-	if p.cid != nil {
-		if m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6 {
-			f.cid = p.cid.IDICMP(k, m.ICMPType, m.ICMPCode)
+	if !swapped != senderIsServer {
+		f.bits |= bitClientSrc
+	}
+	if swapped {
+		f.bits |= bitFirstSwapped
+	}
+}
+
+// communityID computes f's Community ID: from the canonical key, or for
+// ICMP from the first packet's direction, type and code (so a ping
+// session gets the ID of its request/reply pair).
+func (p *Processor) communityID(f *Flow) string {
+	k := f.key.flowKey()
+	if k.Proto != packet.ProtoICMP && k.Proto != packet.ProtoICMPv6 {
+		return p.cid.ID(k)
+	}
+	if f.bits&bitFirstSwapped != 0 {
+		k = k.Reverse()
+	}
+	typ, code := f.FirstICMP()
+	return p.cid.IDICMP(k, typ, code)
+}
+
+// newExt gives f a side entry.
+func (p *Processor) newExt(f *Flow) *ext {
+	if f.ext == nilIdx {
+		if n := len(p.extFree); n > 0 {
+			f.ext = p.extFree[n-1]
+			p.extFree = p.extFree[:n-1]
 		} else {
-			f.cid = p.cid.ID(ck)
+			p.exts = append(p.exts, ext{})
+			f.ext = int32(len(p.exts) - 1)
 		}
 	}
+	return &p.exts[f.ext]
 }
 
 func isDNSPort(p uint16) bool { return p == 53 || p == 5353 }
@@ -497,7 +519,7 @@ func (p *Processor) classOf(f *Flow) uint8 {
 	case f.seen != 3:
 		return clsNew
 	}
-	switch f.key.Proto {
+	switch f.key.proto {
 	case packet.ProtoTCP:
 		return clsTCP
 	case packet.ProtoUDP:
@@ -557,15 +579,7 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 	}
 	i := p.n
 	if int(i)>>chunkShift == len(p.chunks) {
-		size := min(chunkSize, p.cfg.MaxFlows-int(i))
-		chunk := make([]Flow, size)
-		if na := len(p.analyzers); na > 0 {
-			states := make([]any, size*na)
-			for j := range chunk {
-				chunk[j].state = states[j*na : (j+1)*na : (j+1)*na]
-			}
-		}
-		p.chunks = append(p.chunks, chunk)
+		p.chunks = append(p.chunks, make([]Flow, min(chunkSize, p.cfg.MaxFlows-int(i))))
 	}
 	p.n++
 	return i
@@ -573,8 +587,8 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 
 // intervalStart is the time of the first packet of f's current interval.
 func (p *Processor) intervalStart(f *Flow) int64 {
-	if f.ivl != 0 {
-		return p.ivls[f.ivl-1].first
+	if f.ext != nilIdx && p.exts[f.ext].hasIvl {
+		return p.exts[f.ext].ivl.first
 	}
 	return f.first
 }
@@ -589,16 +603,8 @@ func (p *Processor) interval(f *Flow, ts int64, em *pipeline.Emitter) {
 		}
 	}
 	em.Emit(rec)
-	if f.ivl == 0 {
-		if n := len(p.ivlFree); n > 0 {
-			f.ivl = p.ivlFree[n-1]
-			p.ivlFree = p.ivlFree[:n-1]
-		} else {
-			p.ivls = append(p.ivls, interval{})
-			f.ivl = uint32(len(p.ivls))
-		}
-	}
-	p.ivls[f.ivl-1] = interval{first: ts, pkts: f.pkts, bytes: f.bytes, frags: f.frags}
+	x := p.newExt(f)
+	x.hasIvl, x.ivl = true, interval{first: ts, pkts: f.pkts, bytes: f.bytes, frags: f.frags}
 	p.actives++
 }
 
@@ -606,8 +612,12 @@ func (p *Processor) interval(f *Flow, ts int64, em *pipeline.Emitter) {
 // interval once it has written one at the active timeout.
 func (p *Processor) record(f *Flow, reason string) *event.Flow {
 	start, pkts, bytes, frags, flags := f.first, f.pkts, f.bytes, f.frags, f.flags
-	if f.ivl != 0 {
-		iv := &p.ivls[f.ivl-1]
+	var x *ext
+	if f.ext != nilIdx {
+		x = &p.exts[f.ext]
+	}
+	if x != nil && x.hasIvl {
+		iv := &x.ivl
 		start, frags, flags = iv.first, frags-iv.frags, iv.flags
 		for d := range pkts {
 			pkts[d] -= iv.pkts[d]
@@ -631,14 +641,14 @@ func (p *Processor) record(f *Flow, reason string) *event.Flow {
 	case f.seen == 3:
 		rec.State = "established"
 	}
-	if k := f.key.Proto; k == packet.ProtoICMP || k == packet.ProtoICMPv6 {
+	if k := f.key.proto; k == packet.ProtoICMP || k == packet.ProtoICMPv6 {
 		rec.ICMP = f.seen&(1<<ToServer) != 0
 		rec.ICMPType, rec.ICMPCode = f.icmpTypeDir[ToServer], f.icmpCodeDir[ToServer]
 		rec.RespICMP = f.seen&(1<<ToClient) != 0
 		rec.RespICMPType, rec.RespICMPCode = f.icmpTypeDir[ToClient], f.icmpCodeDir[ToClient]
 	}
-	if f.tunnel != packet.TunnelNone {
-		rec.Tunnel, rec.OuterSrc, rec.OuterDst = f.tunnel.String(), f.outerSrc, f.outerDst
+	if x != nil && x.tunnel != packet.TunnelNone {
+		rec.Tunnel, rec.OuterSrc, rec.OuterDst = x.tunnel.String(), x.outerSrc, x.outerDst
 	}
 	return rec
 }
@@ -650,16 +660,16 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 	for _, a := range p.analyzers {
 		a.End(f, rec, em)
 	}
-	clear(f.state)
+	p.slots.clear(i)
 	em.Emit(rec)
-	if f.ivl != 0 {
-		p.ivlFree = append(p.ivlFree, f.ivl)
-		f.ivl = 0
+	if f.ext != nilIdx {
+		p.exts[f.ext] = ext{}
+		p.extFree = append(p.extFree, f.ext)
+		f.ext = nilIdx
 	}
 
 	p.unlink(i)
-	p.hashRemove(i)
-	f.live = false
+	p.ix.remove(i, f.hash)
 	f.cid = ""
 	f.next = p.free
 	p.free = i
@@ -697,34 +707,21 @@ func (p *Processor) publish() {
 
 func (p *Processor) at(i int32) *Flow { return &p.chunks[i>>chunkShift][i&chunkMask] }
 
-func (p *Processor) lookup(k packet.FlowKey, h uint64) int32 {
-	for i := p.buckets[h&p.mask]; i != nilIdx; {
-		f := p.at(i)
-		if f.hash == h && f.key == k {
-			return i
+// lookup returns the entry of key k with hash h, or nilIdx.
+func (p *Processor) lookup(k *key, h uint64) int32 {
+	x := &p.ix
+	tag := tagOf(h)
+	for pos := x.home(h); ; pos = x.next(pos) {
+		b := &x.b[pos]
+		for m := b.match(tag); m != 0; m &= m - 1 {
+			i := b.idx[bits.TrailingZeros32(m)]
+			if f := p.at(i); f.hash == h && f.key == *k {
+				return i
+			}
 		}
-		i = f.hnext
-	}
-	return nilIdx
-}
-
-func (p *Processor) hashInsert(i int32) {
-	f := p.at(i)
-	b := &p.buckets[f.hash&p.mask]
-	f.hnext = *b
-	*b = i
-}
-
-func (p *Processor) hashRemove(i int32) {
-	f := p.at(i)
-	link := &p.buckets[f.hash&p.mask]
-	for *link != nilIdx {
-		if *link == i {
-			*link = f.hnext
-			f.hnext = nilIdx
-			return
+		if b.over == 0 {
+			return nilIdx
 		}
-		link = &p.at(*link).hnext
 	}
 }
 
