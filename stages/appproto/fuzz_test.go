@@ -31,7 +31,7 @@ func FuzzAnalyzer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, isTCP bool) {
 		reg := stats.NewRegistry()
 		a := New(reg)
-		p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg}, a)
+		p := flow.NewProcessor(flow.Config{Workers: 1, MaxFlows: 16, Stats: reg}, a)
 		ch := make(chan *event.Batch, 1024)
 		em := pipeline.NewEmitter(ch)
 		cli := netip.AddrPortFrom(netip.MustParseAddr("10.3.0.1"), 40000)

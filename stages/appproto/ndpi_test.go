@@ -251,18 +251,24 @@ func tsharkFlows(t *testing.T, files []string, keys map[flowKey]bool) map[flowKe
 			tsharkLine(fmt.Sprint(batch), line, views)
 		}
 	}
-	for i, b := range batches {
+	// A capture cut short stops mergecap: a batch that fails is read in
+	// halves, down to the capture alone.
+	var read func(b []string, batch int)
+	read = func(b []string, batch int) {
+		if len(b) == 1 {
+			dissect(b[0], batch)
+			return
+		}
 		merged := filepath.Join(t.TempDir(), "merged.pcapng")
 		if err := exec.Command(mc, append([]string{"-a", "-w", merged}, b...)...).Run(); err != nil {
-			// One capture is cut short: mergecap stops there. Read
-			// each of the batch's captures alone.
-			t.Logf("tshark: batch %d: mergecap: %v: %d captures read alone", i, err, len(b))
-			for _, f := range b {
-				dissect(f, i)
-			}
-			continue
+			read(b[:len(b)/2], batch)
+			read(b[len(b)/2:], batch)
+			return
 		}
-		dissect(merged, i)
+		dissect(merged, batch)
+	}
+	for i, b := range batches {
+		read(b, i)
 	}
 	// Back to the captures' own keys.
 	out := map[flowKey]*tsharkView{}
