@@ -42,8 +42,13 @@
 // more are taken as a resynchronisation, not a gap. RST segments are not
 // followed (their sequence number is often arbitrary).
 //
-// Per-flow state is pooled: the steady state allocates only the record's
-// extension.
+// # Cost
+//
+// A TCP flow's state is 44 bytes in a flow.Column (no allocation, no
+// pointer): each side's state, letters seen and next sequence number, and
+// the history. Holes and missed bytes, which only flows with gaps have,
+// are in a side table the state indexes. Other protocols' flows are
+// skipped. The steady state allocates only the record's extension.
 package tcpstate
 
 import (
@@ -72,26 +77,39 @@ type hole struct{ start, end uint32 }
 
 type endpoint struct {
 	st      uint8
-	synced  bool
-	nholes  uint8
+	flags   uint8  // epSynced, epData
 	letters uint16 // bit per history letter already recorded
 	next    uint32
-	size    uint64 // payload bytes
-	missed  uint64
-	holes   [maxHoles]hole
 }
 
+const (
+	epSynced = 1 << iota // next is known
+	epData               // the side sent payload
+)
+
+// state is a TCP flow's column element (the zero value: no packet yet).
 type state struct {
-	ep      [2]endpoint
-	hist    [24]byte
+	ep [2]endpoint
+	// hist holds at most '^' and the 10 letters of each side.
+	hist    [21]byte
 	n       uint8
 	started bool
+	gaps    uint32 // 1 + index in Analyzer.gaps, 0 = no hole ever opened
+}
+
+// gapState is the sequence holes of a flow that has had some, by Dir.
+type gapState struct {
+	holes  [2][maxHoles]hole
+	nholes [2]uint8
+	missed [2]uint64
 }
 
 // Analyzer is one worker's TCP state analyzer (a flow.Analyzer).
 type Analyzer struct {
-	slot int
-	free []*state
+	slot    int
+	col     flow.Column[state]
+	gaps    []gapState
+	gapFree []uint32
 }
 
 var _ flow.Analyzer = (*Analyzer)(nil)
@@ -139,9 +157,10 @@ func (s *state) add(d flow.Dir, l int) {
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
 	m := &p.Meta
 	if m.Proto != packet.ProtoTCP {
+		f.SkipPackets(a.slot) // a flow keeps its protocol
 		return
 	}
-	s := a.stateOf(f)
+	s := a.col.Of(f)
 	d := dir & 1
 	fl := m.TCPFlags
 	syn, ack, fin, rst := fl&packet.TCPSyn != 0, fl&packet.TCPAck != 0, fl&packet.TCPFin != 0, fl&packet.TCPRst != 0
@@ -154,36 +173,23 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	}
 	s.history(d, syn, ack, fin, rst, plen, m.Window)
 	e := &s.ep[d]
-	e.size += uint64(plen)
+	if plen > 0 {
+		e.flags |= epData
+	}
 	e.transition(&s.ep[d^1], d, syn, ack, fin, rst)
 
 	// Sequence space.
 	switch {
 	case rst:
 	case syn:
-		e.next, e.synced = m.Seq+1, true
+		e.next = m.Seq + 1
+		e.flags |= epSynced
 		if plen > 0 {
-			e.track(m.Seq+1, plen, fin, s, d)
+			a.track(s, d, m.Seq+1, plen, fin)
 		}
 	case plen > 0 || fin:
-		e.track(m.Seq, plen, fin, s, d)
+		a.track(s, d, m.Seq, plen, fin)
 	}
-}
-
-// stateOf returns f's state, taking one from the free list for a new flow.
-func (a *Analyzer) stateOf(f *flow.Flow) *state {
-	if s, ok := f.State(a.slot).(*state); ok {
-		return s
-	}
-	var s *state
-	if n := len(a.free); n > 0 {
-		s = a.free[n-1]
-		a.free = a.free[:n-1]
-	} else {
-		s = &state{}
-	}
-	f.SetState(a.slot, s)
-	return s
 }
 
 // history records the Zeek history letters of one segment from side d.
@@ -252,14 +258,16 @@ func (e *endpoint) transition(peer *endpoint, d flow.Dir, syn, ack, fin, rst boo
 	}
 }
 
-// track follows one segment of the side's sequence space.
-func (e *endpoint) track(seq, plen uint32, fin bool, s *state, d flow.Dir) {
+// track follows one segment of side d's sequence space.
+func (a *Analyzer) track(s *state, d flow.Dir, seq, plen uint32, fin bool) {
+	e := &s.ep[d]
 	end := seq + plen
 	if fin {
 		end++
 	}
-	if !e.synced {
-		e.next, e.synced = end, true
+	if e.flags&epSynced == 0 {
+		e.next = end
+		e.flags |= epSynced
 		return
 	}
 	gap := int32(seq - e.next)
@@ -269,34 +277,54 @@ func (e *endpoint) track(seq, plen uint32, fin bool, s *state, d flow.Dir) {
 			e.next = end
 			return
 		}
-		e.addHole(e.next, seq)
+		a.gapsOf(s).addHole(d, e.next, seq)
 		e.next = end
 	case int32(end-e.next) > 0: // overlaps the edge: new data
-		e.fill(seq, e.next)
+		if s.gaps != 0 {
+			a.gaps[s.gaps-1].fill(d, seq, e.next)
+		}
 		e.next = end
 	default: // entirely below next
-		if !e.fill(seq, end) && plen > 0 {
+		filled := s.gaps != 0 && a.gaps[s.gaps-1].fill(d, seq, end)
+		if !filled && plen > 0 {
 			s.add(d, lT)
 		}
 	}
 }
 
-func (e *endpoint) addHole(start, end uint32) {
-	if e.nholes == maxHoles {
-		e.missed += uint64(e.holes[0].end - e.holes[0].start)
-		copy(e.holes[:], e.holes[1:])
-		e.nholes--
+// gapsOf returns s's holes, taking an entry of the side table for its
+// first.
+func (a *Analyzer) gapsOf(s *state) *gapState {
+	if s.gaps == 0 {
+		if n := len(a.gapFree); n > 0 {
+			s.gaps = a.gapFree[n-1]
+			a.gapFree = a.gapFree[:n-1]
+		} else {
+			a.gaps = append(a.gaps, gapState{})
+			s.gaps = uint32(len(a.gaps))
+		}
 	}
-	e.holes[e.nholes] = hole{start, end}
-	e.nholes++
+	return &a.gaps[s.gaps-1]
 }
 
-// fill removes [start, end) from the holes and reports whether it covered
-// any hole byte.
-func (e *endpoint) fill(start, end uint32) bool {
+func (g *gapState) addHole(d flow.Dir, start, end uint32) {
+	holes := &g.holes[d]
+	if g.nholes[d] == maxHoles {
+		g.missed[d] += uint64(holes[0].end - holes[0].start)
+		copy(holes[:], holes[1:])
+		g.nholes[d]--
+	}
+	holes[g.nholes[d]] = hole{start, end}
+	g.nholes[d]++
+}
+
+// fill removes [start, end) from side d's holes and reports whether it
+// covered any hole byte.
+func (g *gapState) fill(d flow.Dir, start, end uint32) bool {
+	holes, n := &g.holes[d], &g.nholes[d]
 	any := false
-	for i := 0; i < int(e.nholes); i++ {
-		h := &e.holes[i]
+	for i := 0; i < int(*n); i++ {
+		h := &holes[i]
 		if int32(start-h.end) >= 0 || int32(end-h.start) <= 0 {
 			continue // no overlap
 		}
@@ -305,8 +333,8 @@ func (e *endpoint) fill(start, end uint32) bool {
 		coversEnd := int32(end-h.end) >= 0
 		switch {
 		case coversStart && coversEnd:
-			copy(e.holes[i:], e.holes[i+1:e.nholes])
-			e.nholes--
+			copy(holes[i:], holes[i+1:*n])
+			*n--
 			i--
 		case coversStart:
 			h.start = end
@@ -315,13 +343,13 @@ func (e *endpoint) fill(start, end uint32) bool {
 		default: // inside: split
 			right := hole{end, h.end}
 			h.end = start
-			if e.nholes < maxHoles {
-				copy(e.holes[i+2:], e.holes[i+1:e.nholes])
-				e.holes[i+1] = right
-				e.nholes++
+			if *n < maxHoles {
+				copy(holes[i+2:], holes[i+1:*n])
+				holes[i+1] = right
+				*n++
 				i++
 			} else {
-				e.missed += uint64(right.end - right.start)
+				g.missed[d] += uint64(right.end - right.start)
 			}
 		}
 	}
@@ -357,18 +385,24 @@ func (c *Conn) Encode(w event.Writer) {
 
 // End implements flow.Analyzer: the conn object goes on the record.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	s, ok := f.State(a.slot).(*state)
-	if !ok {
+	s := a.col.Get(f)
+	if s == nil || !s.started {
 		return
 	}
 	var missed [2]uint64
-	for d := range s.ep {
-		e := &s.ep[d]
-		for _, h := range e.holes[:e.nholes] {
-			e.missed += uint64(h.end - h.start)
+	if s.gaps != 0 {
+		g := &a.gaps[s.gaps-1]
+		for d := range missed {
+			for _, h := range g.holes[d][:g.nholes[d]] {
+				g.missed[d] += uint64(h.end - h.start)
+			}
+			missed[d] = g.missed[d]
 		}
-		missed[d] = e.missed
-		if e.missed > 0 {
+		*g = gapState{}
+		a.gapFree = append(a.gapFree, s.gaps)
+	}
+	for d, n := range missed {
+		if n > 0 {
 			s.add(flow.Dir(d), lG)
 		}
 	}
@@ -378,8 +412,6 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		MissedToServer: missed[flow.ToServer], MissedToClient: missed[flow.ToClient],
 	})
 	*s = state{}
-	f.SetState(a.slot, nil)
-	a.free = append(a.free, s)
 }
 
 // connState is Zeek's conn_state() for TCP.
@@ -389,7 +421,7 @@ func connState(o, r *endpoint, hist string) string {
 	switch {
 	case r.st == stReset:
 		switch {
-		case o.st == stSynSent || o.st == stSynAckSent || (o.st == stReset && o.size == 0 && r.size == 0):
+		case o.st == stSynSent || o.st == stSynAckSent || (o.st == stReset && (o.flags|r.flags)&epData == 0):
 			return "REJ"
 		case oInactive:
 			return "RSTRH"
