@@ -49,8 +49,17 @@
 // beyond that (counted as unanswered too).
 //
 // Results depend only on the flow's own packets, never on batch
-// boundaries, other flows or the worker count. Per-flow state is pooled
-// by the analyzer, so the steady state allocates only per event.
+// boundaries, other flows or the worker count.
+//
+// # Cost
+//
+// A flow's state is 32 bytes in a flow.Column (no allocation, no
+// pointer): the handshake's sequence numbers and times, which once it is
+// over hold its result. Echo requests and the echo and DNS statistics,
+// which only ICMP echo and DNS flows need, are in a side table the state
+// indexes, reused across flows. Flows of other protocols, and TCP flows
+// whose handshake is over, are skipped. The steady state allocates only
+// per event.
 package rtt
 
 import (
@@ -80,9 +89,11 @@ var kindNames = [nKinds]string{event.RTTTCPHandshake, event.RTTICMPEcho, event.R
 
 // Analyzer is one worker's RTT analyzer (a flow.Analyzer).
 type Analyzer struct {
-	cfg  Config
-	slot int
-	free []*state
+	cfg      Config
+	slot     int
+	col      flow.Column[state]
+	more     []more
+	moreFree []uint32
 
 	measured, unanswered, unmatched [nKinds]*stats.Counter
 	refused                         *stats.Counter
@@ -120,36 +131,54 @@ func (a *Analyzer) SetSlot(i int) { a.slot = i }
 func (a *Analyzer) Timeout() int64  { return a.cfg.Timeout }
 func (a *Analyzer) MaxPending() int { return a.cfg.MaxPending }
 
-// handshake is the TCP handshake tracker of one flow.
-type handshake struct {
-	synTS, synackTS int64
-	synSeq          uint32
-	synackSeq       uint32
-	syns, synacks   uint32
-	synRetrans      bool
-	done            bool
-}
-
+// state is a flow's column element: the TCP handshake tracker, and the
+// index of its echo/DNS state (the zero value: nothing seen).
 type state struct {
-	hs   handshake
-	echo Pending
-	sum  event.RTTSummary
+	// While the handshake goes on, the times of the latest SYN and of the
+	// first SYN/ACK answering it; once it is over (stDone), server_ns and
+	// client_ns, or rst_ns in t0 (stRefused).
+	t0, t1        int64
+	synSeq        uint32
+	synackSeq     uint32
+	more          uint32 // 1 + index in Analyzer.more, 0 = none
+	syns, synacks uint8  // counts, saturating (only 0, 1 and more matter)
+	flags         uint8
 }
 
-func (a *Analyzer) get(f *flow.Flow) *state {
-	if s, ok := f.State(a.slot).(*state); ok {
-		return s
+const (
+	stSynRetrans = 1 << iota
+	stDone       // the handshake is over: timed, or refused
+	stRefused
+)
+
+// more is the state of a flow with echo requests or DNS outcomes.
+type more struct {
+	echo      Pending
+	echoStats event.RTTStats
+	dnsStats  event.RTTStats
+}
+
+// moreOf returns f's echo/DNS state, taking an entry of the side table
+// for a flow that has none.
+func (a *Analyzer) moreOf(f *flow.Flow) *more {
+	s := a.col.Of(f)
+	if s.more == 0 {
+		if n := len(a.moreFree); n > 0 {
+			s.more = a.moreFree[n-1]
+			a.moreFree = a.moreFree[:n-1]
+		} else {
+			a.more = append(a.more, more{})
+			s.more = uint32(len(a.more))
+		}
+		a.more[s.more-1].echo.Max = a.cfg.MaxPending
 	}
-	var s *state
-	if n := len(a.free); n > 0 {
-		s = a.free[n-1]
-		a.free = a.free[:n-1]
-	} else {
-		s = &state{}
+	return &a.more[s.more-1]
+}
+
+func inc(n *uint8) {
+	if *n < 255 {
+		*n++
 	}
-	s.echo.Max = a.cfg.MaxPending
-	f.SetState(a.slot, s)
-	return s
 }
 
 // Packet implements flow.Analyzer.
@@ -157,14 +186,13 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	m := &p.Meta
 	switch m.Proto {
 	case packet.ProtoTCP:
-		if s, ok := f.State(a.slot).(*state); ok && s.hs.done {
-			return
-		}
 		a.tcp(f, p, dir, em)
 	case packet.ProtoICMP, packet.ProtoICMPv6:
 		if packet.IsEcho(m.Proto, m.ICMPType) {
 			a.echo(f, p, em)
 		}
+	default: // nothing to time here (DNS comes through ObserveDNS)
+		f.SkipPackets(a.slot)
 	}
 }
 
@@ -174,55 +202,52 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 	ts := p.Timestamp
 	switch {
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn && dir == flow.ToServer:
-		s := a.get(f)
-		h := &s.hs
-		if h.syns > 0 {
-			h.synRetrans = true
+		s := a.col.Of(f)
+		if s.syns > 0 {
+			s.flags |= stSynRetrans
 		}
-		h.syns++
-		h.synTS, h.synSeq = ts, m.Seq
-		h.synackTS, h.synacks = 0, 0 // a SYN/ACK must answer this SYN
+		inc(&s.syns)
+		s.t0, s.synSeq = ts, m.Seq
+		s.t1, s.synacks = 0, 0 // a SYN/ACK must answer this SYN
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck && dir == flow.ToClient:
-		s, ok := f.State(a.slot).(*state)
-		if !ok || s.hs.syns == 0 || m.Ack != s.hs.synSeq+1 {
+		s := a.col.Get(f)
+		if s == nil || s.syns == 0 || m.Ack != s.synSeq+1 {
 			return
 		}
-		h := &s.hs
-		if h.synacks == 0 {
-			h.synackTS, h.synackSeq = ts, m.Seq
+		if s.synacks == 0 {
+			s.t1, s.synackSeq = ts, m.Seq
 		}
-		h.synacks++
+		inc(&s.synacks)
 	case fl&packet.TCPRst != 0 && dir == flow.ToClient:
-		s, ok := f.State(a.slot).(*state)
-		if !ok || s.hs.syns == 0 || s.hs.synacks != 0 {
+		s := a.col.Get(f)
+		if s == nil || s.syns == 0 || s.synacks != 0 {
 			return
 		}
-		h := &s.hs
-		if fl&packet.TCPAck != 0 && m.Ack != h.synSeq+1 {
+		if fl&packet.TCPAck != 0 && m.Ack != s.synSeq+1 {
 			return
 		}
-		h.done = true
-		s.sum.Refused, s.sum.RSTNS, s.sum.SYNRetransmitted = true, ts-h.synTS, h.synRetrans
+		retrans := s.flags&stSynRetrans != 0
+		s.t0, s.t1 = ts-s.t0, 0
+		s.flags |= stDone | stRefused
+		f.SkipPackets(a.slot)
 		a.refused.Inc()
-		ev := &event.RTT{Kind: event.RTTTCPHandshake, Refused: true, RSTNS: ts - h.synTS, SYNRetransmitted: h.synRetrans}
+		ev := &event.RTT{Kind: event.RTTTCPHandshake, Refused: true, RSTNS: s.t0, SYNRetransmitted: retrans}
 		f.FillHeader(&ev.Header, ts)
 		ev.PcapCnt = p.Index
 		em.Emit(ev)
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPAck && dir == flow.ToServer:
-		s, ok := f.State(a.slot).(*state)
-		if !ok || s.hs.synacks == 0 || int32(m.Ack-(s.hs.synackSeq+1)) < 0 {
+		s := a.col.Get(f)
+		if s == nil || s.synacks == 0 || int32(m.Ack-(s.synackSeq+1)) < 0 {
 			return
 		}
-		h := &s.hs
-		h.done = true
-		sum := &s.sum
-		sum.Handshake = true
-		sum.ServerNS, sum.ClientNS, sum.HandshakeNS = h.synackTS-h.synTS, ts-h.synackTS, ts-h.synTS
-		sum.SYNRetransmitted = h.synRetrans
+		serverNS, clientNS := s.t1-s.t0, ts-s.t1
+		s.t0, s.t1 = serverNS, clientNS
+		s.flags |= stDone
+		f.SkipPackets(a.slot)
 		a.measured[KindHandshake].Inc()
 		ev := &event.RTT{
-			Kind: event.RTTTCPHandshake, ServerNS: sum.ServerNS, ClientNS: sum.ClientNS, HandshakeNS: sum.HandshakeNS,
-			SYNRetransmitted: h.synRetrans, SYNACKRetransmitted: h.synacks > 1,
+			Kind: event.RTTTCPHandshake, ServerNS: serverNS, ClientNS: clientNS, HandshakeNS: serverNS + clientNS,
+			SYNRetransmitted: s.flags&stSynRetrans != 0, SYNACKRetransmitted: s.synacks > 1,
 		}
 		f.FillHeader(&ev.Header, ts)
 		ev.PcapCnt = p.Index
@@ -233,14 +258,14 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
 	m := &p.Meta
 	ts := p.Timestamp
-	s := a.get(f)
+	s := a.moreOf(f)
 	if n := s.echo.Expire(ts, a.cfg.Timeout); n > 0 {
-		s.sum.Echo.Unanswered += uint64(n)
+		s.echoStats.Unanswered += uint64(n)
 		a.unanswered[KindEcho].Add(uint64(n))
 	}
 	if isEchoRequest(m.Proto, m.ICMPType) {
 		if _, dropped := s.echo.Request(uint32(m.ICMPSeq), ts); dropped {
-			s.sum.Echo.Unanswered++
+			s.echoStats.Unanswered++
 			a.unanswered[KindEcho].Inc()
 		}
 		return
@@ -250,7 +275,7 @@ func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
 		a.unmatched[KindEcho].Inc()
 		return
 	}
-	s.sum.Echo.Add(d)
+	s.echoStats.Add(d)
 	a.measured[KindEcho].Inc()
 	ev := &event.RTT{Kind: event.RTTICMPEcho, ID: m.ICMPID, Seq: m.ICMPSeq, NS: d, Retransmitted: dup}
 	f.FillHeader(&ev.Header, ts)
@@ -263,13 +288,13 @@ func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
 // it; it must be registered before this analyzer so that its End runs
 // first.
 func (a *Analyzer) ObserveDNS(f *flow.Flow, answered bool, ns int64, n int) {
-	s := a.get(f)
+	s := a.moreOf(f)
 	if answered {
-		s.sum.DNS.Add(ns)
+		s.dnsStats.Add(ns)
 		a.measured[KindDNS].Inc()
 		return
 	}
-	s.sum.DNS.Unanswered += uint64(n)
+	s.dnsStats.Unanswered += uint64(n)
 	a.unanswered[KindDNS].Add(uint64(n))
 }
 
@@ -282,23 +307,35 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 // End implements flow.Analyzer: outstanding echoes count as unanswered and
 // the summary goes on the record.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	s, ok := f.State(a.slot).(*state)
-	if !ok {
+	s := a.col.Get(f)
+	if s == nil {
 		return
 	}
-	if n := s.echo.Len(); n > 0 {
-		s.sum.Echo.Unanswered += uint64(n)
-		a.unanswered[KindEcho].Add(uint64(n))
+	var sum event.RTTSummary
+	if s.flags&stDone != 0 {
+		sum.SYNRetransmitted = s.flags&stSynRetrans != 0
+		if s.flags&stRefused != 0 {
+			sum.Refused, sum.RSTNS = true, s.t0
+		} else {
+			sum.Handshake = true
+			sum.ServerNS, sum.ClientNS, sum.HandshakeNS = s.t0, s.t1, s.t0+s.t1
+		}
 	}
-	if !s.sum.Empty() {
-		sum := s.sum // the record is encoded later: it needs its own copy
+	if s.more != 0 {
+		x := &a.more[s.more-1]
+		if n := x.echo.Len(); n > 0 {
+			x.echoStats.Unanswered += uint64(n)
+			a.unanswered[KindEcho].Add(uint64(n))
+		}
+		sum.Echo, sum.DNS = x.echoStats, x.dnsStats
+		x.echo.Reset()
+		x.echoStats, x.dnsStats = event.RTTStats{}, event.RTTStats{}
+		a.moreFree = append(a.moreFree, s.more)
+	}
+	if !sum.Empty() {
 		rec.Extra = append(rec.Extra, &sum)
 	}
-	s.hs = handshake{}
-	s.sum = event.RTTSummary{}
-	s.echo.Reset()
-	f.SetState(a.slot, nil)
-	a.free = append(a.free, s)
+	*s = state{}
 }
 
 func isEchoRequest(proto, typ uint8) bool {
