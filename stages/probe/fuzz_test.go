@@ -29,70 +29,19 @@ func FuzzProbe(f *testing.F) {
 }
 
 func fuzzOne(t *testing.T, data []byte) {
-	hosts := []netip.Addr{cli, srv, rtr, cli6, srv6, rtr6}
-	if len(data) > 6*128 { // more packets find nothing new and slow minimization down
-		data = data[:6*128]
-	}
+	pkts := fuzzPackets(data)
 	{
 		reg := stats.NewRegistry()
 		pr := New(reg)
 		var recs []Record
 		pr.SetRecordSink(func(r Record) { recs = append(recs, r) })
 		p := flow.NewProcessor(flow.Config{Workers: 1, Stats: reg, MaxFlows: 64}, tcpstate.New(), pr)
-		ch := make(chan *event.Batch, len(data)+8) // at least one event per batch
+		ch := make(chan *event.Batch, len(pkts)+8) // at least one event per batch
 		em := pipeline.NewEmitter(ch)
 		ts := t0
-		for len(data) >= 6 {
-			b := data[:6]
-			data = data[6:]
-			ts += int64(b[5]) * ms
-			v6 := b[0]&0x80 != 0
-			pick := func(x byte) netip.Addr {
-				i := int(x % 3)
-				if v6 {
-					i += 3
-				}
-				return hosts[i]
-			}
-			src, dst := pick(b[0]>>2), pick(b[0]>>4)
-			sp, dp := uint16(40000+int(b[1]&3)), uint16(8000+int(b[1]>>2&3))
-			seq, ack := uint32(b[3]&7)*1000, uint32(b[4]&7)*1000+uint32(b[4]>>3&1)
-			var pk packet.Packet
-			switch b[0] & 3 {
-			case 0:
-				pk = tcp(ts, src, sp, dst, dp, b[2], seq, ack)
-			case 1:
-				pk = udp(ts, src, sp, dst, dp)
-			case 2:
-				typ := uint8(8)
-				if v6 {
-					typ = 128
-				}
-				if b[2]&1 != 0 {
-					typ = map[bool]uint8{false: 0, true: 129}[v6]
-				}
-				pk = echo(ts, src, dst, typ, uint16(b[1]&3))
-			case 3:
-				// An error quoting a TCP/UDP/echo packet from src to dst.
-				var q packet.Packet
-				switch b[1] >> 6 {
-				case 0, 1:
-					q = tcp(ts, src, sp, dst, dp, packet.TCPSyn, seq, 0)
-				case 2:
-					q = udp(ts, src, sp, dst, dp)
-				default:
-					q = echo(ts, src, dst, map[bool]uint8{false: 8, true: 128}[v6], uint16(b[1]&3))
-				}
-				pk = icmpErr(ts, pick(b[4]), b[2]&15, b[3]&15, &q)
-				pk.Meta.Quote.HasSeq = b[4]&0x40 == 0 && pk.Meta.Quote.HasSeq
-				if b[4]&0x20 != 0 { // a v4 error for a v6 quote and the like
-					pk.Meta.Proto ^= packet.ProtoICMP ^ packet.ProtoICMPv6
-				}
-			}
-			if !packet.IsICMPError(pk.Meta.Proto, pk.Meta.ICMPType) {
-				pk.Meta.Quote = packet.Quote{}
-			}
-			p.Packet(&pk, em)
+		for i := range pkts {
+			ts = pkts[i].Timestamp
+			p.Packet(&pkts[i], em)
 		}
 		p.Flush(ts, em)
 		em.Flush()
@@ -144,4 +93,68 @@ func fuzzOne(t *testing.T, data []byte) {
 			}
 		}
 	}
+}
+
+// fuzzPackets reads data 6 bytes per packet: TCP, UDP, echo and
+// ICMP-error packets among a few hosts and ports.
+func fuzzPackets(data []byte) []packet.Packet {
+	hosts := []netip.Addr{cli, srv, rtr, cli6, srv6, rtr6}
+	if len(data) > 6*128 { // more packets find nothing new and slow minimization down
+		data = data[:6*128]
+	}
+	var pkts []packet.Packet
+	ts := t0
+	for len(data) >= 6 {
+		b := data[:6]
+		data = data[6:]
+		ts += int64(b[5]) * ms
+		v6 := b[0]&0x80 != 0
+		pick := func(x byte) netip.Addr {
+			i := int(x % 3)
+			if v6 {
+				i += 3
+			}
+			return hosts[i]
+		}
+		src, dst := pick(b[0]>>2), pick(b[0]>>4)
+		sp, dp := uint16(40000+int(b[1]&3)), uint16(8000+int(b[1]>>2&3))
+		seq, ack := uint32(b[3]&7)*1000, uint32(b[4]&7)*1000+uint32(b[4]>>3&1)
+		var pk packet.Packet
+		switch b[0] & 3 {
+		case 0:
+			pk = tcp(ts, src, sp, dst, dp, b[2], seq, ack)
+		case 1:
+			pk = udp(ts, src, sp, dst, dp)
+		case 2:
+			typ := uint8(8)
+			if v6 {
+				typ = 128
+			}
+			if b[2]&1 != 0 {
+				typ = map[bool]uint8{false: 0, true: 129}[v6]
+			}
+			pk = echo(ts, src, dst, typ, uint16(b[1]&3))
+		case 3:
+			// An error quoting a TCP/UDP/echo packet from src to dst.
+			var q packet.Packet
+			switch b[1] >> 6 {
+			case 0, 1:
+				q = tcp(ts, src, sp, dst, dp, packet.TCPSyn, seq, 0)
+			case 2:
+				q = udp(ts, src, sp, dst, dp)
+			default:
+				q = echo(ts, src, dst, map[bool]uint8{false: 8, true: 128}[v6], uint16(b[1]&3))
+			}
+			pk = icmpErr(ts, pick(b[4]), b[2]&15, b[3]&15, &q)
+			pk.Meta.Quote.HasSeq = b[4]&0x40 == 0 && pk.Meta.Quote.HasSeq
+			if b[4]&0x20 != 0 { // a v4 error for a v6 quote and the like
+				pk.Meta.Proto ^= packet.ProtoICMP ^ packet.ProtoICMPv6
+			}
+		}
+		if !packet.IsICMPError(pk.Meta.Proto, pk.Meta.ICMPType) {
+			pk.Meta.Quote = packet.Quote{}
+		}
+		pkts = append(pkts, pk)
+	}
+	return pkts
 }

@@ -82,9 +82,11 @@
 //
 // # Cost
 //
-// Per-flow state comes from a per-worker free list (no allocation in the
-// steady state); once the target has answered, the flow's packets are
-// skipped. The record's extension allocates once per attempt.
+// A flow's state is 40 bytes in a flow.Column (no allocation, no
+// pointer); the address of an ICMP error's sender, which few attempts
+// draw, is in a side table the state indexes. Flows that are not attempts,
+// and attempts once the target has answered, are skipped. The record's
+// extension allocates once per attempt.
 package probe
 
 import (
@@ -140,31 +142,60 @@ const (
 	KindEcho
 )
 
+// state is a flow's column element (kind 0: not an attempt, or not seen).
 type state struct {
+	lastProbe int64 // ns
+	rtt       int64 // ns, when answered
+	attempts  uint32
+	seqFirst  uint32 // TCP: first and latest SYN sequence numbers
+	seqLast   uint32
+	reporter  uint32 // 1 + index in Analyzer.reporters of the ICMP error's sender, 0 = none
 	kind      Kind
 	out       Outcome
 	final     bool // the target answered
 	answered  bool // the target or an ICMP error answered
-	attempts  uint32
-	seqFirst  uint32 // TCP: first and latest SYN sequence numbers
-	seqLast   uint32
-	lastProbe int64 // ns
-	rtt       int64 // ns, when answered
-	reporter  netip.Addr
 	icmpType  uint8
 	icmpCode  uint8
 }
 
 // Analyzer is one worker's probe analyzer (a flow.Analyzer).
 type Analyzer struct {
-	slot int
-	free []*state
+	slot      int
+	col       flow.Column[state]
+	reporters []netip.Addr
+	repFree   []uint32
 
 	sink  func(Record) // the scan detector's way in, when wired
 	flush func()
 
 	outcomes                    [NumOutcomes]*stats.Counter
 	badAnswer, badQuote, badDir *stats.Counter
+}
+
+// setReporter records the sender of the ICMP error behind s's outcome.
+func (a *Analyzer) setReporter(s *state, addr netip.Addr) {
+	if s.reporter == 0 {
+		if n := len(a.repFree); n > 0 {
+			s.reporter = a.repFree[n-1]
+			a.repFree = a.repFree[:n-1]
+		} else {
+			a.reporters = append(a.reporters, netip.Addr{})
+			s.reporter = uint32(len(a.reporters))
+		}
+	}
+	a.reporters[s.reporter-1] = addr
+}
+
+// dropReporter forgets s's ICMP error sender, returning it.
+func (a *Analyzer) dropReporter(s *state) netip.Addr {
+	if s.reporter == 0 {
+		return netip.Addr{}
+	}
+	r := a.reporters[s.reporter-1]
+	a.reporters[s.reporter-1] = netip.Addr{}
+	a.repFree = append(a.repFree, s.reporter)
+	s.reporter = 0
+	return r
 }
 
 var _ flow.Analyzer = (*Analyzer)(nil)
@@ -234,8 +265,8 @@ func attemptKind(m *packet.Meta) Kind {
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
 	m := &p.Meta
-	s, ok := f.State(a.slot).(*state)
-	if !ok {
+	s := a.col.Of(f)
+	if s.kind == 0 {
 		var k Kind
 		if dir == flow.ToServer && f.Packets(flow.ToServer)+f.Packets(flow.ToClient) == 1 {
 			k = attemptKind(m)
@@ -244,15 +275,8 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 			f.SkipPackets(a.slot)
 			return
 		}
-		if n := len(a.free); n > 0 {
-			s = a.free[n-1]
-			a.free = a.free[:n-1]
-		} else {
-			s = &state{}
-		}
 		s.kind = k
 		s.seqFirst = m.Seq
-		f.SetState(a.slot, s)
 	}
 	if dir == flow.ToServer {
 		if s.final {
@@ -302,7 +326,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		}
 		a.answer(s, Open, p.Timestamp)
 	}
-	s.reporter = netip.Addr{}
+	a.dropReporter(s)
 	f.SkipPackets(a.slot)
 }
 
@@ -317,8 +341,8 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 	if f == nil {
 		return
 	}
-	s, ok := f.State(a.slot).(*state)
-	if !ok || s.final {
+	s := a.col.Get(f)
+	if s == nil || s.kind == 0 || s.final {
 		return
 	}
 	m := &p.Meta
@@ -356,17 +380,18 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 	}
 	s.out, s.answered = o, true
 	s.rtt = max(0, p.Timestamp-s.lastProbe)
-	s.reporter, s.icmpType, s.icmpCode = m.Src, m.ICMPType, m.ICMPCode
+	a.setReporter(s, m.Src)
+	s.icmpType, s.icmpCode = m.ICMPType, m.ICMPCode
 }
 
 // End implements flow.Analyzer: the outcome joins the record's conn object.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	s, ok := f.State(a.slot).(*state)
-	if !ok {
+	s := a.col.Get(f)
+	if s == nil || s.kind == 0 {
 		return
 	}
 	c := &Conn{Outcome: s.out, Attempts: s.attempts, Answered: s.answered, RTTNS: s.rtt,
-		Reporter: s.reporter, ICMPType: s.icmpType, ICMPCode: s.icmpCode}
+		Reporter: a.dropReporter(s), ICMPType: s.icmpType, ICMPCode: s.icmpCode}
 	a.outcomes[s.out].Inc()
 	if a.sink != nil {
 		ca, _ := f.Client()
@@ -388,8 +413,6 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		rec.Extra = append(rec.Extra, c)
 	}
 	*s = state{}
-	f.SetState(a.slot, nil)
-	a.free = append(a.free, s)
 }
 
 // Conn carries the probe's fields of a flow record's conn object. When
