@@ -44,9 +44,11 @@
 //
 // # Cost
 //
-// Per packet: for TCP packets only, one range update in per-flow state
-// taken from a per-worker free list (no allocation in the steady state).
-// Events and the record's items allocate, once per ICMP error.
+// Per packet: for TCP packets only, one range update in the flow's 20
+// bytes of a flow.Column (no allocation, no pointer); other protocols'
+// flows are skipped. The feedback of flows that drew errors is in a side
+// table the state indexes. Events and the record's items allocate, once
+// per ICMP error.
 package icmpfb
 
 import (
@@ -80,7 +82,9 @@ type Analyzer struct {
 	slot     int
 	maxItems int
 	cid      *communityid.Hasher
-	free     *flowState
+	col      flow.Column[flowState]
+	fbs      []*event.FlowFeedback
+	fbFree   []uint32
 
 	cVerified, cUnverified, cUnknown *stats.Counter
 }
@@ -106,56 +110,67 @@ func New(cfg Config) *Analyzer {
 // SetSlot implements flow.SlotUser.
 func (a *Analyzer) SetSlot(slot int) { a.slot = slot }
 
-// seqRange is the sequence space one direction of a TCP flow has sent:
-// [lo, hi] in serial arithmetic.
-type seqRange struct {
-	lo, hi uint32
-	ok     bool
+// flowState is a flow's column element: the sequence space each direction
+// of a TCP flow has sent, [lo, hi] in serial arithmetic, and its feedback.
+type flowState struct {
+	lo, hi [2]uint32 // by flow.Dir
+	// Bits 0 and 1: the range of that Dir is known; from bit 2, 1 + the
+	// index of the flow's feedback in Analyzer.fbs (0: none yet).
+	bits uint32
 }
 
-func (r *seqRange) add(seq, end uint32) {
-	if !r.ok {
-		r.lo, r.hi, r.ok = seq, end, true
+func (st *flowState) known(d flow.Dir) bool { return st.bits&(1<<(d&1)) != 0 }
+
+func (st *flowState) add(d flow.Dir, seq, end uint32) {
+	d &= 1
+	if !st.known(d) {
+		st.lo[d], st.hi[d] = seq, end
+		st.bits |= 1 << d
 		return
 	}
-	if int32(seq-r.lo) < 0 {
-		r.lo = seq
+	if int32(seq-st.lo[d]) < 0 {
+		st.lo[d] = seq
 	}
-	if int32(end-r.hi) > 0 {
-		r.hi = end
+	if int32(end-st.hi[d]) > 0 {
+		st.hi[d] = end
 	}
 }
 
-func (r *seqRange) holds(seq uint32) bool { return seq-r.lo <= r.hi-r.lo }
-
-type flowState struct {
-	seq  [2]seqRange // by flow.Dir
-	fb   *event.FlowFeedback
-	next *flowState // free list
+func (st *flowState) holds(d flow.Dir, seq uint32) bool {
+	d &= 1
+	return seq-st.lo[d] <= st.hi[d]-st.lo[d]
 }
 
-func (a *Analyzer) state(f *flow.Flow) *flowState {
-	if st, ok := f.State(a.slot).(*flowState); ok {
-		return st
+// feedback returns st's feedback, with a new one in the side table for a
+// flow that has none.
+func (a *Analyzer) feedback(st *flowState) *event.FlowFeedback {
+	if i := st.bits >> 2; i != 0 {
+		return a.fbs[i-1]
 	}
-	st := a.free
-	if st != nil {
-		a.free = st.next
-		*st = flowState{}
+	var i uint32
+	if n := len(a.fbFree); n > 0 {
+		i = a.fbFree[n-1]
+		a.fbFree = a.fbFree[:n-1]
 	} else {
-		st = &flowState{}
+		a.fbs = append(a.fbs, nil)
+		i = uint32(len(a.fbs))
 	}
-	f.SetState(a.slot, st)
-	return st
+	x := &event.FlowFeedback{}
+	a.fbs[i-1] = x
+	st.bits |= i << 2
+	return x
 }
 
 // Packet tracks the TCP sequence range of each direction.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
 	m := &p.Meta
-	if m.Proto != packet.ProtoTCP || !m.HasL4 {
+	if m.Proto != packet.ProtoTCP {
+		f.SkipPackets(a.slot) // a flow keeps its protocol
 		return
 	}
-	st := a.state(f)
+	if !m.HasL4 {
+		return
+	}
 	end := m.Seq + uint32(segLen(m))
 	if m.TCPFlags&packet.TCPSyn != 0 {
 		end++
@@ -163,7 +178,7 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	if m.TCPFlags&packet.TCPFin != 0 {
 		end++
 	}
-	st.seq[dir&1].add(m.Seq, end)
+	a.col.Of(f).add(dir, m.Seq, end)
 }
 
 // segLen is a TCP segment's payload length on the wire (from the IP
@@ -229,19 +244,16 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emitte
 	if d := p.Timestamp - f.Last(); d >= 0 {
 		fb.SinceLastNs, fb.HasSinceLast = d, true
 	}
-	st, _ := f.State(a.slot).(*flowState)
-	if q.HasSeq && q.Proto == packet.ProtoTCP && st != nil && st.seq[dir&1].ok {
-		if st.seq[dir&1].holds(q.Seq) {
+	st := a.col.Of(f)
+	if q.HasSeq && q.Proto == packet.ProtoTCP && st.known(dir) {
+		if st.holds(dir, q.Seq) {
 			fb.Verified = event.VerdictTrue
 		} else {
 			fb.Verified = event.VerdictFalse
 		}
 	}
 	a.count(fb.Verified)
-	if st == nil {
-		st = a.state(f)
-	}
-	a.record(st, p.Timestamp, ev, cls)
+	a.record(a.feedback(st), p.Timestamp, ev, cls)
 	em.Emit(ev)
 }
 
@@ -284,12 +296,7 @@ func (a *Analyzer) unmatchedHeader(h *event.Header, p *packet.Packet, qk packet.
 	}
 }
 
-func (a *Analyzer) record(st *flowState, ts int64, ev *event.ICMPFeedback, cls Class) {
-	x := st.fb
-	if x == nil {
-		x = &event.FlowFeedback{}
-		st.fb = x
-	}
+func (a *Analyzer) record(x *event.FlowFeedback, ts int64, ev *event.ICMPFeedback, cls Class) {
 	x.Count++
 	fb := &ev.Feedback
 	if fb.Verified == event.VerdictFalse {
@@ -312,14 +319,14 @@ func (a *Analyzer) record(st *flowState, ts int64, ev *event.ICMPFeedback, cls C
 
 // End hands the flow's feedback to its record and frees the state.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	st, ok := f.State(a.slot).(*flowState)
-	if !ok {
+	st := a.col.Get(f)
+	if st == nil {
 		return
 	}
-	if st.fb != nil {
-		rec.Extra = append(rec.Extra, st.fb)
+	if i := st.bits >> 2; i != 0 {
+		rec.Extra = append(rec.Extra, a.fbs[i-1])
+		a.fbs[i-1] = nil
+		a.fbFree = append(a.fbFree, i)
 	}
-	*st = flowState{next: a.free}
-	a.free = st
-	f.SetState(a.slot, nil)
+	*st = flowState{}
 }

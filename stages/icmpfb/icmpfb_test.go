@@ -257,23 +257,26 @@ func TestNoAllocPerPacket(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per packet", allocs)
 	}
-	// Flows that end give their state back: a second flow reuses it.
+	// Flows that end give their feedback's entry back: the next flow
+	// reuses it.
 	a := New(Config{})
 	p = flow.NewProcessor(flow.Config{}, a)
 	for i := range 3 {
-		pk := tcp(t0+int64(i)*sec, cli, uint16(1000+i), srv, 443, packet.TCPRst, 1, 0)
+		ts := t0 + int64(i)*sec
+		pk := tcp(ts, cli, uint16(1000+i), srv, 443, packet.TCPSyn, 1, 0)
 		p.Packet(&pk, em)
-		p.Flush(t0+int64(i)*sec+100*sec, em)
+		e := icmpErr(ts+1e6, rtr, 3, 3, 0, tcpQuote(cli, uint16(1000+i), srv, 443, 1))
+		p.Packet(&e, em)
+		p.Flush(ts+100*sec, em)
 		em.Flush()
 		for len(ch) > 0 {
 			<-ch
 		}
 	}
-	n := 0
-	for s := a.free; s != nil; s = s.next {
-		n++
+	if n := len(a.fbs); n != 1 {
+		t.Fatalf("%d feedback entries after 3 sequential flows with an error each, want 1", n)
 	}
-	if n != 1 {
-		t.Fatalf("free list holds %d states after 3 sequential flows, want 1", n)
+	if len(a.fbFree) != 1 || a.fbs[0] != nil {
+		t.Fatalf("the feedback entry is not free after every flow ended (%d free)", len(a.fbFree))
 	}
 }
