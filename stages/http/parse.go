@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"strconv"
+	"strings"
 )
 
 // Caps of one direction's message parser.
@@ -49,6 +50,9 @@ type head struct {
 // line). It reports false when the start line is not HTTP's.
 func parseHead(block []byte, request bool, h *head) bool {
 	*h = head{contentLen: -1}
+	// The text fields are copied out of block together, into one string
+	// (one allocation per message rather than one per field).
+	var text [nText][]byte
 	line, rest := cutLine(block)
 	if request {
 		// METHOD SP request-target [SP HTTP-version]
@@ -59,9 +63,9 @@ func parseHead(block []byte, request bool, h *head) bool {
 		h.method = intern(line[:sp], methods)
 		r := bytes.TrimLeft(line[sp+1:], " ")
 		if i := bytes.LastIndexByte(r, ' '); i >= 0 && bytes.HasPrefix(r[i+1:], []byte("HTTP/")) {
-			h.uri, h.version = string(bytes.TrimRight(r[:i], " ")), intern(r[i+1:], versions)
+			text[tURI], h.version = bytes.TrimRight(r[:i], " "), intern(r[i+1:], versions)
 		} else {
-			h.uri = string(r) // HTTP/0.9
+			text[tURI] = r // HTTP/0.9
 		}
 	} else {
 		// HTTP-version SP status-code SP [reason]
@@ -108,19 +112,19 @@ func parseHead(block []byte, request bool, h *head) bool {
 		val := bytes.Trim(line[colon+1:], " \t")
 		switch {
 		case request && eqFold(name, "host"):
-			if h.host == "" {
-				h.host = string(val)
+			if len(text[tHost]) == 0 { // the first that is not empty
+				text[tHost] = val
 			}
 		case request && eqFold(name, "user-agent"):
-			h.ua = string(val)
+			text[tUA] = val
 		case request && eqFold(name, "referer"):
-			h.referer = string(val)
+			text[tReferer] = val
 		case request && eqFold(name, "x-forwarded-for"):
-			h.xff = string(val)
+			text[tXFF] = val
 		case !request && eqFold(name, "content-type"):
-			h.ctype = string(val)
+			text[tCType] = val
 		case !request && eqFold(name, "location"):
-			h.loc = string(val)
+			text[tLoc] = val
 		case eqFold(name, "content-length"):
 			if n, err := strconv.ParseInt(string(val), 10, 64); err == nil && n >= 0 {
 				h.contentLen = n
@@ -131,8 +135,39 @@ func parseHead(block []byte, request bool, h *head) bool {
 			h.upgrade = h.upgrade || containsFold(val, "upgrade")
 		}
 	}
+	n := 0
+	for _, t := range text {
+		n += len(t)
+	}
+	if n == 0 {
+		return true
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for _, t := range text {
+		sb.Write(t)
+	}
+	all := sb.String()
+	var str [nText]string
+	for i, off := 0, 0; i < nText; i++ {
+		str[i] = all[off : off+len(text[i])]
+		off += len(text[i])
+	}
+	h.uri, h.host, h.ua, h.referer, h.xff, h.ctype, h.loc = str[tURI], str[tHost], str[tUA], str[tReferer], str[tXFF], str[tCType], str[tLoc]
 	return true
 }
+
+// The text fields of a head, by index.
+const (
+	tURI = iota
+	tHost
+	tUA
+	tReferer
+	tXFF
+	tCType
+	tLoc
+	nText
+)
 
 // cutLine splits b at its first LF, dropping a CR before it.
 func cutLine(b []byte) (line, rest []byte) {
