@@ -116,8 +116,13 @@ func BrokerPID() (int, error) {
 }
 
 // Renice sets the scheduling priority of every thread of process pid
-// (setpriority(2) applies to one thread on Linux; a JVM has dozens).
+// (setpriority(2) applies to one thread on Linux; a JVM has dozens), and
+// of its autogroup: with sched_autogroup, CPU time is shared between
+// sessions first, and a thread's nice counts only within its session.
 func Renice(pid, prio int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/autogroup", pid), []byte(strconv.Itoa(prio)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return err

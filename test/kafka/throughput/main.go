@@ -108,6 +108,7 @@ type result struct {
 	wall, cpu time.Duration
 	rssKB     int64
 	messages  int64
+	broker    time.Duration // the broker's CPU time meanwhile
 }
 
 func run(packets int, capture string, runs, workers int, minRatio float64, minEvents int, cache, sinkOpts string) error {
@@ -220,7 +221,7 @@ func run(packets int, capture string, runs, workers int, minRatio float64, minEv
 			kc[i].wall.Seconds(), so[i].wall.Seconds(), pp[i].wall.Seconds(), fs[i].wall.Seconds(), loadavg())
 	}
 
-	fmt.Printf("\n| medians of %d | wall s | events/s | CPU s (user+sys) | max RSS MiB | messages in topic |\n|---|---|---|---|---|---|\n", runs)
+	fmt.Printf("\n| medians of %d | wall s | events/s | CPU s (user+sys) | broker CPU s | max RSS MiB | messages in topic |\n|---|---|---|---|---|---|---|\n", runs)
 	row := func(name string, rs []result) float64 {
 		m := median(rs)
 		eps := float64(n) / m.wall.Seconds()
@@ -228,7 +229,14 @@ func run(packets int, capture string, runs, workers int, minRatio float64, minEv
 		if m.messages > 0 {
 			msgs = fmt.Sprint(m.messages)
 		}
-		fmt.Printf("| %s | %.2f | %.0f | %.2f | %.0f | %s |\n", name, m.wall.Seconds(), eps, m.cpu.Seconds(), float64(m.rssKB)/1024, msgs)
+		rss, broker := "-", "-"
+		if m.rssKB > 0 {
+			rss = fmt.Sprintf("%.0f", float64(m.rssKB)/1024)
+		}
+		if m.messages > 0 {
+			broker = fmt.Sprintf("%.2f", m.broker.Seconds())
+		}
+		fmt.Printf("| %s | %.2f | %.0f | %.2f | %s | %s | %s |\n", name, m.wall.Seconds(), eps, m.cpu.Seconds(), broker, rss, msgs)
 		return eps
 	}
 	k := row("kcat -P (JSON lines, -K community_id)", kc)
@@ -502,10 +510,12 @@ func toTopic(addr string, want int64, send func(topic string) (result, error)) (
 			return result{}, fmt.Errorf("topic %s not ready: %v", topic, err)
 		}
 	}
+	b0 := brokerCPU()
 	r, err := send(topic)
 	if err != nil {
 		return r, err
 	}
+	r.broker = brokerCPU() - b0
 	if r.messages, err = endOffsets(c, topic); err != nil {
 		return r, err
 	}
@@ -513,6 +523,27 @@ func toTopic(addr string, want int64, send func(topic string) (result, error)) (
 		return r, fmt.Errorf("topic %s holds %d messages, want %d", topic, r.messages, want)
 	}
 	return r, nil
+}
+
+// brokerCPU is the broker's user+system time so far (0 if unknown).
+func brokerCPU() time.Duration {
+	pid, err := kafkatest.BrokerPID()
+	if err != nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis; utime and
+	// stime are the 14th and 15th of the line, in clock ticks (100/s).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
 // endOffsets sums the topic's end offsets over its 3 partitions.
@@ -557,5 +588,6 @@ func median(rs []result) result {
 		cpu:      time.Duration(med(func(r result) int64 { return int64(r.cpu) })),
 		rssKB:    med(func(r result) int64 { return r.rssKB }),
 		messages: med(func(r result) int64 { return r.messages }),
+		broker:   time.Duration(med(func(r result) int64 { return int64(r.broker) })),
 	}
 }
