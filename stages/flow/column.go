@@ -48,50 +48,71 @@ func (c *Column[T]) grow(f *Flow) *T {
 	return &c.chunks[n][i&chunkMask]
 }
 
-// slots are the Processor's State slots: for each analyzer, a column of
-// interface values whose chunks are allocated when a flow of the chunk
-// first stores a state, so an analyzer that keeps nothing in its slot
-// (it uses a Column, or the traffic never engages it) costs nothing.
+// lazyCol is one value of T per entry of a table of maxFlows, in chunks
+// allocated when a flow of the chunk first stores something other than
+// the zero T.
+type lazyCol[T comparable] struct {
+	chunks [][]T
+}
+
+func (c *lazyCol[T]) get(i int32) T {
+	if n := int(uint32(i) >> chunkShift); n < len(c.chunks) && c.chunks[n] != nil {
+		return c.chunks[n][i&chunkMask]
+	}
+	var zero T
+	return zero
+}
+
+func (c *lazyCol[T]) set(i int32, v T, maxFlows int) {
+	n := int(uint32(i) >> chunkShift)
+	if n >= len(c.chunks) || c.chunks[n] == nil {
+		var zero T
+		if v == zero {
+			return
+		}
+		for len(c.chunks) <= n {
+			c.chunks = append(c.chunks, nil)
+		}
+		c.chunks[n] = make([]T, max(int(i&chunkMask)+1, min(chunkSize, maxFlows-n<<chunkShift)))
+	}
+	c.chunks[n][i&chunkMask] = v
+}
+
+// setIfAllocated sets i's value if its chunk exists, and reports whether
+// it did.
+func (c *lazyCol[T]) setIfAllocated(i int32, v T) bool {
+	if n := int(uint32(i) >> chunkShift); n < len(c.chunks) && c.chunks[n] != nil {
+		c.chunks[n][i&chunkMask] = v
+		return true
+	}
+	return false
+}
+
+// slots are the Processor's State slots: for each analyzer, a lazyCol of
+// interface values, so an analyzer that keeps nothing in its slot (it uses
+// a Column, or the traffic never engages it) costs nothing.
 type slots struct {
-	s [][][]any // by slot, by chunk
+	s []lazyCol[any] // by slot
 }
 
 func (s *slots) get(slot int, i int32) any {
 	if uint(slot) >= uint(len(s.s)) {
 		return nil
 	}
-	cs := s.s[slot]
-	if n := int(uint32(i) >> chunkShift); n < len(cs) && cs[n] != nil {
-		return cs[n][i&chunkMask]
-	}
-	return nil
+	return s.s[slot].get(i)
 }
 
 func (s *slots) set(slot int, i int32, v any, maxFlows int) {
-	if uint(slot) >= uint(len(s.s)) {
-		return
+	if uint(slot) < uint(len(s.s)) {
+		s.s[slot].set(i, v, maxFlows)
 	}
-	cs := s.s[slot]
-	n := int(uint32(i) >> chunkShift)
-	if n >= len(cs) || cs[n] == nil {
-		if v == nil {
-			return
-		}
-		for len(cs) <= n {
-			cs = append(cs, nil)
-		}
-		cs[n] = make([]any, max(1, min(chunkSize, maxFlows-n<<chunkShift)))
-		s.s[slot] = cs
-	}
-	cs[n][i&chunkMask] = v
 }
 
 // clear empties entry i's slots.
 func (s *slots) clear(i int32) {
-	n := int(uint32(i) >> chunkShift)
-	for _, cs := range s.s {
-		if n < len(cs) && cs[n] != nil {
-			cs[n][i&chunkMask] = nil
+	for j := range s.s {
+		if s.s[j].get(i) != nil {
+			s.s[j].chunks[uint32(i)>>chunkShift][i&chunkMask] = nil
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline"
+	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	"github.com/pktpipe/pktpipe/sources/pcapfile"
@@ -89,4 +90,66 @@ func TestEveryPacketsFlowCarriesItsCommunityID(t *testing.T) {
 		t.Error("the spec's ID of the reverse NS/NA exchange never appears")
 	}
 	t.Logf("%d packets in flows with their own Community ID; %d ICMP errors tied to the flows they quote", c.checked, c.icmpErrors)
+}
+
+// asker emits, on a flow's third packet, an event about it (as rtt does at
+// the end of a handshake), so that the flow's Community ID is asked for
+// while it lives.
+type asker struct{ nop }
+
+func (asker) Packet(f *Flow, p *packet.Packet, _ Dir, em *pipeline.Emitter) {
+	if f.Packets(ToServer)+f.Packets(ToClient) == 3 {
+		ev := &event.RTT{Kind: event.RTTTCPHandshake}
+		f.FillHeader(&ev.Header, p.Timestamp)
+		em.Emit(ev)
+	}
+}
+
+// TestCommunityIDWhenAsked: a flow nothing asks about holds no Community
+// ID while it lives (its record still has it); one that an event asked
+// about keeps it beside the table until it ends, and its record and the
+// event carry the same.
+func TestCommunityIDWhenAsked(t *testing.T) {
+	p := NewProcessor(Config{MaxFlows: 16}, asker{})
+	quiet := []packet.Packet{tcpPkt(t0, cli, 1000, srv, 80, syn, 60), tcpPkt(t0+1, srv, 80, cli, 1000, synack, 60)}
+	c := newCollector(true)
+	feed(p, c.em, quiet, 1)
+	if len(p.cids.chunks) != 0 {
+		t.Fatalf("a Community ID is kept for a flow nothing asked about")
+	}
+	talk := []packet.Packet{
+		tcpPkt(t0+2, cli, 2000, srv, 80, syn, 60), tcpPkt(t0+3, srv, 80, cli, 2000, synack, 60),
+		tcpPkt(t0+4, cli, 2000, srv, 80, ack, 60),
+	}
+	feed(p, c.em, talk, 1)
+	if f := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: 2000, DstPort: 80, Proto: packet.ProtoTCP}); f == nil || f.bits&bitCID == 0 || p.cids.get(f.idx) == "" {
+		t.Fatalf("the Community ID an event asked for is not kept")
+	}
+	p.Flush(t0+10*sec, c.em)
+	want := communityid.New(0, true)
+	byPort := map[uint16]string{}
+	for _, e := range c.close() {
+		switch e := e.(type) {
+		case *event.Flow:
+			byPort[e.SrcPort] = e.CommunityID
+		case *event.RTT:
+			byPort[1] = e.CommunityID
+		}
+	}
+	for _, port := range []uint16{1000, 2000} {
+		k := packet.FlowKey{Src: cli, Dst: srv, SrcPort: port, DstPort: 80, Proto: packet.ProtoTCP}
+		if id := want.ID(k); byPort[port] != id {
+			t.Errorf("port %d: record's community_id %q, want %q", port, byPort[port], id)
+		}
+	}
+	if byPort[1] != byPort[2000] {
+		t.Errorf("event's community_id %q, record's %q", byPort[1], byPort[2000])
+	}
+	for _, ch := range p.cids.chunks {
+		for _, id := range ch {
+			if id != "" {
+				t.Fatalf("a Community ID is kept after its flow ended")
+			}
+		}
+	}
 }

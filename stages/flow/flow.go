@@ -9,10 +9,11 @@
 // and is never shrunk: ended entries go on a free list and new flows reuse
 // them, so the steady state allocates nothing per packet and the memory is
 // bounded by the cap. Chunks never move, so a *Flow stays valid for the
-// whole life of its flow. An entry is 192 bytes with the key packed (no
-// netip.Addr) and holds no pointer but its table's and its Community ID:
-// what only some flows need (a tunnel's outer addresses, the active
-// timeout's interval) is in a side table the entry indexes.
+// whole life of its flow. An entry is 160 bytes with the key packed (no
+// netip.Addr) and holds no pointer but its table's: the Community ID,
+// once computed, is kept beside the table, and what only some flows need
+// (a tunnel's outer addresses, fragments, the active timeout's interval)
+// in a side table the entry indexes.
 //
 // Lookup goes by the symmetric packet.FlowKey.Hash of the key, which the
 // engine's dispatcher has already computed to pick the worker
@@ -115,9 +116,10 @@
 //
 // flow_id is FlowKey.Hash (symmetric, stable across runs) mixed with the
 // first packet's timestamp and masked to 53 bits, so JSON readers that use
-// doubles keep it exact. The Community ID (on by default) is computed once,
-// when first asked for (the first event about the flow, or its record, so
-// a quiet flow holds no string while it lives): from the canonical key for
+// doubles keep it exact. The Community ID (on by default) is computed when
+// first asked for (the first event about the flow, or its record, so a
+// quiet flow holds no string while it lives) and then kept beside the
+// table: from the canonical key for
 // TCP/UDP/SCTP and other protocols, and from the first packet's direction,
 // type and code for ICMP (so a ping session gets the ID of its
 // request/reply pair).
@@ -231,27 +233,23 @@ var DefaultTimeouts = Timeouts{
 // Processor: analyzers may read it and use their state slot while it is
 // passed to them, and must not keep the pointer after End.
 //
-// An entry is 192 bytes (three cache lines) and holds no pointer but its
-// table's and the Community ID, so a million flows cost the garbage
-// collector little: analyzer state lives in the table's slots and in
-// analyzers' Columns, and what few flows need (a tunnel's outer
-// addresses, the active timeout's interval) in a side table (ext).
+// An entry is 160 bytes and holds no pointer but its table's, so a
+// million flows cost the garbage collector little: analyzer state lives in
+// the table's slots and in analyzers' Columns, the Community ID beside the
+// table once computed, and what few flows need (a tunnel's outer
+// addresses, fragments, the active timeout's interval) in a side table
+// (ext). The fields a packet touches come first.
 type Flow struct {
-	tbl *Processor // the owning table: state slots, Community ID
-	cid string     // Community ID, computed when first asked for (bitCID)
-
-	hash        uint64 // key.hash()
-	first, last int64
+	tbl         *Processor // the owning table: state slots, Community ID
+	key         key        // canonical
+	last, first int64
 	pkts, bytes [2]uint64 // by Dir
-	frags       uint64
-	key         key   // canonical
-	idx         int32 // this entry's position in the table
-	prev, next  int32 // LRU list of its class (next: free list when unused)
-	ext         int32 // index in tbl.exts, or nilIdx
+	prev, next  int32     // LRU list of its class (next: free list when unused)
+	skip        uint32    // analyzers (bit per slot) that want no more packets
+	idx         int32     // this entry's position in the table
+	ext         int32     // index in tbl.exts, or nilIdx
 	ifIndex     int32
-	skip        uint32         // analyzers (bit per slot) that want no more packets
-	ether       [2]event.Ether // first packet each way (Ethernet links)
-	vlan1       uint16         // inner VLAN of the first packet (key.vlan is the outer)
+	vlan1       uint16 // inner VLAN of the first packet (key.vlan is the outer)
 	class       uint8
 	seen        uint8    // bit per Dir
 	fins        uint8    // FIN seen, bit per Dir
@@ -262,18 +260,20 @@ type Flow struct {
 	// response_icmp_type on the record; the first packet's are those of
 	// its direction.
 	icmpTypeDir, icmpCodeDir [2]uint8
+	ether                    [2]event.Ether // first packet each way (Ethernet links)
 }
 
 const (
 	bitClientSrc    = 1 << iota // the client is key.a
 	bitFirstSwapped             // the first packet was sent by key.b
-	bitCID                      // cid is computed
+	bitCID                      // the Community ID is in tbl.cids
 )
 
 // ext is what only some flows need, kept beside the table.
 type ext struct {
 	tunnel             packet.Tunnel
 	outerSrc, outerDst netip.Addr
+	frags              uint64 // fragments counted
 	// The flow's accounting once it has written a record at its active
 	// timeout (hasIvl).
 	hasIvl bool
@@ -331,20 +331,25 @@ func (f *Flow) ID() uint64 {
 	if f.tbl == nil { // not a table's entry
 		return 0
 	}
-	return flowID(f.hash, f.first)
+	return flowID(f.key.hash(), f.first)
 }
 
 // CommunityID is the flow's Community ID ("" when disabled). It is
 // computed when first asked for (by an event about the flow, or its
-// record), so a flow that lives quietly holds no string.
+// record) and kept beside the table, so a flow that lives quietly holds
+// no string.
 func (f *Flow) CommunityID() string {
-	if f.bits&bitCID == 0 {
-		f.bits |= bitCID
-		if f.tbl != nil && f.tbl.cid != nil {
-			f.cid = f.tbl.communityID(f)
-		}
+	t := f.tbl
+	if t == nil || t.cid == nil {
+		return ""
 	}
-	return f.cid
+	if f.bits&bitCID != 0 {
+		return t.cids.get(f.idx)
+	}
+	id := t.communityID(f)
+	t.cids.set(f.idx, id, t.cfg.MaxFlows)
+	f.bits |= bitCID
+	return id
 }
 
 // First and Last are the timestamps (ns) of the flow's first and latest
@@ -407,12 +412,30 @@ func (f *Flow) SkipPackets(slot int) {
 // FillHeader fills h as the flow record's header is filled (flow_id,
 // client as src, ports, proto, community_id, VLAN, interface), with
 // timestamp ts, for events an analyzer emits about this flow.
-func (f *Flow) FillHeader(h *event.Header, ts int64) {
+func (f *Flow) FillHeader(h *event.Header, ts int64) { f.fillHeader(h, ts, f.CommunityID()) }
+
+func (f *Flow) fillHeader(h *event.Header, ts int64, cid string) {
 	ca, cp := f.Client()
 	sa, sp := f.Server()
 	*h = event.Header{
 		Timestamp: ts, FlowID: f.ID(),
 		SrcIP: ca, DestIP: sa, SrcPort: cp, DestPort: sp,
-		Proto: f.key.proto, CommunityID: f.CommunityID(), VLAN: f.VLAN(), IfIndex: f.ifIndex,
+		Proto: f.key.proto, CommunityID: cid, VLAN: f.VLAN(), IfIndex: f.ifIndex,
 	}
+}
+
+// recordCommunityID is the Community ID for the flow's last record: the
+// one kept, or computed, and kept only where there is room already (the
+// analyzers' End may still ask for it): a flow nothing asked about before
+// it ends costs no memory for it.
+func (f *Flow) recordCommunityID() string {
+	t := f.tbl
+	if t == nil || t.cid == nil || f.bits&bitCID != 0 {
+		return f.CommunityID()
+	}
+	id := t.communityID(f)
+	if t.cids.setIfAllocated(f.idx, id) {
+		f.bits |= bitCID
+	}
+	return id
 }

@@ -437,7 +437,7 @@ func TestAnalyzerLifecycle(t *testing.T) {
 	}
 	// The slot is cleared for the next flow in that entry.
 	for _, cs := range p.slots.s {
-		for _, c := range cs {
+		for _, c := range cs.chunks {
 			for _, s := range c {
 				if s != nil {
 					t.Fatal("state slot not cleared after End")

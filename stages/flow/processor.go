@@ -127,14 +127,16 @@ type Processor struct {
 	exts    []ext
 	extFree []int32
 
-	chunks [][]Flow
-	n      int32 // entries ever used (high-water mark)
-	free   int32 // free list head, linked by next
-	size   int   // live flows
-	ix     index
-	slots  slots // analyzers' State slots
-	head   [nClasses]int32
-	tail   [nClasses]int32
+	chunks  [][]Flow
+	n       int32 // entries ever used (high-water mark)
+	free    int32 // free list head, linked by next
+	size    int   // live flows
+	ix      index
+	touched uint32          // what Process's early reads read (so that they stay)
+	slots   slots           // analyzers' State slots
+	cids    lazyCol[string] // Community IDs computed while their flow lives (Flow.bitCID)
+	head    [nClasses]int32
+	tail    [nClasses]int32
 
 	// Counts since the last publish (counters are added once per batch).
 	created, evicted, matched, unmatched, skipped, actives uint64
@@ -179,7 +181,7 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 		p.iw[i], _ = a.(IntervalWriter)
 	}
 	p.ix = newIndex(cfg.MaxFlows)
-	p.slots.s = make([][][]any, len(analyzers))
+	p.slots.s = make([]lazyCol[any], len(analyzers))
 	for c := range nClasses {
 		p.head[c], p.tail[c] = nilIdx, nilIdx
 	}
@@ -230,11 +232,27 @@ func (p *Processor) Lookup(k packet.FlowKey) *Flow {
 // Process handles a batch, then ends the flows idle past their timeout at
 // the batch clock.
 func (p *Processor) Process(b *packet.Batch, em *pipeline.Emitter) {
-	for i := range b.Packets {
-		p.Packet(&b.Packets[i], em)
+	pkts := b.Packets
+	for i := range pkts {
+		if j := i + bucketAhead; j < len(pkts) {
+			p.touchBucket(pkts[j].Meta.FlowHash)
+		}
+		p.Packet(&pkts[i], em)
 	}
 	p.Sweep(b.Now, em)
 	p.publish()
+}
+
+// With many flows a packet's index bucket is rarely in cache. Process
+// reads it a few packets ahead (by the dispatcher's hash), with a load
+// nothing waits for, so that its cache miss overlaps with the work on the
+// packets before (about a third less time per packet with 1M flows).
+const bucketAhead = 8
+
+func (p *Processor) touchBucket(h uint64) {
+	if h != 0 {
+		p.touched += p.ix.b[p.ix.home(h)].over
+	}
 }
 
 // Flush ends every flow: closed flows with fin/rst, flows idle past their
@@ -354,7 +372,7 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	}
 	f.seen |= 1 << dir
 	if m.Frag.Is {
-		f.frags++
+		p.newExt(f).frags++
 	}
 	if m.Proto == packet.ProtoTCP {
 		fl := m.TCPFlags
@@ -429,7 +447,7 @@ func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
 func (p *Processor) start(i int32, f *Flow, ck *key, h uint64, swapped bool, pk *packet.Packet) {
 	m := &pk.Meta
 	*f = Flow{
-		tbl: p, idx: i, key: *ck, hash: h,
+		tbl: p, idx: i, key: *ck,
 		first: pk.Timestamp, last: pk.Timestamp,
 		prev: nilIdx, next: nilIdx, ext: nilIdx,
 		ifIndex: pk.IfIndex, vlan1: m.VLAN[1], class: clsNew,
@@ -604,17 +622,19 @@ func (p *Processor) interval(f *Flow, ts int64, em *pipeline.Emitter) {
 	}
 	em.Emit(rec)
 	x := p.newExt(f)
-	x.hasIvl, x.ivl = true, interval{first: ts, pkts: f.pkts, bytes: f.bytes, frags: f.frags}
+	x.hasIvl, x.ivl = true, interval{first: ts, pkts: f.pkts, bytes: f.bytes, frags: x.frags}
 	p.actives++
 }
 
 // record is f's flow record so far: the whole flow, or its current
 // interval once it has written one at the active timeout.
 func (p *Processor) record(f *Flow, reason string) *event.Flow {
-	start, pkts, bytes, frags, flags := f.first, f.pkts, f.bytes, f.frags, f.flags
+	start, pkts, bytes, flags := f.first, f.pkts, f.bytes, f.flags
 	var x *ext
+	var frags uint64
 	if f.ext != nilIdx {
 		x = &p.exts[f.ext]
+		frags = x.frags
 	}
 	if x != nil && x.hasIvl {
 		iv := &x.ivl
@@ -633,7 +653,11 @@ func (p *Processor) record(f *Flow, reason string) *event.Flow {
 		TCPFlagsTS: flags[ToServer], TCPFlagsTC: flags[ToClient],
 		Fragments: frags,
 	}
-	f.FillHeader(&rec.Header, start)
+	if reason == reasonActive {
+		f.FillHeader(&rec.Header, start) // more records follow
+	} else {
+		f.fillHeader(&rec.Header, start, f.recordCommunityID())
+	}
 	rec.Ether = f.ether
 	switch {
 	case f.closed != 0:
@@ -669,8 +693,10 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 	}
 
 	p.unlink(i)
-	p.ix.remove(i, f.hash)
-	f.cid = ""
+	p.ix.remove(i, f.key.hash())
+	if f.bits&bitCID != 0 {
+		p.cids.set(i, "", p.cfg.MaxFlows)
+	}
 	f.next = p.free
 	p.free = i
 	p.size--
@@ -715,7 +741,7 @@ func (p *Processor) lookup(k *key, h uint64) int32 {
 		b := &x.b[pos]
 		for m := b.match(tag); m != 0; m &= m - 1 {
 			i := b.idx[bits.TrailingZeros32(m)]
-			if f := p.at(i); f.hash == h && f.key == *k {
+			if p.at(i).key == *k {
 				return i
 			}
 		}

@@ -402,3 +402,43 @@ func cpuTime() int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkProcess: ns per packet with N live flows, in batches of 256
+// whose packets carry the dispatcher's hash, as the engine hands them to a
+// worker.
+func BenchmarkProcess(b *testing.B) {
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
+			pkts := hitPackets(n)
+			pool := packet.NewPool(256, 1<<20)
+			var batches []*packet.Batch
+			for i := 0; i < len(pkts); i += 256 {
+				bt := pool.Get()
+				for j := i; j < i+256; j++ {
+					pk := &pkts[j]
+					k, _ := packet.KeyOf(&pk.Meta)
+					pk.Meta.FlowHash = k.Hash()
+					bt.AppendPacket(pk)
+				}
+				bt.Now = bt.Packets[255].Timestamp
+				batches = append(batches, bt)
+			}
+			c := newCollector(false)
+			p := NewProcessor(Config{MaxFlows: n})
+			fill(p, c.em, n)
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			var i int
+			for b.Loop() {
+				p.Process(batches[i%len(batches)], c.em)
+				i++
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/256, "cpu-ns/packet")
+			if p.Len() != n {
+				b.Fatalf("table holds %d flows, want %d (the packets missed)", p.Len(), n)
+			}
+			c.close()
+		})
+	}
+}
