@@ -411,17 +411,16 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 				nFrag++
 				continue
 			}
-			k, ok := packet.ShardKey(m)
+			h, own, ok := packet.ShardHash(m)
 			if !ok {
 				nNoFlow++
 				continue
 			}
-			h := k.Hash()
 			if !shard.Owns(h) {
 				nOther++
 				continue
 			}
-			if !m.Quote.Present { // k is the packet's own flow key
+			if own { // the worker's flow table needs it too
 				m.FlowHash = h
 			}
 			w := h % nWorkers

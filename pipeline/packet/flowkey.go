@@ -214,6 +214,22 @@ func IsICMPError(proto, typ uint8) bool {
 	return proto == ProtoICMPv6 && typ < 128 && typ >= 1 && typ <= 4
 }
 
+// ShardHash is ShardKey(m).Hash() without building the key; own says
+// that the key is the packet's own (KeyOf), not a quoted one, so that h
+// is its FlowHash.
+func ShardHash(m *Meta) (h uint64, own, ok bool) {
+	if m.Quote.Present {
+		if k, ok := QuoteKey(m); ok {
+			return k.Hash(), false, true
+		}
+	}
+	if m.IPVersion == 0 {
+		return 0, false, false
+	}
+	sp, dp := KeyPorts(m)
+	return Hash16(m.Src.As16(), m.Dst.As16(), sp, dp, m.Proto, m.VLAN[0]), true, true
+}
+
 // ShardKey is the key a packet is sharded by: the quoted flow for an ICMP
 // error (so the error reaches the worker that owns that flow), else its own.
 func ShardKey(m *Meta) (FlowKey, bool) {
