@@ -21,7 +21,7 @@ func TestShardHash(t *testing.T) {
 		v6 := r.IntN(2) == 0
 		m := Meta{
 			IPVersion: []uint8{0, 4, 4, 4}[r.IntN(4)], Src: addr(v6), Dst: addr(v6),
-			Proto: []uint8{ProtoTCP, ProtoUDP, ProtoSCTP, ProtoICMP, ProtoICMPv6, 47}[r.IntN(6)],
+			Proto:   []uint8{ProtoTCP, ProtoUDP, ProtoSCTP, ProtoICMP, ProtoICMPv6, 47}[r.IntN(6)],
 			SrcPort: uint16(r.IntN(3)), DstPort: uint16(r.IntN(3)), VLAN: [2]uint16{uint16(r.IntN(2)), 7},
 			ICMPType: []uint8{0, 8, 3, 11, 128, 135}[r.IntN(6)], ICMPCode: uint8(r.IntN(2)), ICMPID: uint16(r.IntN(3)),
 		}
