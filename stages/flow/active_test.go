@@ -228,14 +228,51 @@ func TestActiveTimeoutOffUnchanged(t *testing.T) {
 	}
 }
 
-// TestFlowEntrySize: a flow entry is 160 bytes on 64-bit (what some
+// TestFlowEntrySize: a flow entry is 144 bytes on 64-bit (what some
 // flows need is in the side table), with the active timeout on or off,
 // and an index bucket is one cache line.
 func TestFlowEntrySize(t *testing.T) {
-	if n := unsafe.Sizeof(Flow{}); n > 160 {
-		t.Errorf("Flow is %d bytes, want <= 160", n)
+	if n := unsafe.Sizeof(Flow{}); n > 144 {
+		t.Errorf("Flow is %d bytes, want <= 144", n)
 	}
 	if n := unsafe.Sizeof(bucket{}); n != 64 {
 		t.Errorf("bucket is %d bytes, want 64", n)
+	}
+}
+
+// TestCountersPast32Bits: an entry holds the low 32 bits of its packet and
+// byte counters; crossing 2^32 carries into the side table, and the
+// records (an interval's, then the last) and the accessors have the whole
+// counts.
+func TestCountersPast32Bits(t *testing.T) {
+	p := NewProcessor(Config{MaxFlows: 16, Timeouts: Timeouts{Active: 10 * time.Second}})
+	c := newCollector(true)
+	send := func(ts int64, n uint32) {
+		pk := udpPkt(ts, cli, 1000, srv, 80, n)
+		p.Packet(&pk, c.em)
+	}
+	send(t0, 100)
+	f := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: 1000, DstPort: 80, Proto: packet.ProtoUDP})
+	// As if 2^32 - 1 packets and 2^32 - 60 bytes had been seen.
+	f.pkts[ToServer], f.bytes[ToServer] = 1<<32-1, 1<<32-60
+	send(t0+sec, 100) // both carry
+	if got, want := f.Packets(ToServer), uint64(1<<32); got != want {
+		t.Errorf("packets %d, want %d", got, want)
+	}
+	if got, want := f.Bytes(ToServer), uint64(1<<32+40); got != want {
+		t.Errorf("bytes %d, want %d", got, want)
+	}
+	send(t0+11*sec, 500) // opens the second interval
+	send(t0+12*sec, 7)
+	p.Flush(t0+20*sec, c.em)
+	recs := flows(c.close())
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2", len(recs))
+	}
+	if r := recs[0]; r.Reason != "active_timeout" || r.PktsToServer != 1<<32 || r.BytesToServer != 1<<32+40 {
+		t.Errorf("interval record: %s, %d packets, %d bytes", r.Reason, r.PktsToServer, r.BytesToServer)
+	}
+	if r := recs[1]; r.PktsToServer != 2 || r.BytesToServer != 507 {
+		t.Errorf("last record: %d packets, %d bytes, want 2, 507", r.PktsToServer, r.BytesToServer)
 	}
 }

@@ -9,11 +9,11 @@
 // and is never shrunk: ended entries go on a free list and new flows reuse
 // them, so the steady state allocates nothing per packet and the memory is
 // bounded by the cap. Chunks never move, so a *Flow stays valid for the
-// whole life of its flow. An entry is 160 bytes with the key packed (no
+// whole life of its flow. An entry is 144 bytes with the key packed (no
 // netip.Addr) and holds no pointer but its table's: the Community ID,
 // once computed, is kept beside the table, and what only some flows need
-// (a tunnel's outer addresses, fragments, the active timeout's interval)
-// in a side table the entry indexes.
+// (a tunnel's outer addresses, fragments, counters past 2^32, the active
+// timeout's interval) in a side table the entry indexes.
 //
 // Lookup goes by the symmetric packet.FlowKey.Hash of the key, which the
 // engine's dispatcher has already computed to pick the worker
@@ -233,21 +233,24 @@ var DefaultTimeouts = Timeouts{
 // Processor: analyzers may read it and use their state slot while it is
 // passed to them, and must not keep the pointer after End.
 //
-// An entry is 160 bytes and holds no pointer but its table's, so a
+// An entry is 144 bytes and holds no pointer but its table's, so a
 // million flows cost the garbage collector little: analyzer state lives in
 // the table's slots and in analyzers' Columns, the Community ID beside the
 // table once computed, and what few flows need (a tunnel's outer
-// addresses, fragments, the active timeout's interval) in a side table
-// (ext). The fields a packet touches come first.
+// addresses, fragments, counters past 2^32, the active timeout's
+// interval) in a side table (ext). The fields a packet touches come
+// first.
 type Flow struct {
 	tbl         *Processor // the owning table: state slots, Community ID
 	key         key        // canonical
 	last, first int64
-	pkts, bytes [2]uint64 // by Dir
-	prev, next  int32     // LRU list of its class (next: free list when unused)
-	skip        uint32    // analyzers (bit per slot) that want no more packets
-	idx         int32     // this entry's position in the table
-	ext         int32     // index in tbl.exts, or nilIdx
+	// Packets and bytes by Dir: the low 32 bits (the high ones, which
+	// few flows need, are in ext).
+	pkts, bytes [2]uint32
+	prev, next  int32  // LRU list of its class (next: free list when unused)
+	skip        uint32 // analyzers (bit per slot) that want no more packets
+	idx         int32  // this entry's position in the table
+	ext         int32  // index in tbl.exts, or nilIdx
 	ifIndex     int32
 	vlan1       uint16 // inner VLAN of the first packet (key.vlan is the outer)
 	class       uint8
@@ -273,7 +276,8 @@ const (
 type ext struct {
 	tunnel             packet.Tunnel
 	outerSrc, outerDst netip.Addr
-	frags              uint64 // fragments counted
+	frags              uint64    // fragments counted
+	pktsHi, bytesHi    [2]uint32 // the high 32 bits of Flow.pkts and bytes
 	// The flow's accounting once it has written a record at its active
 	// timeout (hasIvl).
 	hasIvl bool
@@ -359,8 +363,37 @@ func (f *Flow) Last() int64  { return f.last }
 
 // Packets, Bytes and TCPFlags are the counters of one direction so far,
 // including the packet being handled.
-func (f *Flow) Packets(d Dir) uint64 { return f.pkts[d&1] }
-func (f *Flow) Bytes(d Dir) uint64   { return f.bytes[d&1] }
+func (f *Flow) Packets(d Dir) uint64 {
+	n := uint64(f.pkts[d&1])
+	if x := f.extOf(); x != nil {
+		n |= uint64(x.pktsHi[d&1]) << 32
+	}
+	return n
+}
+
+func (f *Flow) Bytes(d Dir) uint64 {
+	n := uint64(f.bytes[d&1])
+	if x := f.extOf(); x != nil {
+		n |= uint64(x.bytesHi[d&1]) << 32
+	}
+	return n
+}
+
+// counts are the packet and byte counters by Dir.
+func (f *Flow) counts() (pkts, bytes [2]uint64) {
+	for d := range pkts {
+		pkts[d], bytes[d] = f.Packets(Dir(d)), f.Bytes(Dir(d))
+	}
+	return pkts, bytes
+}
+
+// extOf is f's side entry, or nil.
+func (f *Flow) extOf() *ext {
+	if f.ext == nilIdx || f.tbl == nil {
+		return nil
+	}
+	return &f.tbl.exts[f.ext]
+}
 func (f *Flow) TCPFlags(d Dir) uint8 { return f.flags[d&1] }
 
 // Established reports whether both directions have been seen.

@@ -352,15 +352,19 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if ts > f.last {
 		f.last = ts
 	}
-	f.pkts[dir]++
-	n := uint64(pk.OrigLen)
+	if f.pkts[dir]++; f.pkts[dir] == 0 {
+		p.newExt(f).pktsHi[dir]++
+	}
+	n := pk.OrigLen
 	if n == 0 {
-		n = uint64(len(pk.Data))
+		n = uint32(len(pk.Data)) // at most a batch's arena
 	}
 	if m.Tunnel != packet.TunnelNone {
-		n = uint64(m.InnerLen)
+		n = uint32(m.InnerLen)
 	}
-	f.bytes[dir] += n
+	if f.bytes[dir] += n; f.bytes[dir] < n {
+		p.newExt(f).bytesHi[dir]++
+	}
 	if f.seen&(1<<dir) == 0 {
 		if m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6 {
 			f.icmpTypeDir[dir], f.icmpCodeDir[dir] = m.ICMPType, m.ICMPCode
@@ -621,15 +625,17 @@ func (p *Processor) interval(f *Flow, ts int64, em *pipeline.Emitter) {
 		}
 	}
 	em.Emit(rec)
+	pkts, bytes := f.counts()
 	x := p.newExt(f)
-	x.hasIvl, x.ivl = true, interval{first: ts, pkts: f.pkts, bytes: f.bytes, frags: x.frags}
+	x.hasIvl, x.ivl = true, interval{first: ts, pkts: pkts, bytes: bytes, frags: x.frags}
 	p.actives++
 }
 
 // record is f's flow record so far: the whole flow, or its current
 // interval once it has written one at the active timeout.
 func (p *Processor) record(f *Flow, reason string) *event.Flow {
-	start, pkts, bytes, flags := f.first, f.pkts, f.bytes, f.flags
+	start, flags := f.first, f.flags
+	pkts, bytes := f.counts()
 	var x *ext
 	var frags uint64
 	if f.ext != nilIdx {
