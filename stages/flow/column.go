@@ -41,78 +41,53 @@ func (c *Column[T]) grow(f *Flow) *T {
 		c.chunks = append(c.chunks, nil)
 	}
 	size := chunkSize
-	if f.tbl != nil { // the table's last chunk may be short
-		size = min(size, f.tbl.cfg.MaxFlows-n<<chunkShift)
+	if f.ch != nil { // the table's last chunk may be short
+		size = f.ch.size
 	}
 	c.chunks[n] = make([]T, max(size, i&chunkMask+1))
 	return &c.chunks[n][i&chunkMask]
 }
 
-// lazyCol is one value of T per entry of a table of maxFlows, in chunks
-// allocated when a flow of the chunk first stores something other than
-// the zero T.
-type lazyCol[T comparable] struct {
-	chunks [][]T
+// chunk is what the flows of one slab chunk share: their table, and
+// beside them the values that not every flow needs, allocated for the
+// whole chunk when one of its flows first needs one: an analyzer that
+// keeps nothing in its State slot (it uses a Column, or the traffic never
+// engages it) costs nothing, and a flow reaches its slots through its own
+// entry, in two loads.
+type chunk struct {
+	tbl   *Processor
+	size  int      // entries
+	slots [][]any  // by analyzer slot, by entry
+	cids  []string // Community IDs kept (Flow.bitCID), by entry
 }
 
-func (c *lazyCol[T]) get(i int32) T {
-	if n := int(uint32(i) >> chunkShift); n < len(c.chunks) && c.chunks[n] != nil {
-		return c.chunks[n][i&chunkMask]
+func (c *chunk) state(slot int, j int32) any {
+	if uint(slot) < uint(len(c.slots)) {
+		if s := c.slots[slot]; s != nil {
+			return s[j]
+		}
 	}
-	var zero T
-	return zero
+	return nil
 }
 
-func (c *lazyCol[T]) set(i int32, v T, maxFlows int) {
-	n := int(uint32(i) >> chunkShift)
-	if n >= len(c.chunks) || c.chunks[n] == nil {
-		var zero T
-		if v == zero {
+func (c *chunk) setState(slot int, j int32, v any) {
+	if uint(slot) >= uint(len(c.slots)) {
+		return
+	}
+	if c.slots[slot] == nil {
+		if v == nil {
 			return
 		}
-		for len(c.chunks) <= n {
-			c.chunks = append(c.chunks, nil)
-		}
-		c.chunks[n] = make([]T, max(int(i&chunkMask)+1, min(chunkSize, maxFlows-n<<chunkShift)))
+		c.slots[slot] = make([]any, c.size)
 	}
-	c.chunks[n][i&chunkMask] = v
+	c.slots[slot][j] = v
 }
 
-// setIfAllocated sets i's value if its chunk exists, and reports whether
-// it did.
-func (c *lazyCol[T]) setIfAllocated(i int32, v T) bool {
-	if n := int(uint32(i) >> chunkShift); n < len(c.chunks) && c.chunks[n] != nil {
-		c.chunks[n][i&chunkMask] = v
-		return true
-	}
-	return false
-}
-
-// slots are the Processor's State slots: for each analyzer, a lazyCol of
-// interface values, so an analyzer that keeps nothing in its slot (it uses
-// a Column, or the traffic never engages it) costs nothing.
-type slots struct {
-	s []lazyCol[any] // by slot
-}
-
-func (s *slots) get(slot int, i int32) any {
-	if uint(slot) >= uint(len(s.s)) {
-		return nil
-	}
-	return s.s[slot].get(i)
-}
-
-func (s *slots) set(slot int, i int32, v any, maxFlows int) {
-	if uint(slot) < uint(len(s.s)) {
-		s.s[slot].set(i, v, maxFlows)
-	}
-}
-
-// clear empties entry i's slots.
-func (s *slots) clear(i int32) {
-	for j := range s.s {
-		if s.s[j].get(i) != nil {
-			s.s[j].chunks[uint32(i)>>chunkShift][i&chunkMask] = nil
+// clear empties entry j's slots.
+func (c *chunk) clear(j int32) {
+	for _, s := range c.slots {
+		if s != nil {
+			s[j] = nil
 		}
 	}
 }

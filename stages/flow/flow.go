@@ -241,8 +241,8 @@ var DefaultTimeouts = Timeouts{
 // interval) in a side table (ext). The fields a packet touches come
 // first.
 type Flow struct {
-	tbl         *Processor // the owning table: state slots, Community ID
-	key         key        // canonical
+	ch          *chunk // its slab chunk's: the table, state slots, Community ID
+	key         key    // canonical
 	last, first int64
 	// Packets and bytes by Dir: the low 32 bits (the high ones, which
 	// few flows need, are in ext).
@@ -250,7 +250,7 @@ type Flow struct {
 	prev, next  int32  // LRU list of its class (next: free list when unused)
 	skip        uint32 // analyzers (bit per slot) that want no more packets
 	idx         int32  // this entry's position in the table
-	ext         int32  // index in tbl.exts, or nilIdx
+	ext         int32  // index in the table's exts, or nilIdx
 	ifIndex     int32
 	vlan1       uint16 // inner VLAN of the first packet (key.vlan is the outer)
 	class       uint8
@@ -269,7 +269,7 @@ type Flow struct {
 const (
 	bitClientSrc    = 1 << iota // the client is key.a
 	bitFirstSwapped             // the first packet was sent by key.b
-	bitCID                      // the Community ID is in tbl.cids
+	bitCID                      // the Community ID is in ch.cids
 )
 
 // ext is what only some flows need, kept beside the table.
@@ -332,7 +332,7 @@ func (f *Flow) DirOf(k packet.FlowKey) (Dir, bool) {
 
 // ID is the flow_id.
 func (f *Flow) ID() uint64 {
-	if f.tbl == nil { // not a table's entry
+	if f.ch == nil { // not a table's entry
 		return 0
 	}
 	return flowID(f.key.hash(), f.first)
@@ -343,15 +343,19 @@ func (f *Flow) ID() uint64 {
 // record) and kept beside the table, so a flow that lives quietly holds
 // no string.
 func (f *Flow) CommunityID() string {
-	t := f.tbl
-	if t == nil || t.cid == nil {
+	c := f.ch
+	if c == nil || c.tbl.cid == nil {
 		return ""
 	}
+	j := f.idx & chunkMask
 	if f.bits&bitCID != 0 {
-		return t.cids.get(f.idx)
+		return c.cids[j]
 	}
-	id := t.communityID(f)
-	t.cids.set(f.idx, id, t.cfg.MaxFlows)
+	id := c.tbl.communityID(f)
+	if c.cids == nil {
+		c.cids = make([]string, c.size)
+	}
+	c.cids[j] = id
 	f.bits |= bitCID
 	return id
 }
@@ -389,10 +393,10 @@ func (f *Flow) counts() (pkts, bytes [2]uint64) {
 
 // extOf is f's side entry, or nil.
 func (f *Flow) extOf() *ext {
-	if f.ext == nilIdx || f.tbl == nil {
+	if f.ext == nilIdx || f.ch == nil {
 		return nil
 	}
-	return &f.tbl.exts[f.ext]
+	return &f.ch.tbl.exts[f.ext]
 }
 func (f *Flow) TCPFlags(d Dir) uint8 { return f.flags[d&1] }
 
@@ -419,16 +423,16 @@ func (f *Flow) FirstICMP() (typ, code uint8) {
 
 // State returns the analyzer state in slot i (nil if none or out of range).
 func (f *Flow) State(i int) any {
-	if f.tbl == nil {
+	if f.ch == nil {
 		return nil
 	}
-	return f.tbl.slots.get(i, f.idx)
+	return f.ch.state(i, f.idx&chunkMask)
 }
 
 // SetState stores analyzer state in slot i (ignored if out of range).
 func (f *Flow) SetState(i int, v any) {
-	if f.tbl != nil {
-		f.tbl.slots.set(i, f.idx, v, f.tbl.cfg.MaxFlows)
+	if f.ch != nil {
+		f.ch.setState(i, f.idx&chunkMask, v)
 	}
 }
 
@@ -462,12 +466,13 @@ func (f *Flow) fillHeader(h *event.Header, ts int64, cid string) {
 // analyzers' End may still ask for it): a flow nothing asked about before
 // it ends costs no memory for it.
 func (f *Flow) recordCommunityID() string {
-	t := f.tbl
-	if t == nil || t.cid == nil || f.bits&bitCID != 0 {
+	c := f.ch
+	if c == nil || c.tbl.cid == nil || f.bits&bitCID != 0 {
 		return f.CommunityID()
 	}
-	id := t.communityID(f)
-	if t.cids.setIfAllocated(f.idx, id) {
+	id := c.tbl.communityID(f)
+	if c.cids != nil {
+		c.cids[f.idx&chunkMask] = id
 		f.bits |= bitCID
 	}
 	return id

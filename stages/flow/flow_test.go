@@ -436,9 +436,9 @@ func TestAnalyzerLifecycle(t *testing.T) {
 		t.Errorf("extension missing: %v", lines)
 	}
 	// The slot is cleared for the next flow in that entry.
-	for _, cs := range p.slots.s {
-		for _, c := range cs.chunks {
-			for _, s := range c {
+	for _, c := range p.infos {
+		for _, slot := range c.slots {
+			for _, s := range slot {
 				if s != nil {
 					t.Fatal("state slot not cleared after End")
 				}

@@ -128,13 +128,12 @@ type Processor struct {
 	extFree []int32
 
 	chunks  [][]Flow
-	n       int32 // entries ever used (high-water mark)
-	free    int32 // free list head, linked by next
-	size    int   // live flows
+	infos   []*chunk // by chunk
+	n       int32    // entries ever used (high-water mark)
+	free    int32    // free list head, linked by next
+	size    int      // live flows
 	ix      index
-	touched uint32          // what Process's early reads read (so that they stay)
-	slots   slots           // analyzers' State slots
-	cids    lazyCol[string] // Community IDs computed while their flow lives (Flow.bitCID)
+	touched uint32 // what Process's early reads read (so that they stay)
 	head    [nClasses]int32
 	tail    [nClasses]int32
 
@@ -181,7 +180,6 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 		p.iw[i], _ = a.(IntervalWriter)
 	}
 	p.ix = newIndex(cfg.MaxFlows)
-	p.slots.s = make([]lazyCol[any], len(analyzers))
 	for c := range nClasses {
 		p.head[c], p.tail[c] = nilIdx, nilIdx
 	}
@@ -451,7 +449,7 @@ func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
 func (p *Processor) start(i int32, f *Flow, ck *key, h uint64, swapped bool, pk *packet.Packet) {
 	m := &pk.Meta
 	*f = Flow{
-		tbl: p, idx: i, key: *ck,
+		ch: p.infos[i>>chunkShift], idx: i, key: *ck,
 		first: pk.Timestamp, last: pk.Timestamp,
 		prev: nilIdx, next: nilIdx, ext: nilIdx,
 		ifIndex: pk.IfIndex, vlan1: m.VLAN[1], class: clsNew,
@@ -601,7 +599,9 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 	}
 	i := p.n
 	if int(i)>>chunkShift == len(p.chunks) {
-		p.chunks = append(p.chunks, make([]Flow, min(chunkSize, p.cfg.MaxFlows-int(i))))
+		size := min(chunkSize, p.cfg.MaxFlows-int(i))
+		p.chunks = append(p.chunks, make([]Flow, size))
+		p.infos = append(p.infos, &chunk{tbl: p, size: size, slots: make([][]any, len(p.analyzers))})
 	}
 	p.n++
 	return i
@@ -690,7 +690,8 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 	for _, a := range p.analyzers {
 		a.End(f, rec, em)
 	}
-	p.slots.clear(i)
+	j := i & chunkMask
+	f.ch.clear(j)
 	em.Emit(rec)
 	if f.ext != nilIdx {
 		p.exts[f.ext] = ext{}
@@ -701,7 +702,7 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 	p.unlink(i)
 	p.ix.remove(i, f.key.hash())
 	if f.bits&bitCID != 0 {
-		p.cids.set(i, "", p.cfg.MaxFlows)
+		f.ch.cids[j] = ""
 	}
 	f.next = p.free
 	p.free = i
