@@ -50,44 +50,64 @@ func (c *Column[T]) grow(f *Flow) *T {
 
 // chunk is what the flows of one slab chunk share: their table, and
 // beside them the values that not every flow needs, allocated for the
-// whole chunk when one of its flows first needs one: an analyzer that
-// keeps nothing in its State slot (it uses a Column, or the traffic never
-// engages it) costs nothing, and a flow reaches its slots through its own
-// entry, in two loads.
+// whole chunk when one of its flows first needs one. State slots are rows
+// of interface values, one row per entry, holding only the slots that
+// some flow of the chunk used: an analyzer that keeps nothing in its slot
+// (it uses a Column, or the traffic never engages it) costs nothing, and
+// the slots of one flow share a cache line or two.
 type chunk struct {
 	tbl   *Processor
 	size  int      // entries
-	slots [][]any  // by analyzer slot, by entry
+	pos   []int16  // by analyzer slot: its place in a row, -1 = none yet
+	width int      // values in a row
+	vals  []any    // size rows of width values
 	cids  []string // Community IDs kept (Flow.bitCID), by entry
 }
 
+func newChunk(p *Processor, size, slots int) *chunk {
+	c := &chunk{tbl: p, size: size, pos: make([]int16, slots)}
+	for i := range c.pos {
+		c.pos[i] = -1
+	}
+	return c
+}
+
 func (c *chunk) state(slot int, j int32) any {
-	if uint(slot) < uint(len(c.slots)) {
-		if s := c.slots[slot]; s != nil {
-			return s[j]
+	if uint(slot) < uint(len(c.pos)) {
+		if at := c.pos[slot]; at >= 0 {
+			return c.vals[int(j)*c.width+int(at)]
 		}
 	}
 	return nil
 }
 
 func (c *chunk) setState(slot int, j int32, v any) {
-	if uint(slot) >= uint(len(c.slots)) {
+	if uint(slot) >= uint(len(c.pos)) {
 		return
 	}
-	if c.slots[slot] == nil {
+	at := c.pos[slot]
+	if at < 0 {
 		if v == nil {
 			return
 		}
-		c.slots[slot] = make([]any, c.size)
+		at = c.widen(slot)
 	}
-	c.slots[slot][j] = v
+	c.vals[int(j)*c.width+int(at)] = v
+}
+
+// widen gives slot a place in every row.
+func (c *chunk) widen(slot int) int16 {
+	w := c.width + 1
+	vals := make([]any, c.size*w)
+	for r := range c.size {
+		copy(vals[r*w:], c.vals[r*c.width:(r+1)*c.width])
+	}
+	c.vals, c.width = vals, w
+	c.pos[slot] = int16(w - 1)
+	return int16(w - 1)
 }
 
 // clear empties entry j's slots.
 func (c *chunk) clear(j int32) {
-	for _, s := range c.slots {
-		if s != nil {
-			s[j] = nil
-		}
-	}
+	clear(c.vals[int(j)*c.width : int(j+1)*c.width])
 }

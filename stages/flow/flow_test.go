@@ -437,13 +437,46 @@ func TestAnalyzerLifecycle(t *testing.T) {
 	}
 	// The slot is cleared for the next flow in that entry.
 	for _, c := range p.infos {
-		for _, slot := range c.slots {
-			for _, s := range slot {
-				if s != nil {
-					t.Fatal("state slot not cleared after End")
-				}
+		if c.width == 0 {
+			t.Fatal("the recorder's slot was never used")
+		}
+		for _, s := range c.vals {
+			if s != nil {
+				t.Fatal("state slot not cleared after End")
 			}
 		}
+	}
+}
+
+// TestStateSlots: slots first used in any order get a place in every row
+// of the chunk, keep what each flow stored as rows widen, read nil where
+// nothing was stored, and are cleared with their entry.
+func TestStateSlots(t *testing.T) {
+	c := newChunk(nil, 5, 4)
+	type v struct{ slot, entry int }
+	for _, s := range []v{{2, 0}, {0, 3}, {2, 4}, {3, 1}, {0, 0}} {
+		c.setState(s.slot, int32(s.entry), s)
+	}
+	c.setState(1, 2, nil) // storing nil in an unused slot uses nothing
+	if c.width != 3 || c.pos[1] != -1 {
+		t.Fatalf("width %d, pos %v", c.width, c.pos)
+	}
+	for slot := range 5 {
+		for e := range 5 {
+			got := c.state(slot, int32(e))
+			want := any(nil)
+			switch (v{slot, e}) {
+			case v{2, 0}, v{0, 3}, v{2, 4}, v{3, 1}, v{0, 0}:
+				want = v{slot, e}
+			}
+			if got != want {
+				t.Errorf("slot %d entry %d: %v, want %v", slot, e, got, want)
+			}
+		}
+	}
+	c.clear(0)
+	if c.state(0, 0) != nil || c.state(2, 0) != nil || c.state(0, 3) == nil {
+		t.Error("clear(0) cleared the wrong values")
 	}
 }
 

@@ -601,7 +601,7 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 	if int(i)>>chunkShift == len(p.chunks) {
 		size := min(chunkSize, p.cfg.MaxFlows-int(i))
 		p.chunks = append(p.chunks, make([]Flow, size))
-		p.infos = append(p.infos, &chunk{tbl: p, size: size, slots: make([][]any, len(p.analyzers))})
+		p.infos = append(p.infos, newChunk(p, size, len(p.analyzers)))
 	}
 	p.n++
 	return i
