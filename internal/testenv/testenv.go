@@ -116,3 +116,28 @@ func WithoutCaps(t testing.TB, name, drop string, env ...string) string {
 	}
 	return string(out)
 }
+
+// ConformanceCaptures returns every capture file under
+// ../shared/conformance (pcap, pcapng, their gzip/zstd forms, .cap),
+// sorted, failing when there is none.
+func ConformanceCaptures(t testing.TB) []string {
+	t.Helper()
+	root := Conformance(t)
+	var files []string
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		for _, ext := range []string{".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz", ".cap", ".pcap.zst"} {
+			if !d.IsDir() && strings.HasSuffix(p, ext) {
+				files = append(files, p)
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no conformance captures under %s: %v", root, err)
+	}
+	return files
+}

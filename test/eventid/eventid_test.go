@@ -14,11 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/pktpipe/pktpipe/bench/gen"
 	"github.com/pktpipe/pktpipe/internal/app"
+	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 	_ "github.com/pktpipe/pktpipe/sinks/all"
 	_ "github.com/pktpipe/pktpipe/sources/all"
@@ -91,33 +91,9 @@ func check(t *testing.T, file string) (events, distinct int) {
 	return one.events, len(one.ids)
 }
 
-func captures(t *testing.T) []string {
-	root := filepath.Join("..", "..", "..", "shared", "conformance")
-	if d := os.Getenv("SHARED"); d != "" {
-		root = filepath.Join(d, "conformance")
-	}
-	var files []string
-	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		for _, ext := range []string{".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz", ".cap", ".pcap.zst"} {
-			if !d.IsDir() && strings.HasSuffix(p, ext) {
-				files = append(files, p)
-				break
-			}
-		}
-		return nil
-	})
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no conformance captures under %s: %v", root, err)
-	}
-	return files
-}
-
 func TestEventIDConformance(t *testing.T) {
 	var total, distinct int
-	files := captures(t)
+	files := testenv.ConformanceCaptures(t)
 	for _, f := range files {
 		n, d := check(t, f)
 		total += n

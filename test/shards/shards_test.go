@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/pktpipe/pktpipe/bench/gen"
 	"github.com/pktpipe/pktpipe/internal/app"
+	"github.com/pktpipe/pktpipe/internal/testenv"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
@@ -102,32 +102,8 @@ func firstDiff(got, want []string) string {
 	return "none"
 }
 
-func captures(t *testing.T) []string {
-	root := filepath.Join("..", "..", "..", "shared", "conformance")
-	if d := os.Getenv("SHARED"); d != "" {
-		root = filepath.Join(d, "conformance")
-	}
-	var files []string
-	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		for _, ext := range []string{".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz", ".cap", ".pcap.zst"} {
-			if !d.IsDir() && strings.HasSuffix(p, ext) {
-				files = append(files, p)
-				break
-			}
-		}
-		return nil
-	})
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no conformance captures under %s: %v", root, err)
-	}
-	return files
-}
-
 func TestShardsUnionConformance(t *testing.T) {
-	for _, f := range captures(t) {
+	for _, f := range testenv.ConformanceCaptures(t) {
 		checkUnion(t, f, 2, nil)
 	}
 }
