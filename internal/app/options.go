@@ -131,7 +131,7 @@ type Flags struct {
 func (o *Options) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.Var((*registry.Strings)(&o.Files), "r", "read packets from `FILE` (pcap or pcapng, gzip/zstd detected by content; - = stdin; globs allowed); repeatable, read in order")
 	fs.StringVar(&o.Interface, "i", "", "capture live on `IFACE` (AF_PACKET)")
-	fs.Var((*registry.Strings)(&o.Outputs), "o", "event sink: `SINK` is - (stdout), file:PATH, parquet:DIR (a Parquet file per event type), or kafka://HOST:PORT[,HOST:PORT]/TOPIC[?compression=zstd&...] (options: sinks/kafka ParseURL); repeatable: every event goes to each (default -)")
+	fs.Var((*registry.Strings)(&o.Outputs), "o", "event sink `SINK`, one of: "+sinkUsage()+"; repeatable: every event goes to each (default -)")
 	fs.StringVar(&o.Format, "format", "json", "event encoding: json (one object per line) or msgpack")
 	host, _ := os.Hostname()
 	fs.StringVar(&o.SensorName, "sensor-name", host, "`NAME` of this sensor, every event's host field (\"\" = none)")
