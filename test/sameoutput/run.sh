@@ -3,6 +3,7 @@
 # bench capture, with --workers 1 and 4, into OUTDIR: run it with the binary
 # before and after a change and diff -r the two directories (the plug-in
 # refactor was checked this way). Usage: run.sh BIN OUTDIR [BENCH_PCAP]
+# Extra pktpipe flags go in $ARGS, e.g. ARGS="--analyzers all,features".
 set -euo pipefail
 bin=$1 out=$2 bench=${3:-}
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,7 +16,7 @@ for w in 1 4; do
   while IFS= read -r f; do
     name=$(echo "${f#$shared/conformance/}" | tr '/' '_')
     rc=0
-    "$bin" -r "$f" --workers "$w" --no-progress -o - 2>/dev/null | LC_ALL=C sort > "$out/w$w/$name.events" || rc=$?
+    "$bin" -r "$f" --workers "$w" --no-progress ${ARGS:-} -o - 2>/dev/null | LC_ALL=C sort > "$out/w$w/$name.events" || rc=$?
     echo "$rc" > "$out/w$w/$name.rc"
   done <<< "$list"
 done
