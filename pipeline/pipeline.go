@@ -365,7 +365,7 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 		dec       = e.parts.NewDecoder()
 		filter    Filter
 		nWorkers  = uint64(len(e.workerIn))
-		cur       = make([]*packet.Batch, len(e.workerIn))
+		dest      []uint16 // each packet's worker, for Split
 		malformed [packet.MalformedCount]uint64
 		malCtr    [packet.MalformedCount]*stats.Counter
 		pkts      = r.Counter("pktpipe_source_packets_total", "Packets read by a source.", "source", name)
@@ -389,8 +389,13 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 	}
 	for b := range in {
 		var nBytes, nFiltered, nNoFlow, nFrag, nBad, nOther, nSent uint64
+		if cap(dest) < len(b.Packets) {
+			dest = make([]uint16, cap(b.Packets))
+		}
+		dest = dest[:len(b.Packets)]
 		for i := range b.Packets {
 			p := &b.Packets[i]
+			dest[i] = packet.Skip
 			now = max(now, p.Timestamp)
 			nBytes += uint64(len(p.Data))
 			if filter != nil && !filter.Match(p) {
@@ -423,30 +428,20 @@ func (e *Engine) runDispatcher(name string, in <-chan *packet.Batch) (now int64,
 			if own { // the worker's flow table needs it too
 				m.FlowHash = h
 			}
-			w := h % nWorkers
-			wb := cur[w]
-			if wb != nil && wb.Full(len(p.Data)) {
-				wb.Now = now
-				e.workerIn[w] <- wb
-				wb = nil
-			}
-			if wb == nil {
-				wb = e.pool.Get()
-				cur[w] = wb
-			}
-			wb.AppendPacket(p)
+			dest[i] = uint16(h % nWorkers)
 			nSent++
 		}
-		read += uint64(len(b.Packets))
-		pkts.Add(uint64(len(b.Packets)))
-		b.Release()
-		// Hand on what this batch produced, so a quiet live source does not
-		// leave packets waiting in a half-full worker batch.
-		for w, wb := range cur {
-			if wb != nil {
-				wb.Now = now
-				e.workerIn[w] <- wb
-				cur[w] = nil
+		n := len(b.Packets)
+		read += uint64(n)
+		pkts.Add(uint64(n))
+		// Each worker gets its packets of this batch at once (no packet
+		// waits in a half-full batch behind a quiet live source), as a
+		// view of the batch: their bytes are not copied.
+		views := b.Split(dest, len(e.workerIn))
+		for w := range views {
+			if v := &views[w]; v.Len() > 0 {
+				v.Now = now
+				e.workerIn[w] <- v
 			}
 		}
 		bytes.Add(nBytes)

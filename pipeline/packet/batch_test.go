@@ -1,6 +1,9 @@
 package packet
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // TestAppendPacketKeepsIndex: a packet copied into another batch (as the
 // dispatcher does) keeps its source Index and metadata; Append starts a
@@ -25,5 +28,52 @@ func TestAppendPacketKeepsIndex(t *testing.T) {
 	dst.Release()
 	if r := pool.Get().Append(nil); r.Index != 0 {
 		t.Errorf("reused batch: Append gives Index %d", r.Index)
+	}
+}
+
+// TestSplit: each view holds its packets in order with their bytes still
+// in the parent's arena, skipped packets go nowhere, and the parent goes
+// back to the pool only when its last view is released.
+func TestSplit(t *testing.T) {
+	pool := NewPool(8, 1024)
+	b := pool.Get()
+	for i := range 6 {
+		p := b.Append([]byte{byte(i)})
+		p.Index = uint64(i)
+	}
+	dest := []uint16{1, 0, Skip, 1, 7, 1} // 7 >= n: dropped too
+	views := b.Split(dest, 3)
+	var got [3][]uint64
+	for w := range views {
+		for _, p := range views[w].Packets {
+			if p.Data[0] != byte(p.Index) || &p.Data[0] != &b.buf[p.Index] {
+				t.Fatalf("packet %d: bytes not shared with the parent's arena", p.Index)
+			}
+			got[w] = append(got[w], p.Index)
+		}
+	}
+	want := [3][]uint64{{1}, {0, 3, 5}, nil}
+	for w := range want {
+		if fmt.Sprint(got[w]) != fmt.Sprint(want[w]) {
+			t.Errorf("view %d holds %v, want %v", w, got[w], want[w])
+		}
+	}
+	if r := b.refs.Load(); r != 2 {
+		t.Fatalf("refs %d, want 2 (non-empty views)", r)
+	}
+	views[1].Release()
+	if b.Len() != 6 {
+		t.Fatal("parent reset while a view is still out")
+	}
+	views[0].Release()
+	if b.Len() != 0 || b.refs.Load() != 0 {
+		t.Fatalf("parent not released after its last view: len %d refs %d", b.Len(), b.refs.Load())
+	}
+
+	c := pool.Get()
+	c.Append([]byte{9})
+	c.Split([]uint16{Skip}, 2)
+	if c.Len() != 0 {
+		t.Error("a batch split into empty views was not released")
 	}
 }
