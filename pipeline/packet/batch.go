@@ -69,7 +69,7 @@ func (b *Batch) Split(dest []uint16, n int) []Batch {
 	sorted := b.sorted[:cap(b.sorted)]
 	nonEmpty, off := int32(0), 0
 	for w := range views {
-		views[w] = Batch{Packets: sorted[off:off : off+cnt[w]], parent: b}
+		views[w] = Batch{Packets: sorted[off : off : off+cnt[w]], parent: b}
 		off += cnt[w]
 		if cnt[w] > 0 {
 			nonEmpty++
