@@ -32,6 +32,72 @@ type Batch struct {
 	refs   atomic.Int32
 	sorted []Packet
 	views  []Batch
+
+	// chunks are the shared read buffers that packets appended with
+	// AppendShared point into; the batch holds a reference on each.
+	chunks []*Chunk
+}
+
+// Chunk is a reference-counted read buffer. A source that can read
+// straight into it (a capture file) hands its packets on as slices of the
+// chunk, so a packet's bytes are never copied after the read: every batch
+// holding one of them keeps the chunk alive, and the chunk goes back to
+// its pool when the reader and the last such batch have let it go.
+type Chunk struct {
+	Buf  []byte
+	refs atomic.Int32
+	pool *ChunkPool
+}
+
+// ChunkPool recycles chunks of one size.
+type ChunkPool struct {
+	p    sync.Pool
+	size int
+}
+
+// NewChunkPool makes a pool of chunks of size bytes.
+func NewChunkPool(size int) *ChunkPool {
+	cp := &ChunkPool{size: size}
+	cp.p.New = func() any { return &Chunk{Buf: make([]byte, size), pool: cp} }
+	return cp
+}
+
+// Get returns a chunk holding one reference, the caller's.
+func (cp *ChunkPool) Get() *Chunk {
+	c := cp.p.Get().(*Chunk)
+	c.refs.Store(1)
+	return c
+}
+
+// Release drops one reference; the last returns the chunk to its pool.
+func (c *Chunk) Release() {
+	switch n := c.refs.Add(-1); {
+	case n == 0:
+		c.pool.p.Put(c)
+	case n < 0:
+		panic("packet: Chunk released more often than referenced")
+	}
+}
+
+// FullShared reports whether the batch cannot take one more packet by
+// AppendShared (which uses no arena space).
+func (b *Batch) FullShared() bool { return len(b.Packets) == cap(b.Packets) }
+
+// AppendShared adds a packet whose bytes, data, lie in c and stay there:
+// nothing is copied, and the batch holds a reference on c until it is
+// released. The caller checks FullShared first and fills in the metadata.
+func (b *Batch) AppendShared(data []byte, c *Chunk) *Packet {
+	if b.FullShared() {
+		panic("packet: AppendShared on a full batch")
+	}
+	if n := len(b.chunks); n == 0 || b.chunks[n-1] != c {
+		c.refs.Add(1)
+		b.chunks = append(b.chunks, c)
+	}
+	b.Packets = b.Packets[:len(b.Packets)+1]
+	p := &b.Packets[len(b.Packets)-1]
+	*p = Packet{Data: data[:len(data):len(data)], IfIndex: -1}
+	return p
 }
 
 // Skip marks, in Split's destinations, a packet no view takes.
@@ -51,8 +117,8 @@ func (b *Batch) Split(dest []uint16, n int) []Batch {
 		b.views = make([]Batch, n)
 	}
 	views := b.views[:n]
-	var counts [64]int
-	cnt := counts[:0]
+	var counts [64]int // no allocation for up to 64 workers
+	var cnt []int
 	if n <= len(counts) {
 		cnt = counts[:n]
 	} else {
@@ -137,6 +203,11 @@ func (b *Batch) Reset() {
 	b.Packets = b.Packets[:0]
 	b.buf = b.buf[:0]
 	b.Now = 0
+	for i, c := range b.chunks {
+		c.Release()
+		b.chunks[i] = nil
+	}
+	b.chunks = b.chunks[:0]
 }
 
 // Release returns the batch to its pool (a view: its share of its parent's

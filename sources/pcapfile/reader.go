@@ -1,7 +1,6 @@
 package pcapfile
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,7 +36,7 @@ type record struct {
 type reader struct {
 	name string
 	comp string // compression of the stream ("" plain): offsets are into its decompressed bytes
-	br   *bufio.Reader
+	br   *chunkReader
 	off  int64 // stream offset of br's next unread byte
 	skip int   // bytes of the record last returned, discarded on the next call
 	kind fileKind
@@ -59,7 +58,7 @@ type reader struct {
 }
 
 func newReader() *reader {
-	return &reader{br: bufio.NewReaderSize(nil, bufSize), ifaces: make([]iface, 0, 8)}
+	return &reader{br: newChunkReader(bufSize), ifaces: make([]iface, 0, 8)}
 }
 
 func (r *reader) u16(b []byte) uint16 {

@@ -109,6 +109,9 @@ func (s *Source) Close() error {
 		s.op.release()
 		s.op = nil
 	}
+	if s.rd != nil {
+		s.rd.br.release()
+	}
 	s.rd = nil
 	s.closed = true
 	return nil
@@ -217,13 +220,14 @@ func (rn *run) files(op *opener, rd *reader) error {
 			}
 			if rn.cur == nil {
 				rn.cur = rn.pool.Get()
-			} else if rn.cur.Full(len(data)) {
+			} else if rn.cur.FullShared() {
 				if err := rn.flushCheck(op); err != nil {
 					return err
 				}
 				rn.cur = rn.pool.Get()
 			}
-			p := rn.cur.Append(data)
+			// The packet stays in the read buffer: the batch holds it.
+			p := rn.cur.AppendShared(data, rd.br.chunk())
 			p.OrigLen = rec.origLen
 			p.Timestamp = rec.ts
 			p.LinkType = rec.link
