@@ -64,6 +64,9 @@ func main() {
 		cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the Kafka sink's first run (alone) to this file")
 		child    = flag.String("sink-child", "", "internal: send the events of this JSON-lines file through a Kafka sink to -topic and print the timing")
 		topic    = flag.String("topic", "", "internal: the -sink-child's topic")
+		only     = flag.String("only", "kcat,sink,pktpipe,file", "which to run: a comma-separated subset of kcat, sink (the Kafka sink alone), pktpipe (-r → kafka) and file (-r → file); the ratio needs kcat and sink")
+		kcatX    = flag.String("kcat-options", "", "more librdkafka properties for kcat, comma-separated (e.g. compression.level=1)")
+		kcatH    = flag.Bool("kcat-headers", false, "kcat sends four headers of the sizes pktpipe's have on every message (same values on all)")
 		nice     = flag.Int("nice", 0, "run this process, its children and the broker at this nice value (e.g. -10 on a shared machine; restored for the broker at the end)")
 	)
 	flag.Parse()
@@ -95,11 +98,26 @@ func main() {
 		}
 		return
 	}
-	if err := run(*packets, *capture, *runs, *workers, *minRatio, *minEv, *cache, *sinkOpts); err != nil {
+	sel := map[string]bool{}
+	for _, w := range strings.Split(*only, ",") {
+		sel[strings.TrimSpace(w)] = true
+	}
+	for _, p := range strings.Split(*kcatX, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			kcatArgs = append(kcatArgs, "-X", p)
+		}
+	}
+	if *kcatH {
+		kcatArgs = append(kcatArgs, "-H", "schema_version=1", "-H", "event_type=flow", "-H", "format=json", "-H", "event_id=0123456789abcdef")
+	}
+	if err := run(sel, *packets, *capture, *runs, *workers, *minRatio, *minEv, *cache, *sinkOpts); err != nil {
 		fmt.Fprintln(os.Stderr, "throughput:", err)
 		exit = 1
 	}
 }
+
+// kcatArgs are -kcat-options as kcat's -X arguments.
+var kcatArgs []string
 
 // profile, when set, receives a CPU profile of the sink's first run.
 var profile *os.File
@@ -111,7 +129,7 @@ type result struct {
 	broker    time.Duration // the broker's CPU time meanwhile
 }
 
-func run(packets int, capture string, runs, workers int, minRatio float64, minEvents int, cache, sinkOpts string) error {
+func run(sel map[string]bool, packets int, capture string, runs, workers int, minRatio float64, minEvents int, cache, sinkOpts string) error {
 	addr := kafkatest.Addr()
 	unlock, err := kafkatest.Lock(addr, 10*time.Minute)
 	if err != nil {
@@ -187,7 +205,8 @@ func run(packets int, capture string, runs, workers int, minRatio float64, minEv
 		}
 		doKcat := func() error {
 			r, err := toTopic(addr, n, func(topic string) (result, error) {
-				return timed("kcat", "-P", "-b", addr, "-t", topic, "-K", "\t", "-z", "zstd", "-X", "acks=all", "-l", kcatIn)
+				args := append([]string{"-P", "-b", addr, "-t", topic, "-K", "\t", "-z", "zstd", "-X", "acks=all"}, kcatArgs...)
+				return timed("kcat", append(args, "-l", kcatIn)...)
 			})
 			kc = append(kc, r)
 			return err
@@ -207,22 +226,40 @@ func run(packets int, capture string, runs, workers int, minRatio float64, minEv
 		if i%2 == 1 {
 			order = []func() error{doPktpipe, doSink, doKcat}
 		}
-		for _, f := range order {
+		names := []string{"kcat", "sink", "pktpipe"}
+		if i%2 == 1 {
+			slices.Reverse(names)
+		}
+		for j, f := range order {
+			if !sel[names[j]] {
+				continue
+			}
 			if err := f(); err != nil {
 				return err
 			}
 		}
-		r, err := timed(bin, append(fileRun[:len(fileRun)-1], "file:"+filepath.Join(dir, "again.json"))...)
-		if err != nil {
-			return err
+		if sel["file"] {
+			r, err := timed(bin, append(fileRun[:len(fileRun)-1], "file:"+filepath.Join(dir, "again.json"))...)
+			if err != nil {
+				return err
+			}
+			fs = append(fs, r)
 		}
-		fs = append(fs, r)
-		fmt.Printf("run %d: kcat %.2fs, kafka sink alone %.2fs, pktpipe→kafka %.2fs, pktpipe→file %.2fs (load %s)\n", i+1,
-			kc[i].wall.Seconds(), so[i].wall.Seconds(), pp[i].wall.Seconds(), fs[i].wall.Seconds(), loadavg())
+		last := func(rs []result) string {
+			if len(rs) <= i {
+				return "-"
+			}
+			return fmt.Sprintf("%.2fs (CPU %.2fs, broker %.2fs)", rs[i].wall.Seconds(), rs[i].cpu.Seconds(), rs[i].broker.Seconds())
+		}
+		fmt.Printf("run %d: kcat %s, kafka sink alone %s, pktpipe→kafka %s, pktpipe→file %s (load %s)\n", i+1,
+			last(kc), last(so), last(pp), last(fs), loadavg())
 	}
 
 	fmt.Printf("\n| medians of %d | wall s | events/s | CPU s (user+sys) | broker CPU s | max RSS MiB | messages in topic |\n|---|---|---|---|---|---|---|\n", runs)
 	row := func(name string, rs []result) float64 {
+		if len(rs) == 0 {
+			return 0
+		}
 		m := median(rs)
 		eps := float64(n) / m.wall.Seconds()
 		msgs := "-"
@@ -244,6 +281,9 @@ func run(packets int, capture string, runs, workers int, minRatio float64, minEv
 	p := row("pktpipe -r → kafka (analysis included)", pp)
 	row("pktpipe -r → file (no Kafka)", fs)
 	fmt.Printf("\nkafka sink / kcat: %.2f×; pktpipe -r → kafka / kcat: %.2f× (events/s, medians)\n", a/k, p/k)
+	if k == 0 || a == 0 {
+		return nil // -only left one of them out
+	}
 	if minRatio > 0 && a/k < minRatio {
 		return fmt.Errorf("the Kafka sink at %.2f× kcat, below %.2f×", a/k, minRatio)
 	}
