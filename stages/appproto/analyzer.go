@@ -117,6 +117,12 @@ func (a *Analyzer) get(f *flow.Flow) *state {
 	} else {
 		s = &state{}
 	}
+	// A flow's first packet, a SYN without payload, left no state: what
+	// it would have left is the start of its direction.
+	if fl, seq, bare := f.FirstTCP(); bare && fl&packet.TCPSyn != 0 {
+		h := &s.d[f.FirstDir()&1]
+		h.synSeen, h.next = true, seq+1
+	}
 	f.SetState(a.slot, s)
 	return s
 }
@@ -132,6 +138,9 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	tcp := m.Proto == packet.ProtoTCP
 	if len(payload) == 0 && !(tcp && m.TCPFlags&packet.TCPSyn != 0) {
 		return
+	}
+	if _, _, bare := f.FirstTCP(); bare && f.Packets(0)+f.Packets(1) == 1 {
+		return // a SYN first: the flow table holds its sequence number (get)
 	}
 	s := a.get(f)
 	if s == nil {
@@ -321,8 +330,12 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	// The result stays in the slot until the flow table clears it after
 	// every analyzer's End: the records those write at the flow's end
 	// carry it (Finder). A one-byte value in an interface is not
-	// allocated.
-	f.SetState(a.slot, ended(app))
+	// allocated. A flow that kept no state has nothing to tell (Finder
+	// says "" either way): its slot is left empty, so that a flood's
+	// flows do not make the table's rows for it as they end.
+	if app != Unknown || f.State(a.slot) != nil {
+		f.SetState(a.slot, ended(app))
+	}
 }
 
 // ended is a flow's app_proto once the detector's End has run.

@@ -87,6 +87,11 @@ func (a *Analyzer) get(f *flow.Flow) *state {
 		s = &state{}
 	}
 	s.pend.Max, s.pend.KeepFirst = a.max, true
+	// A flow's first packet, a SYN without payload, left no state: the
+	// flow table holds its sequence number.
+	if fl, seq, bare := f.FirstTCP(); bare && fl&packet.TCPSyn != 0 {
+		s.tcp[f.FirstDir()&1].syn(seq)
+	}
 	f.SetState(a.slot, s)
 	return s
 }
@@ -120,6 +125,9 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	}
 	if len(pl) == 0 {
 		if m.TCPFlags&packet.TCPSyn != 0 {
+			if _, _, bare := f.FirstTCP(); bare && f.Packets(0)+f.Packets(1) == 1 {
+				return // the flow's first: see get
+			}
 			a.get(f).tcp[d].syn(m.Seq)
 		}
 		return

@@ -126,6 +126,17 @@ func (c *compact) add(k *counts, d flow.Dir, ts int64, size uint64, tcp bool, fl
 	return true
 }
 
+// replayFirst makes c, empty, what f's first packet (of size bytes)
+// would have made it, from the flow table: a flow keeps no state for its
+// first packet (Analyzer.Packet).
+func (c *compact) replayFirst(f *flow.Flow, size uint64) {
+	fd := f.FirstDir()
+	k := counts{first: f.First()}
+	k.pkts[fd], k.bytes[fd] = 1, size
+	fl, _, _ := f.FirstTCP()
+	c.add(&k, fd, f.First(), size, f.Proto() == packet.ProtoTCP, fl)
+}
+
 // widen writes c into s as the wide state would hold it after the
 // packets c has counted: with remove set, the flow's latest packet (of
 // size in direction d) is not among them.

@@ -294,23 +294,58 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	case *Features:
 		x = s
 	default:
-		// A flow's first packet: compact when the flow table's counters
-		// are the features' (no tunnel) and there is no SPLT. After an
-		// active timeout's record the flow's counters are no longer the
-		// interval's: wide.
-		if a.n == 0 && !a.wideOnly && m.Tunnel == packet.TunnelNone && f.Packets(0)+f.Packets(1) == 1 {
+		// A flow's first packet would be compact when the flow table's
+		// counters are the features' (no tunnel, first interval) and
+		// there is no SPLT: it needs no state at all, the flow table
+		// holds all it says (deferred). The second packet makes the
+		// compact state the first would have made, then adds itself.
+		// After an active timeout's record the flow's counters are no
+		// longer the interval's: wide.
+		switch total := f.Packets(0) + f.Packets(1); {
+		case total == 1 && a.deferrable(f) && size <= math.MaxUint16:
+			return
+		case total == 2 && a.deferred(f, dir, size):
 			c := a.getCompact()
+			c.replayFirst(f, firstSize(f, dir, size))
 			k := countsOf(f)
 			if c.add(&k, dir, p.Timestamp, size, tcp, fl) {
 				f.SetState(a.slot, c)
 				return
 			}
+			x = a.start()
+			c.widen(&x.st, &k, tcp, true, dir, size)
 			a.putCompact(c)
+		default:
+			x = a.start()
 		}
-		x = a.start()
 		f.SetState(a.slot, x)
 	}
 	x.st.add(dir, p.Timestamp, size, fl)
+}
+
+// deferrable reports whether f's state may start compact: the flow
+// table's counters are the features' (no tunnel, no active timeout's
+// record yet) and there is no SPLT.
+func (a *Analyzer) deferrable(f *flow.Flow) bool {
+	return a.n == 0 && !a.wideOnly && !f.Tunneled() && f.FirstInterval()
+}
+
+// deferred reports whether f, with no state and two packets counted (the
+// latest of size in direction d), kept none for its first packet: it
+// could have been compact, and fitted (its size).
+func (a *Analyzer) deferred(f *flow.Flow, d flow.Dir, size uint64) bool {
+	return a.deferrable(f) && firstSize(f, d, size) <= math.MaxUint16
+}
+
+// firstSize is the size of f's first packet while f has two, the latest
+// of size in direction d.
+func firstSize(f *flow.Flow, d flow.Dir, size uint64) uint64 {
+	fd := f.FirstDir()
+	n := f.Bytes(fd)
+	if d&1 == fd {
+		n -= size
+	}
+	return n
 }
 
 func (a *Analyzer) getCompact() *compact {
@@ -375,7 +410,16 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	case *Features:
 		x = s
 	default:
-		return
+		// A one-packet flow kept nothing (deferred): the compact state
+		// its packet would have made, widened.
+		if f.Packets(0)+f.Packets(1) != 1 || !a.deferrable(f) {
+			return
+		}
+		var c compact
+		c.replayFirst(f, f.Bytes(f.FirstDir()))
+		x = &Features{}
+		k := countsOf(f)
+		c.widen(&x.st, &k, f.Proto() == packet.ProtoTCP, false, 0, 0)
 	}
 	a.end(x)
 	rec.Extra = append(rec.Extra, x)

@@ -148,9 +148,21 @@
 // found by Flow.Index, with no allocation or interface value per flow;
 // tcpstate, rtt, probe and icmp_feedback keep theirs so, with what only
 // some flows need in a side table of their own.
+//
+// Most flows of a flood or a scan have one packet, or a handshake and no
+// payload. The entry keeps what such a flow's first packet tells an
+// analyzer (First, FirstDir, the counters, FirstTCP: its TCP flags,
+// sequence number and whether it carried payload), so the analyzers keep
+// nothing for a flow's first packet when it carries no payload: a flow
+// costs them state only when a second packet (or an ICMP error about it)
+// engages them, and they rebuild then, from the entry, what the first
+// packet would have left; End writes a one-packet flow's part of the
+// record from the entry alone. A million SYNs cost the entries and
+// nothing else.
 package flow
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"time"
 
@@ -257,20 +269,26 @@ type Flow struct {
 	seen        uint8    // bit per Dir
 	fins        uint8    // FIN seen, bit per Dir
 	closed      uint8    // 0, reasonFin or reasonRst
-	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID
+	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID, bitFirstBare
 	flags       [2]uint8 // TCP flags by Dir
-	// First ICMP type/code seen each way (by Dir), for EVE's icmp_type and
-	// response_icmp_type on the record; the first packet's are those of
-	// its direction.
-	icmpTypeDir, icmpCodeDir [2]uint8
-	ether                    [2]event.Ether // first packet each way (Ethernet links)
+	firstFlags  uint8    // TCP flags of the first packet
+	// By protocol: for ICMP/ICMPv6, the first type and code seen each way
+	// (icmpType, icmpCode: EVE's icmp_type and response_icmp_type on the
+	// record; the first packet's are those of its direction); for TCP, the
+	// first packet's sequence number (FirstTCP).
+	l4    [4]uint8
+	ether [2]event.Ether // first packet each way (Ethernet links)
 }
 
 const (
 	bitClientSrc    = 1 << iota // the client is key.a
 	bitFirstSwapped             // the first packet was sent by key.b
 	bitCID                      // the Community ID is in ch.cids
+	bitFirstBare                // the first packet was a whole TCP header without payload
 )
+
+func (f *Flow) icmpType(d Dir) uint8 { return f.l4[d&1] }
+func (f *Flow) icmpCode(d Dir) uint8 { return f.l4[2+d&1] }
 
 // ext is what only some flows need, kept beside the table.
 type ext struct {
@@ -286,12 +304,41 @@ type ext struct {
 
 func (f *Flow) clientSrc() bool { return f.bits&bitClientSrc != 0 }
 
-// firstDir is the direction of the flow's first packet.
-func (f *Flow) firstDir() Dir {
+// FirstDir is the direction of the flow's first packet.
+func (f *Flow) FirstDir() Dir {
 	if (f.bits&bitFirstSwapped != 0) == f.clientSrc() {
 		return ToClient
 	}
 	return ToServer
+}
+
+// FirstTCP returns the TCP flags and sequence number of a TCP flow's
+// first packet (zero for other protocols), and whether that packet was
+// bare: its whole TCP header and no payload, by its captured bytes and by
+// its IP length alike. With First, FirstDir and the counters, that is
+// everything a flow's first packet tells its analyzers when it carries no
+// payload, so an analyzer may keep nothing for a flow until its second
+// packet and rebuild then what the first would have left (see "Analyzers"
+// in the package doc).
+func (f *Flow) FirstTCP() (flags uint8, seq uint32, bare bool) {
+	if f.key.proto != packet.ProtoTCP {
+		return 0, 0, false
+	}
+	return f.firstFlags, binary.LittleEndian.Uint32(f.l4[:]), f.bits&bitFirstBare != 0
+}
+
+// FirstInterval reports whether f has written no record at the active
+// timeout yet: its counters are then its current interval's.
+func (f *Flow) FirstInterval() bool {
+	x := f.extOf()
+	return x == nil || !x.hasIvl
+}
+
+// Tunneled reports whether the flow's first packet came through a tunnel
+// (its counters then count the inner packets).
+func (f *Flow) Tunneled() bool {
+	x := f.extOf()
+	return x != nil && x.tunnel != packet.TunnelNone
 }
 
 // Key is the flow's canonical key (lower address/port first).
@@ -417,8 +464,8 @@ func (f *Flow) Index() int { return int(f.idx) }
 // FirstICMP returns the ICMP type and code of the flow's first packet
 // (meaningful for ICMP/ICMPv6 flows only).
 func (f *Flow) FirstICMP() (typ, code uint8) {
-	d := f.firstDir()
-	return f.icmpTypeDir[d], f.icmpCodeDir[d]
+	d := f.FirstDir()
+	return f.icmpType(d), f.icmpCode(d)
 }
 
 // State returns the analyzer state in slot i (nil if none or out of range).

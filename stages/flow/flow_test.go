@@ -606,3 +606,61 @@ func TestDNSAnswerFirstReversesTheFlow(t *testing.T) {
 		t.Fatalf("%+v", fl)
 	}
 }
+
+// TestFirstTCP: the entry keeps the first packet's TCP flags and sequence
+// number, and whether it was bare (whole header, no payload, captured or
+// by its IP length), whatever follows; other protocols have none, and an
+// ICMP flow's types are untouched.
+func TestFirstTCP(t *testing.T) {
+	cli, srv := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	first := func(mod func(m *packet.Meta)) *Processor {
+		p := NewProcessor(Config{Workers: 1, MaxFlows: 8})
+		c := newCollector(false)
+		em := c.em
+		q := tcpPkt(1e9, cli, 40000, srv, 443, packet.TCPSyn, 60)
+		q.Meta.Seq, q.Meta.L3Off, q.Meta.PayloadOff, q.Meta.IPLen = 1234, 14, 54, 40
+		mod(&q.Meta)
+		p.Packet(&q, em)
+		r := tcpPkt(2e9, srv, 443, cli, 40000, packet.TCPSyn|packet.TCPAck, 60)
+		r.Meta.Seq = 99
+		p.Packet(&r, em)
+		c.close()
+		return p
+	}
+	key := packet.FlowKey{Src: cli, Dst: srv, SrcPort: 40000, DstPort: 443, Proto: packet.ProtoTCP}
+	for _, c := range []struct {
+		name string
+		mod  func(m *packet.Meta)
+		bare bool
+	}{
+		{"syn", func(*packet.Meta) {}, true},
+		{"payload", func(m *packet.Meta) { m.PayloadLen, m.IPLen = 10, 50 }, false},
+		{"payload cut by the snaplen", func(m *packet.Meta) { m.IPLen = 50 }, false},
+		{"header cut", func(m *packet.Meta) { m.HasL4 = false }, false},
+		{"no offsets", func(m *packet.Meta) { m.L3Off, m.PayloadOff, m.IPLen = 0, 0, 0 }, true},
+	} {
+		f := first(c.mod).Lookup(key)
+		if f == nil {
+			t.Fatalf("%s: no flow", c.name)
+		}
+		fl, seq, bare := f.FirstTCP()
+		if fl != packet.TCPSyn || seq != 1234 || bare != c.bare || f.FirstDir() != ToServer {
+			t.Errorf("%s: FirstTCP = %#x, %d, %v, dir %v; want SYN, 1234, %v, toserver", c.name, fl, seq, bare, f.FirstDir(), c.bare)
+		}
+	}
+	p := NewProcessor(Config{Workers: 1, MaxFlows: 8})
+	col := newCollector(false)
+	em := col.em
+	u := udpPkt(1e9, cli, 5000, srv, 53, 60)
+	p.Packet(&u, em)
+	e := icmpPkt(1e9, cli, srv, 8, 0, 7, 60)
+	p.Packet(&e, em)
+	col.close()
+	if fl, seq, bare := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: 5000, DstPort: 53, Proto: packet.ProtoUDP}).FirstTCP(); fl != 0 || seq != 0 || bare {
+		t.Errorf("UDP: FirstTCP = %#x, %d, %v; want nothing", fl, seq, bare)
+	}
+	ek, _ := packet.KeyOf(&e.Meta)
+	if typ, code := p.Lookup(ek).FirstICMP(); typ != 8 || code != 0 {
+		t.Errorf("ICMP: FirstICMP = %d/%d, want 8/0", typ, code)
+	}
+}

@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"runtime"
@@ -365,7 +366,7 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	}
 	if f.seen&(1<<dir) == 0 {
 		if m.Proto == packet.ProtoICMP || m.Proto == packet.ProtoICMPv6 {
-			f.icmpTypeDir[dir], f.icmpCodeDir[dir] = m.ICMPType, m.ICMPCode
+			f.l4[dir], f.l4[2+dir] = m.ICMPType, m.ICMPCode
 		}
 		if pk.LinkType == packet.LinkEthernet && len(pk.Data) >= 14 {
 			e := &f.ether[dir] // EVE's ether: the first packet each way
@@ -485,6 +486,24 @@ func (p *Processor) start(i int32, f *Flow, ck *key, h uint64, swapped bool, pk 
 	if swapped {
 		f.bits |= bitFirstSwapped
 	}
+	if m.Proto == packet.ProtoTCP {
+		f.firstFlags = m.TCPFlags
+		binary.LittleEndian.PutUint32(f.l4[:], m.Seq)
+		if bareSegment(m) {
+			f.bits |= bitFirstBare
+		}
+	}
+}
+
+// bareSegment reports whether a TCP packet has its whole header and no
+// payload, neither captured nor by its IP length (which a short snaplen
+// does not cut).
+func bareSegment(m *packet.Meta) bool {
+	if !m.HasL4 || m.PayloadLen != 0 {
+		return false
+	}
+	hdrs := int(m.PayloadOff) - int(m.L3Off)
+	return !(hdrs > 0 && m.IPLen != 0 && int(m.IPLen) > hdrs)
 }
 
 // communityID computes f's Community ID: from the canonical key, or for
@@ -673,9 +692,9 @@ func (p *Processor) record(f *Flow, reason string) *event.Flow {
 	}
 	if k := f.key.proto; k == packet.ProtoICMP || k == packet.ProtoICMPv6 {
 		rec.ICMP = f.seen&(1<<ToServer) != 0
-		rec.ICMPType, rec.ICMPCode = f.icmpTypeDir[ToServer], f.icmpCodeDir[ToServer]
+		rec.ICMPType, rec.ICMPCode = f.icmpType(ToServer), f.icmpCode(ToServer)
 		rec.RespICMP = f.seen&(1<<ToClient) != 0
-		rec.RespICMPType, rec.RespICMPCode = f.icmpTypeDir[ToClient], f.icmpCodeDir[ToClient]
+		rec.RespICMPType, rec.RespICMPCode = f.icmpType(ToClient), f.icmpCode(ToClient)
 	}
 	if x != nil && x.tunnel != packet.TunnelNone {
 		rec.Tunnel, rec.OuterSrc, rec.OuterDst = x.tunnel.String(), x.outerSrc, x.outerDst

@@ -171,14 +171,43 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	if !m.HasL4 {
 		return
 	}
-	end := m.Seq + uint32(segLen(m))
-	if m.TCPFlags&packet.TCPSyn != 0 {
+	_, _, bare := f.FirstTCP()
+	if bare && f.Packets(0)+f.Packets(1) == 1 {
+		return // the flow table holds the range it sends (stateOf)
+	}
+	a.stateOf(f).add(dir, m.Seq, segEnd(m.Seq, segLen(m), m.TCPFlags))
+}
+
+// segEnd is the end of a segment's sequence range.
+func segEnd(seq uint32, n int, fl uint8) uint32 {
+	end := seq + uint32(n)
+	if fl&packet.TCPSyn != 0 {
 		end++
 	}
-	if m.TCPFlags&packet.TCPFin != 0 {
+	if fl&packet.TCPFin != 0 {
 		end++
 	}
-	a.col.Of(f).add(dir, m.Seq, end)
+	return end
+}
+
+// A TCP flow whose first packet had no payload keeps no state for it: the
+// flow table holds its sequence number and flags, and stateOf adds its
+// range when the flow needs a state.
+
+// stateOf returns f's state, with the range of a bare first packet added
+// if f has none yet.
+func (a *Analyzer) stateOf(f *flow.Flow) *flowState {
+	st := a.col.Of(f)
+	a.addFirst(f, st)
+	return st
+}
+
+// addFirst adds the range of f's first packet to st if it was bare and
+// st, empty, does not hold it.
+func (a *Analyzer) addFirst(f *flow.Flow, st *flowState) {
+	if fl, seq, bare := f.FirstTCP(); bare && st.bits&3 == 0 {
+		st.add(f.FirstDir(), seq, segEnd(seq, 0, fl))
+	}
 }
 
 // segLen is a TCP segment's payload length on the wire (from the IP
@@ -244,7 +273,7 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emitte
 	if d := p.Timestamp - f.Last(); d >= 0 {
 		fb.SinceLastNs, fb.HasSinceLast = d, true
 	}
-	st := a.col.Of(f)
+	st := a.stateOf(f)
 	if q.HasSeq && q.Proto == packet.ProtoTCP && st.known(dir) {
 		if st.holds(dir, q.Seq) {
 			fb.Verified = event.VerdictTrue

@@ -262,21 +262,81 @@ func attemptKind(m *packet.Meta) Kind {
 	return 0
 }
 
+// firstAttempt is the kind of attempt f's first packet started (0:
+// none), from the flow table: what an attempt's first packet leaves is
+// the flow's first time and TCP sequence number, so an attempt keeps no
+// state until its second packet or an ICMP error about it (stateOf).
+func firstAttempt(f *flow.Flow) Kind {
+	if f.FirstDir() != flow.ToServer {
+		return 0
+	}
+	switch f.Proto() {
+	case packet.ProtoTCP:
+		if fl, _, _ := f.FirstTCP(); fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn {
+			return KindTCP
+		}
+	case packet.ProtoUDP:
+		return KindUDP
+	case packet.ProtoICMP:
+		if t, _ := f.FirstICMP(); t == 8 {
+			return KindEcho
+		}
+	case packet.ProtoICMPv6:
+		if t, _ := f.FirstICMP(); t == 128 {
+			return KindEcho
+		}
+	}
+	return 0
+}
+
+// firstState is the state an attempt's first packet leaves (kind k).
+func firstState(f *flow.Flow, k Kind) state {
+	s := state{kind: k, attempts: 1, lastProbe: f.First()}
+	if k == KindTCP {
+		_, s.seqFirst, _ = f.FirstTCP()
+		s.seqLast = s.seqFirst
+	}
+	return s
+}
+
+// stateOf returns f's state, made from the flow table if f has none yet
+// and its first packet started an attempt (kind 0 if not).
+func (a *Analyzer) stateOf(f *flow.Flow) *state {
+	s := a.col.Of(f)
+	if s.kind == 0 {
+		if k := firstAttempt(f); k != 0 {
+			*s = firstState(f, k)
+		}
+	}
+	return s
+}
+
+// view returns f's state without making one: a copy of what the flow
+// table says for an attempt that has kept none (nil if not an attempt).
+func (a *Analyzer) view(f *flow.Flow, tmp *state) *state {
+	if s := a.col.Get(f); s != nil && s.kind != 0 {
+		return s
+	}
+	if k := firstAttempt(f); k != 0 {
+		*tmp = firstState(f, k)
+		return tmp
+	}
+	return nil
+}
+
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
 	m := &p.Meta
-	s := a.col.Of(f)
-	if s.kind == 0 {
-		var k Kind
-		if dir == flow.ToServer && f.Packets(flow.ToServer)+f.Packets(flow.ToClient) == 1 {
-			k = attemptKind(m)
-		}
-		if k == 0 {
+	if f.Packets(flow.ToServer)+f.Packets(flow.ToClient) == 1 {
+		if firstAttempt(f) == 0 {
 			f.SkipPackets(a.slot)
-			return
 		}
-		s.kind = k
-		s.seqFirst = m.Seq
+		return // an attempt: the flow table holds what its first packet says
+	}
+	s := a.stateOf(f)
+	if s.kind == 0 {
+		f.SkipPackets(a.slot)
+		return
 	}
 	if dir == flow.ToServer {
 		if s.final {
@@ -341,8 +401,9 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 	if f == nil {
 		return
 	}
-	s := a.col.Get(f)
-	if s == nil || s.kind == 0 || s.final {
+	var tmp state
+	v := a.view(f, &tmp)
+	if v == nil || v.final {
 		return
 	}
 	m := &p.Meta
@@ -371,13 +432,14 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 		a.badDir.Inc()
 		return
 	}
-	if s.kind == KindTCP {
+	if v.kind == KindTCP {
 		q := &m.Quote
-		if !q.HasSeq || (q.Seq != s.seqFirst && q.Seq != s.seqLast) {
+		if !q.HasSeq || (q.Seq != v.seqFirst && q.Seq != v.seqLast) {
 			a.badQuote.Inc()
 			return
 		}
 	}
+	s := a.stateOf(f)
 	s.out, s.answered = o, true
 	s.rtt = max(0, p.Timestamp-s.lastProbe)
 	a.setReporter(s, m.Src)
@@ -386,8 +448,9 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 
 // End implements flow.Analyzer: the outcome joins the record's conn object.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
-	s := a.col.Get(f)
-	if s == nil || s.kind == 0 {
+	var tmp state
+	s := a.view(f, &tmp)
+	if s == nil {
 		return
 	}
 	c := &Conn{Outcome: s.out, Attempts: s.attempts, Answered: s.answered, RTTNS: s.rtt,

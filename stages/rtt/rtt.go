@@ -161,7 +161,7 @@ type more struct {
 // moreOf returns f's echo/DNS state, taking an entry of the side table
 // for a flow that has none.
 func (a *Analyzer) moreOf(f *flow.Flow) *more {
-	s := a.col.Of(f)
+	s := a.stateOf(f)
 	if s.more == 0 {
 		if n := len(a.moreFree); n > 0 {
 			s.more = a.moreFree[n-1]
@@ -196,13 +196,37 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	}
 }
 
+// A client's SYN as a flow's first packet leaves no state: the flow
+// table holds its time and sequence number, and stateOf makes the state
+// it would have left when the flow needs one.
+
+// synFirst reports whether f's first packet was the client's SYN.
+func synFirst(f *flow.Flow) bool {
+	fl, _, _ := f.FirstTCP()
+	return fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn && f.FirstDir() == flow.ToServer
+}
+
+// stateOf returns f's state, making it (with what a first SYN left, from
+// the flow table) if f has none yet.
+func (a *Analyzer) stateOf(f *flow.Flow) *state {
+	s := a.col.Of(f)
+	if s.syns == 0 && s.flags == 0 && synFirst(f) && f.Packets(0)+f.Packets(1) > 1 {
+		_, seq, _ := f.FirstTCP()
+		s.t0, s.synSeq, s.syns = f.First(), seq, 1
+	}
+	return s
+}
+
 func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
 	m := &p.Meta
 	fl := m.TCPFlags
 	ts := p.Timestamp
 	switch {
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn && dir == flow.ToServer:
-		s := a.col.Of(f)
+		if f.Packets(0)+f.Packets(1) == 1 {
+			return // the flow table holds what it says (stateOf)
+		}
+		s := a.stateOf(f)
 		if s.syns > 0 {
 			s.flags |= stSynRetrans
 		}
@@ -210,7 +234,7 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		s.t0, s.synSeq = ts, m.Seq
 		s.t1, s.synacks = 0, 0 // a SYN/ACK must answer this SYN
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck && dir == flow.ToClient:
-		s := a.col.Get(f)
+		s := a.get(f)
 		if s == nil || s.syns == 0 || m.Ack != s.synSeq+1 {
 			return
 		}
@@ -219,7 +243,7 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		}
 		inc(&s.synacks)
 	case fl&packet.TCPRst != 0 && dir == flow.ToClient:
-		s := a.col.Get(f)
+		s := a.get(f)
 		if s == nil || s.syns == 0 || s.synacks != 0 {
 			return
 		}
@@ -253,6 +277,18 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		ev.PcapCnt = p.Index
 		em.Emit(ev)
 	}
+}
+
+// get returns f's state for an answer: nil when f has none (and its
+// first packet was not the client's SYN), without allocating.
+func (a *Analyzer) get(f *flow.Flow) *state {
+	if s := a.col.Get(f); s != nil && (s.syns != 0 || s.flags != 0) {
+		return s
+	}
+	if synFirst(f) {
+		return a.stateOf(f)
+	}
+	return a.col.Get(f)
 }
 
 func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {

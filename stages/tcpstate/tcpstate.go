@@ -160,18 +160,42 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		f.SkipPackets(a.slot) // a flow keeps its protocol
 		return
 	}
+	if f.Packets(0)+f.Packets(1) == 1 && deferred(f) {
+		return // the flow table holds what this packet says
+	}
 	s := a.col.Of(f)
+	if !s.started && deferred(f) {
+		a.replayFirst(f, s)
+	}
+	a.segment(s, dir, m.TCPFlags, uint32(m.PayloadLen), m.Window, m.Seq)
+}
+
+// deferred reports whether f's first packet left no state (Packet): a
+// SYN or RST without payload, whose letters and sequence numbers do not
+// depend on what the flow table does not keep (its window).
+func deferred(f *flow.Flow) bool {
+	fl, _, bare := f.FirstTCP()
+	return bare && fl&(packet.TCPSyn|packet.TCPRst) != 0
+}
+
+// replayFirst makes s, empty, what f's deferred first packet would have
+// made it, from the flow table.
+func (a *Analyzer) replayFirst(f *flow.Flow, s *state) {
+	fl, seq, _ := f.FirstTCP()
+	a.segment(s, f.FirstDir(), fl, 0, 1, seq) // a SYN's or RST's window makes no letter
+}
+
+// segment follows one TCP segment of side dir.
+func (a *Analyzer) segment(s *state, dir flow.Dir, fl uint8, plen uint32, window uint16, seq uint32) {
 	d := dir & 1
-	fl := m.TCPFlags
 	syn, ack, fin, rst := fl&packet.TCPSyn != 0, fl&packet.TCPAck != 0, fl&packet.TCPFin != 0, fl&packet.TCPRst != 0
-	plen := uint32(m.PayloadLen)
 	if !s.started {
 		s.started = true
 		if d == flow.ToClient {
 			s.hist[0], s.n = '^', 1
 		}
 	}
-	s.history(d, syn, ack, fin, rst, plen, m.Window)
+	s.history(d, syn, ack, fin, rst, plen, window)
 	e := &s.ep[d]
 	if plen > 0 {
 		e.flags |= epData
@@ -182,13 +206,13 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	switch {
 	case rst:
 	case syn:
-		e.next = m.Seq + 1
+		e.next = seq + 1
 		e.flags |= epSynced
 		if plen > 0 {
-			a.track(s, d, m.Seq+1, plen, fin)
+			a.track(s, d, seq+1, plen, fin)
 		}
 	case plen > 0 || fin:
-		a.track(s, d, m.Seq, plen, fin)
+		a.track(s, d, seq, plen, fin)
 	}
 }
 
@@ -387,7 +411,13 @@ func (c *Conn) Encode(w event.Writer) {
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	s := a.col.Get(f)
 	if s == nil || !s.started {
-		return
+		if !deferred(f) {
+			return
+		}
+		// A one-packet flow kept nothing: its state from the flow table.
+		var one state
+		a.replayFirst(f, &one)
+		s = &one
 	}
 	var missed [2]uint64
 	if s.gaps != 0 {

@@ -63,12 +63,18 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	m := &p.Meta
 	if tr == nil {
 		// No tracker before the first payload: a flow that never carries
-		// any (a SYN flood, a scan) costs a synOnly, not a Tracker.
+		// any (a SYN flood, a scan) costs a synOnly, not a Tracker, and
+		// nothing while its only SYN is its first packet (the flow table
+		// holds that one's sequence number: firstSyn).
 		syn, _ := st.(*synOnly)
 		if len(p.Payload()) == 0 {
 			if m.TCPFlags&tcpSYN != 0 {
+				if _, _, bare := f.FirstTCP(); bare && f.Packets(0)+f.Packets(1) == 1 {
+					return
+				}
 				if syn == nil {
 					syn = a.getSyn()
+					syn.firstSyn(f)
 					f.SetState(a.slot, syn)
 				}
 				syn.see(Dir(dir), m.Seq)
@@ -76,7 +82,11 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 			return
 		}
 		tr = a.get()
-		if syn != nil {
+		if syn == nil {
+			var first synOnly
+			first.firstSyn(f)
+			first.replay(tr)
+		} else {
 			syn.replay(tr)
 			a.putSyn(syn)
 		}
@@ -130,6 +140,14 @@ const tcpSYN = 0x02
 type synOnly struct {
 	seq  [2]uint32
 	seen [2]bool
+}
+
+// firstSyn sees f's first packet when it was a SYN without payload (the
+// analyzer kept nothing for it).
+func (s *synOnly) firstSyn(f *flow.Flow) {
+	if fl, seq, bare := f.FirstTCP(); bare && fl&tcpSYN != 0 {
+		s.see(Dir(f.FirstDir()), seq)
+	}
 }
 
 func (s *synOnly) see(d Dir, seq uint32) {
