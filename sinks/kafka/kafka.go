@@ -133,7 +133,7 @@ type record struct {
 	due      time.Time // when a retry may go
 	attempts int
 	state    recState
-	call     *sendCall  // the WriteMessages call that holds it (stateSent)
+	wire     int        // its size in a record batch (produce.go)
 	typ      event.Type // for the spool
 	seg      *segment   // the spool segment it was read from, or nil
 	id       uint64     // event_id (event.ID)
@@ -227,15 +227,12 @@ func (s *Sink) recycle(r *record) {
 	}
 }
 
-// sendCall is one WriteMessages call, open until each of its messages has
-// come back (acknowledged, failed or refused).
-type sendCall struct{ open int }
-
 // Sink is a pipeline.Sink that produces to Kafka. Write, Flush and Close
 // are called from one goroutine; Completion runs on kafka-go's.
 type Sink struct {
 	cfg     Config
-	w       *kafkago.Writer
+	tr      *kafkago.Transport
+	prod    *producer // the sender's (produce.go)
 	enc     Encoder
 	scratch []byte
 	reuse   []*record // Write's: recycled records for the batch
@@ -258,7 +255,6 @@ type Sink struct {
 	senderCtx  context.Context
 	stopSender context.CancelFunc
 	senderDone chan struct{}
-	msgs       []kafkago.Message // the sender's, for WriteMessages
 
 	mu          sync.Mutex
 	closed      bool
@@ -267,9 +263,8 @@ type Sink struct {
 	outstanding map[*record]struct{}
 	free        []*record // acknowledged, for reuse (recycle)
 	pending     []*record
-	retries     retryHeap
-	openCalls   int   // WriteMessages calls not yet fully completed
-	lastErr     error // the latest failed produce, for Close's log
+	retries     retryHeap // records whose topic's metadata failed, waiting for a retry
+	lastErr     error     // the latest failed produce, for Close's log
 
 	// overflow is set when a Write waited MaxBlock in vain: later batches
 	// that find no room are spilled at once. An ack or an admitted batch
@@ -388,31 +383,15 @@ func New(cfg Config) (*Sink, error) {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
 	}
-	s.w = &kafkago.Writer{
-		Addr:                   kafkago.TCP(cfg.Brokers...),
-		Balancer:               &kafkago.Murmur2Balancer{},
-		MaxAttempts:            cfg.WriterAttempts,
-		WriteBackoffMin:        50 * time.Millisecond,
-		WriteBackoffMax:        500 * time.Millisecond,
-		BatchSize:              cfg.BatchSize,
-		BatchBytes:             int64(cfg.BatchBytes),
-		BatchTimeout:           cfg.BatchTimeout,
-		ReadTimeout:            cfg.WriteTimeout,
-		WriteTimeout:           cfg.WriteTimeout,
-		RequiredAcks:           kafkago.RequireAll,
-		Async:                  true,
-		Completion:             s.completion,
-		Compression:            codec,
-		AllowAutoTopicCreation: !cfg.NoAutoCreateTopics,
-		Transport: &kafkago.Transport{
-			Dial:        dial,
-			DialTimeout: 5 * time.Second,
-			ClientID:    cfg.ClientID,
-			TLS:         tlsCfg,
-			SASL:        mech,
-			MetadataTTL: 10 * time.Second,
-		},
+	s.tr = &kafkago.Transport{
+		Dial:        dial,
+		DialTimeout: 5 * time.Second,
+		ClientID:    cfg.ClientID,
+		TLS:         tlsCfg,
+		SASL:        mech,
+		MetadataTTL: 10 * time.Second,
 	}
+	s.prod = newProducer(s.tr, kafkago.TCP(cfg.Brokers...), codec)
 	if prefix, suffix, ok := strings.Cut(cfg.Topic, "{event_type}"); ok {
 		names := map[event.Type]string{}
 		s.topic = func(t event.Type) string {
@@ -512,7 +491,6 @@ func (s *Sink) WriteContext(ctx context.Context, events []event.Event) error {
 		r.setHeaders(s.headersFor(ev.Type()), event.ID(ev))
 		cid := ev.Head().CommunityID // copied by setKey
 		r.setKey(unsafe.Slice(unsafe.StringData(cid), len(cid)))
-		r.msg.WriterData = r
 		r.size = int64(len(r.msg.Key) + len(r.msg.Value))
 		if r.size > int64(s.cfg.MaxMessageBytes) {
 			r.state = stateDone
@@ -775,154 +753,6 @@ func signal(c chan struct{}) {
 	}
 }
 
-// maxSend bounds the messages per WriteMessages call.
-const maxSend = 4096
-
-// maxOpenCalls bounds the WriteMessages calls whose messages kafka-go
-// still holds. The bound is on kafka-go's memory, not ours: every call
-// can open a batch on each partition it touches, and each batch allocates
-// room for BatchSize messages (152 B each) however few it holds. While
-// the broker is down, batches fail slowly (WriterAttempts with backoff)
-// and retries come due one by one: without this bound, each retry opened
-// fresh batches of a handful of messages, and the partitions' queues held
-// hundreds of them (1.3 GB of 1.5 MB arrays for 13k events within an
-// 8 MiB budget). Messages waiting here cost only their budget.
-const maxOpenCalls = 4
-
-// callDone notes that r has left kafka-go; s.mu is held.
-func (s *Sink) callDone(r *record) {
-	c := r.call
-	if c == nil {
-		return
-	}
-	r.call = nil
-	c.open--
-	if c.open == 0 {
-		s.openCalls--
-		signal(s.wake)
-	}
-}
-
-// sendLoop hands pending and due retry messages to kafka-go. It is the only
-// caller of WriteMessages, so a broker that does not answer metadata
-// requests delays the sender, not Write.
-func (s *Sink) sendLoop() {
-	defer close(s.senderDone)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var batch []*record
-	for {
-		now := time.Now()
-		s.mu.Lock()
-		batch = batch[:0]
-		n := min(len(s.pending), maxSend)
-		if s.openCalls >= maxOpenCalls {
-			n = 0 // wait for a call to complete (callDone wakes us)
-		}
-		batch = append(batch, s.pending[:n]...)
-		clear(s.pending[:n])
-		s.pending = s.pending[n:]
-		if len(s.pending) == 0 {
-			s.pending = nil // let the backing array go
-		}
-		for s.openCalls < maxOpenCalls && len(batch) < maxSend && len(s.retries) > 0 && !s.retries[0].due.After(now) {
-			batch = append(batch, heap.Pop(&s.retries).(*record))
-		}
-		if len(batch) > 0 {
-			c := &sendCall{open: len(batch)}
-			s.openCalls++
-			for _, r := range batch {
-				r.state = stateSent
-				r.call = c
-			}
-		}
-		var next time.Duration = time.Hour
-		if s.openCalls < maxOpenCalls && len(s.retries) > 0 {
-			next = max(time.Until(s.retries[0].due), time.Millisecond)
-		}
-		s.mu.Unlock()
-
-		if len(batch) > 0 {
-			s.send(batch)
-			continue
-		}
-		timer.Reset(next)
-		select {
-		case <-s.wake:
-		case <-timer.C:
-		case <-s.senderCtx.Done():
-			return
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-	}
-}
-
-func (s *Sink) send(batch []*record) {
-	// kafka-go copies the messages into its batches: msgs is the
-	// sender's, reused.
-	msgs := s.msgs[:0]
-	for _, r := range batch {
-		msgs = append(msgs, r.msg)
-	}
-	ctx, cancel := context.WithTimeout(s.senderCtx, s.cfg.WriteTimeout)
-	err := s.w.WriteMessages(ctx, msgs...)
-	cancel()
-	clear(msgs)
-	s.msgs = msgs[:0]
-	if err == nil {
-		return
-	}
-	// Nothing was queued (kafka-go checks every message before queuing):
-	// metadata unavailable, topic being created, broker down, or closing.
-	var tooLarge kafkago.MessageTooLargeError
-	if errors.As(err, &tooLarge) {
-		// Cannot happen while BatchBytes > MaxMessageBytes; handled anyway.
-		r := tooLarge.Message.WriterData.(*record)
-		s.mu.Lock()
-		for _, o := range batch {
-			s.callDone(o)
-		}
-		abandoned := r.state == stateDone
-		if !abandoned {
-			s.release(r)
-		}
-		for _, o := range batch {
-			if o != r && o.state != stateDone {
-				o.state = statePending
-				s.pending = append(s.pending, o)
-			}
-		}
-		s.mu.Unlock()
-		if !abandoned {
-			s.m.failed.Inc()
-			s.spillRecs("too_large", []*record{r})
-		}
-		s.freed()
-		return
-	}
-	stopping := s.senderCtx.Err() != nil
-	if !stopping {
-		s.m.produceErrs.Inc()
-		s.logRetry(err, len(batch))
-	}
-	s.mu.Lock()
-	if !stopping {
-		// Close cancelled the call: keep the error that explains the
-		// outage for Close's message.
-		s.lastErr = err
-	}
-	for _, r := range batch {
-		s.callDone(r)
-	}
-	s.scheduleRetry(batch, time.Now())
-	s.mu.Unlock()
-}
-
 // scheduleRetry puts recs back with their backoff; s.mu is held.
 func (s *Sink) scheduleRetry(recs []*record, now time.Time) {
 	for _, r := range recs {
@@ -995,29 +825,25 @@ func errHint(err error) string {
 	return ""
 }
 
-// completion is kafka-go's callback for one partition batch.
-func (s *Sink) completion(msgs []kafkago.Message, err error) {
+// completion handles the broker's answer to one partition's batch:
+// nil (acknowledged) or too large (spilled: retrying cannot help). The
+// sender handles other errors (failed, produce.go).
+func (s *Sink) completion(recs []*record, err error) {
 	now := time.Now()
-	tooLarge := err != nil && (errors.Is(err, kafkago.MessageSizeTooLarge) || errors.Is(err, kafkago.RecordListTooLarge))
+	tooLarge := err != nil
 	var spill []*record
 	var buckets [16]uint64
 	var latSum uint64
 	var delivered, late int
 	var segAcks []segAck
 	s.mu.Lock()
-	var retry []*record
-	for i := range msgs {
-		r, ok := msgs[i].WriterData.(*record)
-		if !ok {
-			continue
-		}
-		s.callDone(r)
+	for _, r := range recs {
 		switch {
 		case r.state == stateDone:
 			if err == nil {
 				late++
 			}
-		case err == nil:
+		case !tooLarge:
 			s.release(r)
 			segAcks = addSegAck(segAcks, r.seg)
 			delivered++
@@ -1031,18 +857,12 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 			}
 			buckets[len(latencyBounds)]++
 			s.recycle(r)
-		case tooLarge:
-			// The broker's limit is below ours: retrying cannot help.
+		default:
+			// The broker's limit is below ours.
 			s.release(r)
 			segAcks = addSegAck(segAcks, r.seg)
 			spill = append(spill, r)
-		default:
-			retry = append(retry, r)
 		}
-	}
-	if len(retry) > 0 {
-		s.lastErr = err
-		s.scheduleRetry(retry, now)
 	}
 	s.m.inflightN.Set(int64(s.inflightN))
 	s.m.inflightB.Set(s.inflightB)
@@ -1065,10 +885,6 @@ func (s *Sink) completion(msgs []kafkago.Message, err error) {
 	}
 	if late > 0 {
 		s.m.late.Add(uint64(late))
-	}
-	if len(retry) > 0 {
-		s.m.produceErrs.Inc()
-		s.logRetry(err, len(retry))
 	}
 	if len(spill) > 0 {
 		s.m.failed.Add(uint64(len(spill)))
@@ -1204,18 +1020,12 @@ drain:
 			break drain
 		}
 	}
-	// Stop the sender before closing kafka-go's writer: closing it during
-	// a WriteMessages call can hang (kafka-go issue #1307).
-	// One grace period covers the sender and kafka-go's Close, so Close
-	// returns within DrainTimeout + closeGrace (+ the spill write).
-	grace := time.After(closeGrace)
-	graceOver := false
+	// Close returns within DrainTimeout + closeGrace (+ the spill write).
 	s.stopDrainer()
 	s.stopSender()
 	select {
 	case <-s.senderDone:
-	case <-grace:
-		graceOver = true
+	case <-time.After(closeGrace):
 		s.cfg.Log.Warn("kafka: sender did not stop in time")
 	}
 
@@ -1241,21 +1051,9 @@ drain:
 	}
 	s.spillRecs("undelivered", rest)
 
-	closed := make(chan error, 1)
-	go func() { closed <- s.w.Close() }()
-	if graceOver {
-		grace = time.After(0)
-	}
-	select {
-	case err := <-closed:
-		// Whatever kafka-go still held was spilled above: its error
-		// changes nothing.
-		if err != nil {
-			s.cfg.Log.Warn("kafka: close writer", "err", err)
-		}
-	case <-grace:
-		s.cfg.Log.Warn("kafka: writer still closing; abandoned")
-	}
+	// Requests still out were cancelled with the sender; their
+	// connections close once they are idle.
+	s.tr.CloseIdleConnections()
 
 	var errs []error
 	if _, err := s.spill.close(); err != nil && s.m.lost.Load() == 0 {

@@ -756,7 +756,6 @@ func (s *Sink) drainer() {
 			rec.msg.Value = append(rec.msg.Value, d.value...)
 			rec.setHeaders(h, d.id)
 			rec.setKey(d.key)
-			rec.msg.WriterData = rec
 			rec.size = int64(len(rec.msg.Key) + len(rec.msg.Value))
 			rec.cost = recordCost(rec)
 			size += rec.cost
