@@ -49,6 +49,15 @@ type Chunk struct {
 	pool *ChunkPool
 }
 
+// NewChunk makes a chunk outside any pool, for a buffer larger than the
+// pool's (the garbage collector frees it). It holds one reference, the
+// caller's.
+func NewChunk(size int) *Chunk {
+	c := &Chunk{Buf: make([]byte, size)}
+	c.refs.Store(1)
+	return c
+}
+
 // ChunkPool recycles chunks of one size.
 type ChunkPool struct {
 	p    sync.Pool
@@ -72,7 +81,7 @@ func (cp *ChunkPool) Get() *Chunk {
 // Release drops one reference; the last returns the chunk to its pool.
 func (c *Chunk) Release() {
 	switch n := c.refs.Add(-1); {
-	case n == 0:
+	case n == 0 && c.pool != nil:
 		c.pool.p.Put(c)
 	case n < 0:
 		panic("packet: Chunk released more often than referenced")

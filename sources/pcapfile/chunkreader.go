@@ -14,6 +14,8 @@ import (
 // the old one stays with the batches whose packets point into it. So the
 // source's packets are slices of the read buffer itself, copied nowhere.
 type chunkReader struct {
+	size  int // of the pool's chunks
+	max   int // the largest Peek
 	src   io.Reader
 	pool  *packet.ChunkPool
 	c     *packet.Chunk // current chunk; the reader holds one reference
@@ -22,8 +24,10 @@ type chunkReader struct {
 	empty int           // consecutive reads that returned nothing
 }
 
-func newChunkReader(size int) *chunkReader {
-	return &chunkReader{pool: packet.NewChunkPool(size)}
+// newChunkReader reads into chunks of size bytes (larger ones for a
+// record that does not fit) and peeks up to max bytes.
+func newChunkReader(size, max int) *chunkReader {
+	return &chunkReader{pool: packet.NewChunkPool(size), size: size, max: max}
 }
 
 // Reset drops what is buffered and reads from src next. The chunk stays:
@@ -43,9 +47,14 @@ func (cr *chunkReader) release() {
 	}
 }
 
-// fresh moves the unread bytes to a new chunk.
-func (cr *chunkReader) fresh() {
-	nc := cr.pool.Get()
+// fresh moves the unread bytes to a new chunk with room for need bytes.
+func (cr *chunkReader) fresh(need int) {
+	var nc *packet.Chunk
+	if need <= cr.size {
+		nc = cr.pool.Get()
+	} else {
+		nc = packet.NewChunk(need)
+	}
 	n := 0
 	if cr.c != nil {
 		n = copy(nc.Buf, cr.c.Buf[cr.r:cr.w])
@@ -59,16 +68,16 @@ func (cr *chunkReader) fresh() {
 // the end). They stay valid until the chunk is released by every holder.
 func (cr *chunkReader) Peek(n int) ([]byte, error) {
 	if cr.c == nil {
-		cr.fresh()
+		cr.fresh(n)
 	}
-	if n > len(cr.c.Buf) {
+	if n > cr.max {
 		return cr.c.Buf[cr.r:cr.w], bufio.ErrBufferFull
 	}
 	if cr.w-cr.r >= n {
 		return cr.c.Buf[cr.r : cr.r+n], nil
 	}
 	if cr.r+n > len(cr.c.Buf) {
-		cr.fresh()
+		cr.fresh(n)
 	}
 	for cr.w-cr.r < n && cr.err == nil {
 		cr.fill()
@@ -117,7 +126,7 @@ func (cr *chunkReader) Discard(n int) (int, error) {
 			return done, err
 		}
 		// A fresh chunk: the one in hand may hold packets still in use.
-		cr.fresh()
+		cr.fresh(0)
 		cr.fill()
 		k := min(cr.w-cr.r, n-done)
 		cr.r += k
