@@ -145,10 +145,31 @@ func (e *Engine) lose(o *output, n uint64) {
 	}
 }
 
-// count counts a batch's events once, by type.
+// count counts a batch's events once, by type. Only one goroutine counts
+// (the fan-out, or the only sink's output), so its cache of counters by
+// type needs no lock: a short scan instead of a sync.Map lookup (which
+// hashed the type's name for every event).
 func (e *Engine) count(b *event.Batch) {
 	e.emitted.Add(uint64(len(b.Events)))
 	for _, ev := range b.Events {
-		e.typeCounter(ev.Type()).Inc()
+		t := ev.Type()
+		var c *stats.Counter
+		for _, k := range e.counters {
+			if k.t == t {
+				c = k.c
+				break
+			}
+		}
+		if c == nil {
+			c = e.typeCounter(t)
+			e.counters = append(e.counters, typeCount{t, c})
+		}
+		c.Inc()
 	}
+}
+
+// typeCount is one entry of count's cache.
+type typeCount struct {
+	t event.Type
+	c *stats.Counter
 }

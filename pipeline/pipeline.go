@@ -179,7 +179,8 @@ type Engine struct {
 	// counters
 	dispatched   *stats.Counter
 	emitted      *stats.Counter
-	eventsByType sync.Map // event.Type -> *stats.Counter
+	eventsByType sync.Map    // event.Type -> *stats.Counter
+	counters     []typeCount // count's cache of eventsByType
 }
 
 // New checks the parts and builds an engine.

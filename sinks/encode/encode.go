@@ -77,6 +77,34 @@ func appendEVETime(b []byte, ns int64) []byte {
 	return append(b, "+0000"...)
 }
 
+// eveSeconds remembers the date and time of day of the last second
+// formatted: an event's timestamps (and those of the next events) mostly
+// fall in the same second, so only the microseconds need formatting.
+type eveSeconds struct {
+	sec    int64 // Unix seconds of text; valid when ok
+	ok     bool
+	prefix [len("2006-01-02T15:04:05")]byte
+}
+
+// append is appendEVETime, reusing the last second's text.
+func (c *eveSeconds) append(b []byte, ns int64) []byte {
+	if ns < 0 { // before 1970: rare enough to format whole
+		return appendEVETime(b, ns)
+	}
+	sec, frac := ns/1e9, ns%1e9
+	if !c.ok || sec != c.sec {
+		var t [eveTimeLen]byte
+		copy(c.prefix[:], appendEVETime(t[:0], sec*1e9))
+		c.sec, c.ok = sec, true
+	}
+	us := frac / 1000
+	b = append(b, c.prefix[:]...)
+	b = append(b, '.',
+		byte('0'+us/100000), byte('0'+us/10000%10), byte('0'+us/1000%10),
+		byte('0'+us/100%10), byte('0'+us/10%10), byte('0'+us%10))
+	return append(b, "+0000"...)
+}
+
 // eveTimeLen is the length of appendEVETime's output.
 const eveTimeLen = len("2006-01-02T15:04:05.000000+0000")
 

@@ -295,6 +295,12 @@ func TestTime(t *testing.T) {
 		if got := string(appendEVETime(nil, ns)); got != want {
 			t.Errorf("appendEVETime(%d) = %s, want %s", ns, got, want)
 		}
+		var c eveSeconds // also after another time in the same second
+		for _, at := range []int64{ns, ns - ns%1e9, ns} {
+			if got := string(c.append(nil, at)); got != time.Unix(0, at).UTC().Format(layout) {
+				t.Errorf("eveSeconds.append(%d) = %s after %d", at, got, c.sec)
+			}
+		}
 		if len(want) != eveTimeLen {
 			t.Errorf("%s: length %d, want %d", want, len(want), eveTimeLen)
 		}

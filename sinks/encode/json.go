@@ -16,6 +16,7 @@ type JSON struct {
 	depth    int
 	notFirst [maxDepth + 1]bool // a value was already written at this depth
 	afterKey bool               // the next value follows a key: no comma
+	secs     eveSeconds         // the last second written by Time
 }
 
 // NewJSON returns a JSON encoder.
@@ -79,10 +80,15 @@ func (e *JSON) EndObject()   { e.close('}') }
 func (e *JSON) BeginArray()  { e.open('[') }
 func (e *JSON) EndArray()    { e.close(']') }
 
+// Key writes a member name. Names are nearly always plain constants, so
+// they take a short path: one check, then the bytes.
 func (e *JSON) Key(k string) {
 	e.sep()
-	e.buf = appendJSONString(e.buf, k)
-	e.buf = append(e.buf, ':')
+	if plainPrefix(k) == len(k) {
+		e.buf = append(append(append(e.buf, '"'), k...), '"', ':')
+	} else {
+		e.buf = append(appendJSONString(e.buf, k), ':')
+	}
 	e.afterKey = true
 }
 
@@ -110,7 +116,7 @@ func (e *JSON) Float(v float64) {
 func (e *JSON) Time(ns int64) {
 	e.sep()
 	e.buf = append(e.buf, '"')
-	e.buf = appendEVETime(e.buf, ns)
+	e.buf = e.secs.append(e.buf, ns)
 	e.buf = append(e.buf, '"')
 }
 
@@ -195,24 +201,41 @@ func appendJSONString(b []byte, s string) []byte {
 // a JSON string as they are (printable ASCII other than '"' and '\\'),
 // testing eight bytes per step (SWAR: a byte is flagged by its high bit).
 func plainPrefix(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if !plain8(load8(s[i:])) {
+			goto bytewise
+		}
+	}
+	// The last few bytes: again eight at a time, overlapping bytes already
+	// checked (names are mostly shorter than 16, so this saves the byte
+	// loop most of the time).
+	if i == len(s) || (len(s) >= 8 && plain8(load8(s[len(s)-8:]))) {
+		return len(s)
+	}
+bytewise:
+	for ; i < len(s) && s[i] < utf8.RuneSelf && jsonSafe[s[i]]; i++ {
+	}
+	return i
+}
+
+// load8 reads the first eight bytes of s, little-endian.
+func load8(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plain8 reports whether all eight bytes of x are plain.
+func plain8(x uint64) bool {
 	const (
 		ones  = 0x0101010101010101
 		highs = 0x8080808080808080
 	)
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-		q := x ^ (ones * '"')
-		bs := x ^ (ones * '\\')
-		// zero bytes of q or bs are quotes or backslashes; bytes below 0x20
-		// borrow from x - 0x20; bytes >= 0x80 have their high bit.
-		flag := (x - ones*0x20) | x | (q-ones) & ^q | (bs-ones) & ^bs
-		if flag&highs != 0 {
-			break
-		}
-	}
-	for ; i < len(s) && s[i] < utf8.RuneSelf && jsonSafe[s[i]]; i++ {
-	}
-	return i
+	q := x ^ (ones * '"')
+	bs := x ^ (ones * '\\')
+	// zero bytes of q or bs are quotes or backslashes; bytes below 0x20
+	// borrow from x - 0x20; bytes >= 0x80 have their high bit.
+	flag := (x - ones*0x20) | x | (q-ones) & ^q | (bs-ones) & ^bs
+	return flag&highs == 0
 }
