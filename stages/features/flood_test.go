@@ -36,9 +36,25 @@ func synFrame(i uint32) []byte {
 	return f
 }
 
+// synAckFrame is the server's SYN/ACK answering syn.
+func synAckFrame(syn []byte) []byte {
+	f := append([]byte(nil), syn...)
+	ip, tcp := f[14:34], f[34:54]
+	copy(ip[12:16], syn[30:34])
+	copy(ip[16:20], syn[26:30])
+	copy(tcp[0:2], syn[36:38])
+	copy(tcp[2:4], syn[34:36])
+	binary.BigEndian.PutUint32(tcp[8:], binary.BigEndian.Uint32(syn[38:])+1)
+	binary.BigEndian.PutUint32(tcp[4:], 777)
+	tcp[13] = packet.TCPSyn | packet.TCPAck
+	return f
+}
+
 // floodHeap is the live heap of a flow table holding n flows of one SYN
-// each, with analyzers as (none when names is nil), and the table.
-func floodHeap(t *testing.T, names []string, n int) (uint64, *flow.Processor) {
+// each, but every answered-th one answered (SYN/ACK: a flow the analyzers
+// engage in; 0 = none), with analyzers names (none when nil), and the
+// table.
+func floodHeap(t *testing.T, names []string, n, answered int) (uint64, *flow.Processor) {
 	t.Helper()
 	var as []flow.Analyzer
 	reg := stats.NewRegistry()
@@ -52,12 +68,18 @@ func floodHeap(t *testing.T, names []string, n int) (uint64, *flow.Processor) {
 		}
 	}
 	dec := decode.New()
-	pkts := make([]packet.Packet, n)
-	for i := range pkts {
-		p := &pkts[i]
-		p.Data, p.LinkType, p.Timestamp = synFrame(uint32(i)), packet.LinkEthernet, int64(1_700_000_000)*1e9+int64(i)*500
-		p.OrigLen = uint32(len(p.Data))
-		dec.Decode(p)
+	var pkts []packet.Packet
+	for i := range n {
+		frames := [][]byte{synFrame(uint32(i))}
+		if answered > 0 && i%answered == 0 {
+			frames = append(frames, synAckFrame(frames[0]))
+		}
+		for _, fr := range frames {
+			p := packet.Packet{Data: fr, LinkType: packet.LinkEthernet, Timestamp: int64(1_700_000_000)*1e9 + int64(len(pkts))*500}
+			p.OrigLen = uint32(len(p.Data))
+			dec.Decode(&p)
+			pkts = append(pkts, p)
+		}
 	}
 	var ms runtime.MemStats
 	runtime.GC()
@@ -83,13 +105,32 @@ func floodHeap(t *testing.T, names []string, n int) (uint64, *flow.Processor) {
 // flow's second packet (or its first payload) engages them.
 func TestSYNFloodKeepsNoAnalyzerState(t *testing.T) {
 	const n = 40_000
-	off, p0 := floodHeap(t, nil, n)
-	on, p1 := floodHeap(t, []string{"all", "features"}, n)
+	off, p0 := floodHeap(t, nil, n, 0)
+	on, p1 := floodHeap(t, []string{"all", "features"}, n, 0)
 	runtime.KeepAlive(p0)
 	runtime.KeepAlive(p1)
 	per := (float64(on) - float64(off)) / n
 	t.Logf("every analyzer adds %.1f bytes per SYN-only flow (table alone %.1f)", per, float64(off)/n)
 	if per > 2 {
 		t.Errorf("the analyzers keep %.1f bytes per SYN-only flow, want none", per)
+	}
+}
+
+// TestSYNFloodAmongFlows: the same with one flow in 100 answered, whose
+// entries lie among the flood's: the analyzers' state costs the answered
+// flows, not the chunks of the table they share with the flood.
+func TestSYNFloodAmongFlows(t *testing.T) {
+	const n, answered = 200_000, 100
+	off, p0 := floodHeap(t, nil, n, answered)
+	on, p1 := floodHeap(t, []string{"all", "features"}, n, answered)
+	runtime.KeepAlive(p0)
+	runtime.KeepAlive(p1)
+	per := (float64(on) - float64(off)) / n
+	t.Logf("every analyzer adds %.1f bytes per flow, %.0f per answered flow (table alone %.1f)", per, per*answered, float64(off)/n)
+	// The answered flows' state in whole chunks of rows (a few hundred
+	// KiB) and their 2,000 states: a few bytes a flow. Were the chunks
+	// the table's, every chunk would hold answered flows and all pay.
+	if per > 8 {
+		t.Errorf("the analyzers keep %.1f bytes per flow, want the answered flows' only", per)
 	}
 }

@@ -114,7 +114,7 @@ func TestCommunityIDWhenAsked(t *testing.T) {
 	quiet := []packet.Packet{tcpPkt(t0, cli, 1000, srv, 80, syn, 60), tcpPkt(t0+1, srv, 80, cli, 1000, synack, 60)}
 	c := newCollector(true)
 	feed(p, c.em, quiet, 1)
-	if p.infos[0].cids != nil {
+	if len(p.rows) != 0 {
 		t.Fatalf("a Community ID is kept for a flow nothing asked about")
 	}
 	talk := []packet.Packet{
@@ -122,7 +122,7 @@ func TestCommunityIDWhenAsked(t *testing.T) {
 		tcpPkt(t0+4, cli, 2000, srv, 80, ack, 60),
 	}
 	feed(p, c.em, talk, 1)
-	if f := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: 2000, DstPort: 80, Proto: packet.ProtoTCP}); f == nil || f.bits&bitCID == 0 || p.infos[0].cids[f.idx] == "" {
+	if f := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: 2000, DstPort: 80, Proto: packet.ProtoTCP}); f == nil || f.bits&bitCID == 0 || p.rows[0].cids[f.row] == "" {
 		t.Fatalf("the Community ID an event asked for is not kept")
 	}
 	p.Flush(t0+10*sec, c.em)
@@ -145,7 +145,7 @@ func TestCommunityIDWhenAsked(t *testing.T) {
 	if byPort[1] != byPort[2000] {
 		t.Errorf("event's community_id %q, record's %q", byPort[1], byPort[2000])
 	}
-	for _, c := range p.infos {
+	for _, c := range p.rows {
 		for _, id := range c.cids {
 			if id != "" {
 				t.Fatalf("a Community ID is kept after its flow ended")

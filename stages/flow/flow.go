@@ -141,13 +141,17 @@
 // ICMPError and End are still called. Analyzers run on the worker's
 // goroutine and may keep their own scratch state without locks.
 //
-// A slot's interface values live in chunks beside the table, allocated
-// when a flow of the chunk first stores something, so an analyzer that
-// stores nothing costs nothing per flow. Small fixed-size state is better
-// kept in a Column (column.go): one typed, pointer-free element per entry,
-// found by Flow.Index, with no allocation or interface value per flow;
-// tcpstate, rtt, probe and icmp_feedback keep theirs so, with what only
-// some flows need in a side table of their own.
+// What a flow keeps beyond its entry is in its row (column.go), taken
+// from a table of rows beside the entries when something is first kept
+// for the flow and given back when it ends: a slot's interface value
+// (rows hold the slots some flow of their chunk used), an element of each
+// Column, the Community ID. A flow no analyzer engaged in has no row, so
+// it costs the analyzers nothing even when its entry lies among those of
+// flows they did engage in (a flood amid real traffic). Small fixed-size
+// state is better kept in a Column: one typed, pointer-free element per
+// row, with no allocation or interface value per flow; tcpstate, rtt,
+// probe and icmp_feedback keep theirs so, with what only some flows need
+// in a side table of their own.
 //
 // Most flows of a flood or a scan have one packet, or a handshake and no
 // payload. The entry keeps what such a flow's first packet tells an
@@ -246,22 +250,22 @@ var DefaultTimeouts = Timeouts{
 // passed to them, and must not keep the pointer after End.
 //
 // An entry is 144 bytes and holds no pointer but its table's, so a
-// million flows cost the garbage collector little: analyzer state lives in
-// the table's slots and in analyzers' Columns, the Community ID beside the
-// table once computed, and what few flows need (a tunnel's outer
+// million flows cost the garbage collector little: analyzer state and the
+// Community ID, once computed, live in the flow's row beside the table
+// (slots and Columns), and what few flows need (a tunnel's outer
 // addresses, fragments, counters past 2^32, the active timeout's
 // interval) in a side table (ext). The fields a packet touches come
 // first.
 type Flow struct {
-	ch          *chunk // its slab chunk's: the table, state slots, Community ID
-	key         key    // canonical
+	tbl         *Processor
+	key         key // canonical
 	last, first int64
 	// Packets and bytes by Dir: the low 32 bits (the high ones, which
 	// few flows need, are in ext).
 	pkts, bytes [2]uint32
 	prev, next  int32  // LRU list of its class (next: free list when unused)
 	skip        uint32 // analyzers (bit per slot) that want no more packets
-	idx         int32  // this entry's position in the table
+	row         int32  // its row beside the table (state slots, Columns, Community ID), or nilIdx
 	ext         int32  // index in the table's exts, or nilIdx
 	ifIndex     int32
 	vlan1       uint16 // inner VLAN of the first packet (key.vlan is the outer)
@@ -379,7 +383,7 @@ func (f *Flow) DirOf(k packet.FlowKey) (Dir, bool) {
 
 // ID is the flow_id.
 func (f *Flow) ID() uint64 {
-	if f.ch == nil { // not a table's entry
+	if f.tbl == nil { // not a table's entry
 		return 0
 	}
 	return flowID(f.key.hash(), f.first)
@@ -390,19 +394,19 @@ func (f *Flow) ID() uint64 {
 // record) and kept beside the table, so a flow that lives quietly holds
 // no string.
 func (f *Flow) CommunityID() string {
-	c := f.ch
-	if c == nil || c.tbl.cid == nil {
+	p := f.tbl
+	if p == nil || p.cid == nil {
 		return ""
 	}
-	j := f.idx & chunkMask
 	if f.bits&bitCID != 0 {
-		return c.cids[j]
+		return p.rowChunk(f.row).cids[f.row&chunkMask]
 	}
-	id := c.tbl.communityID(f)
+	id := p.communityID(f)
+	c := p.rowChunk(p.rowOf(f))
 	if c.cids == nil {
 		c.cids = make([]string, c.size)
 	}
-	c.cids[j] = id
+	c.cids[f.row&chunkMask] = id
 	f.bits |= bitCID
 	return id
 }
@@ -440,10 +444,10 @@ func (f *Flow) counts() (pkts, bytes [2]uint64) {
 
 // extOf is f's side entry, or nil.
 func (f *Flow) extOf() *ext {
-	if f.ext == nilIdx || f.ch == nil {
+	if f.ext == nilIdx || f.tbl == nil {
 		return nil
 	}
-	return &f.ch.tbl.exts[f.ext]
+	return &f.tbl.exts[f.ext]
 }
 func (f *Flow) TCPFlags(d Dir) uint8 { return f.flags[d&1] }
 
@@ -457,10 +461,6 @@ func (f *Flow) Closed() bool { return f.closed != 0 }
 func (f *Flow) VLAN() [2]uint16 { return [2]uint16{f.key.vlan, f.vlan1} }
 func (f *Flow) IfIndex() int32  { return f.ifIndex }
 
-// Index is the entry's position in its table, unique among the table's
-// live flows (a later flow may reuse it): what a Column is indexed by.
-func (f *Flow) Index() int { return int(f.idx) }
-
 // FirstICMP returns the ICMP type and code of the flow's first packet
 // (meaningful for ICMP/ICMPv6 flows only).
 func (f *Flow) FirstICMP() (typ, code uint8) {
@@ -470,17 +470,19 @@ func (f *Flow) FirstICMP() (typ, code uint8) {
 
 // State returns the analyzer state in slot i (nil if none or out of range).
 func (f *Flow) State(i int) any {
-	if f.ch == nil {
+	if f.row == nilIdx || f.tbl == nil {
 		return nil
 	}
-	return f.ch.state(i, f.idx&chunkMask)
+	return f.tbl.rowChunk(f.row).state(i, f.row&chunkMask)
 }
 
 // SetState stores analyzer state in slot i (ignored if out of range).
 func (f *Flow) SetState(i int, v any) {
-	if f.ch != nil {
-		f.ch.setState(i, f.idx&chunkMask, v)
+	p := f.tbl
+	if p == nil || uint(i) >= uint(len(p.analyzers)) || (v == nil && f.row == nilIdx) {
+		return
 	}
+	p.rowChunk(p.rowOf(f)).setState(i, f.row&chunkMask, v)
 }
 
 // SkipPackets tells the Processor that the analyzer in slot needs no more
@@ -513,14 +515,16 @@ func (f *Flow) fillHeader(h *event.Header, ts int64, cid string) {
 // analyzers' End may still ask for it): a flow nothing asked about before
 // it ends costs no memory for it.
 func (f *Flow) recordCommunityID() string {
-	c := f.ch
-	if c == nil || c.tbl.cid == nil || f.bits&bitCID != 0 {
+	p := f.tbl
+	if p == nil || p.cid == nil || f.bits&bitCID != 0 {
 		return f.CommunityID()
 	}
-	id := c.tbl.communityID(f)
-	if c.cids != nil {
-		c.cids[f.idx&chunkMask] = id
-		f.bits |= bitCID
+	id := p.communityID(f)
+	if f.row != nilIdx {
+		if c := p.rowChunk(f.row); c.cids != nil {
+			c.cids[f.row&chunkMask] = id
+			f.bits |= bitCID
+		}
 	}
 	return id
 }

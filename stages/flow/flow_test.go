@@ -435,8 +435,11 @@ func TestAnalyzerLifecycle(t *testing.T) {
 	if len(lines) != 1 || !strings.Contains(lines[0], `"rec":8`) {
 		t.Errorf("extension missing: %v", lines)
 	}
-	// The slot is cleared for the next flow in that entry.
-	for _, c := range p.infos {
+	// The slot is cleared for the next flow in that row.
+	if len(p.rowFree) != 1 {
+		t.Fatalf("%d free rows, want the ended flow's", len(p.rowFree))
+	}
+	for _, c := range p.rows {
 		if c.width == 0 {
 			t.Fatal("the recorder's slot was never used")
 		}
@@ -450,9 +453,9 @@ func TestAnalyzerLifecycle(t *testing.T) {
 
 // TestStateSlots: slots first used in any order get a place in every row
 // of the chunk, keep what each flow stored as rows widen, read nil where
-// nothing was stored, and are cleared with their entry.
+// nothing was stored, and are cleared with their row.
 func TestStateSlots(t *testing.T) {
-	c := newChunk(nil, 5, 4)
+	c := newChunk(5, 4)
 	type v struct{ slot, entry int }
 	for _, s := range []v{{2, 0}, {0, 3}, {2, 4}, {3, 1}, {0, 0}} {
 		c.setState(s.slot, int32(s.entry), s)

@@ -128,11 +128,17 @@ type Processor struct {
 	exts    []ext
 	extFree []int32
 
-	chunks  [][]Flow
-	infos   []*chunk // by chunk
-	n       int32    // entries ever used (high-water mark)
-	free    int32    // free list head, linked by next
-	size    int      // live flows
+	chunks [][]Flow
+	n      int32 // entries ever used (high-water mark)
+
+	// Rows beside the table (column.go): one for each flow that needs
+	// more than its entry, and the free ones.
+	rows    []*chunk
+	rowN    int32 // rows ever used
+	rowFree []int32
+
+	free    int32 // free list head, linked by next
+	size    int   // live flows
 	ix      index
 	touched uint32 // what Process's early reads read (so that they stay)
 	head    [nClasses]int32
@@ -338,7 +344,7 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if f == nil {
 		i = p.alloc(ts, em)
 		f = p.at(i)
-		p.start(i, f, &ck, h, swapped, pk)
+		p.start(f, &ck, swapped, pk)
 		p.ix.insert(i, h)
 		p.pushFront(f.class, i)
 		p.size++
@@ -446,11 +452,11 @@ func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
 	}
 }
 
-// start initialises entry i, f, for the first packet pk of a flow.
-func (p *Processor) start(i int32, f *Flow, ck *key, h uint64, swapped bool, pk *packet.Packet) {
+// start initialises entry f for the first packet pk of a flow.
+func (p *Processor) start(f *Flow, ck *key, swapped bool, pk *packet.Packet) {
 	m := &pk.Meta
 	*f = Flow{
-		ch: p.infos[i>>chunkShift], idx: i, key: *ck,
+		tbl: p, row: nilIdx, key: *ck,
 		first: pk.Timestamp, last: pk.Timestamp,
 		prev: nilIdx, next: nilIdx, ext: nilIdx,
 		ifIndex: pk.IfIndex, vlan1: m.VLAN[1], class: clsNew,
@@ -620,7 +626,6 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 	if int(i)>>chunkShift == len(p.chunks) {
 		size := min(chunkSize, p.cfg.MaxFlows-int(i))
 		p.chunks = append(p.chunks, make([]Flow, size))
-		p.infos = append(p.infos, newChunk(p, size, len(p.analyzers)))
 	}
 	p.n++
 	return i
@@ -709,9 +714,8 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 	for _, a := range p.analyzers {
 		a.End(f, rec, em)
 	}
-	j := i & chunkMask
-	f.ch.clear(j)
 	em.Emit(rec)
+	p.freeRow(f)
 	if f.ext != nilIdx {
 		p.exts[f.ext] = ext{}
 		p.extFree = append(p.extFree, f.ext)
@@ -720,9 +724,6 @@ func (p *Processor) end(i int32, reason uint8, em *pipeline.Emitter) {
 
 	p.unlink(i)
 	p.ix.remove(i, f.key.hash())
-	if f.bits&bitCID != 0 {
-		f.ch.cids[j] = ""
-	}
 	f.next = p.free
 	p.free = i
 	p.size--
