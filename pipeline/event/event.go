@@ -60,6 +60,34 @@ type Writer interface {
 	IP(a netip.Addr)
 }
 
+// MACWriter is a Writer that writes a MAC address as EVE's text
+// ("00:11:22:aa:bb:cc") straight into its output, with no string
+// allocated for it.
+type MACWriter interface {
+	MAC(m [6]byte)
+}
+
+// writeMAC writes m through w, as text.
+func writeMAC(w Writer, m [6]byte) {
+	if mw, ok := w.(MACWriter); ok {
+		mw.MAC(m)
+		return
+	}
+	w.String(string(AppendMAC(nil, m)))
+}
+
+// AppendMAC appends m as EVE writes a MAC address: "00:11:22:aa:bb:cc".
+func AppendMAC(b []byte, m [6]byte) []byte {
+	const digits = "0123456789abcdef"
+	for i, x := range m {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, digits[x>>4], digits[x&15])
+	}
+	return b
+}
+
 // Header holds the fields every event carries. Src is the flow's client
 // (the side that opened it) for flow-bound events.
 type Header struct {

@@ -143,29 +143,16 @@ func encodeEther(w Writer, e *[2]Ether) {
 		w.Key(k)
 		w.BeginArray()
 		if va {
-			w.String(macString(a))
+			writeMAC(w, a)
 		}
 		if vb && (!va || b != a) {
-			w.String(macString(b))
+			writeMAC(w, b)
 		}
 		w.EndArray()
 	}
 	macs("src_macs", c.Src, s.Dst, c.Valid, s.Valid)
 	macs("dest_macs", c.Dst, s.Src, c.Valid, s.Valid)
 	w.EndObject()
-}
-
-// macString formats a MAC address as EVE does: "00:11:22:aa:bb:cc".
-func macString(m [6]byte) string {
-	const digits = "0123456789abcdef"
-	var b [17]byte
-	for i, x := range m {
-		if i > 0 {
-			b[3*i-1] = ':'
-		}
-		b[3*i], b[3*i+1] = digits[x>>4], digits[x&15]
-	}
-	return string(b[:])
 }
 
 var tcpFlagNames = [...]struct {

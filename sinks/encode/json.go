@@ -93,9 +93,16 @@ func (e *JSON) Key(k string) {
 }
 
 func (e *JSON) String(s string) { e.sep(); e.buf = appendJSONString(e.buf, s) }
-func (e *JSON) Uint(v uint64)   { e.sep(); e.buf = strconv.AppendUint(e.buf, v, 10) }
-func (e *JSON) Int(v int64)     { e.sep(); e.buf = strconv.AppendInt(e.buf, v, 10) }
-func (e *JSON) Null()           { e.sep(); e.buf = append(e.buf, "null"...) }
+
+// MAC writes a MAC address as a string (event.MACWriter).
+func (e *JSON) MAC(m [6]byte) {
+	e.sep()
+	e.buf = append(event.AppendMAC(append(e.buf, '"'), m), '"')
+}
+
+func (e *JSON) Uint(v uint64) { e.sep(); e.buf = strconv.AppendUint(e.buf, v, 10) }
+func (e *JSON) Int(v int64)   { e.sep(); e.buf = strconv.AppendInt(e.buf, v, 10) }
+func (e *JSON) Null()         { e.sep(); e.buf = append(e.buf, "null"...) }
 
 func (e *JSON) Bool(v bool) {
 	e.sep()

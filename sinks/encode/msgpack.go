@@ -118,9 +118,16 @@ func (e *Msgpack) Key(k string) {
 }
 
 func (e *Msgpack) String(s string) { p := e.cur(); *p = appendMsgpackString(*p, s) }
-func (e *Msgpack) Uint(v uint64)   { p := e.cur(); *p = appendUint(*p, v) }
-func (e *Msgpack) Int(v int64)     { p := e.cur(); *p = appendInt(*p, v) }
-func (e *Msgpack) Null()           { p := e.cur(); *p = append(*p, 0xc0) }
+
+// MAC writes a MAC address as a 17-byte string (event.MACWriter).
+func (e *Msgpack) MAC(m [6]byte) {
+	p := e.cur()
+	*p = event.AppendMAC(append(*p, 0xa0|17), m)
+}
+
+func (e *Msgpack) Uint(v uint64) { p := e.cur(); *p = appendUint(*p, v) }
+func (e *Msgpack) Int(v int64)   { p := e.cur(); *p = appendInt(*p, v) }
+func (e *Msgpack) Null()         { p := e.cur(); *p = append(*p, 0xc0) }
 
 func (e *Msgpack) Bool(v bool) {
 	p := e.cur()

@@ -210,6 +210,18 @@ func (f *flattener) String(s string) {
 	f.scalar(kString, 0, false, b0, int32(len(f.row.data)))
 }
 
+// MAC writes a MAC address as text (event.MACWriter), with no string
+// allocated for it.
+func (f *flattener) MAC(m [6]byte) {
+	if f.inner > 0 && f.complex {
+		f.j.MAC(m)
+		return
+	}
+	b0 := int32(len(f.row.data))
+	f.row.data = event.AppendMAC(f.row.data, m)
+	f.scalar(kString, 0, false, b0, int32(len(f.row.data)))
+}
+
 func (f *flattener) Uint(v uint64) {
 	if f.inner > 0 && f.complex {
 		f.j.Uint(v)
