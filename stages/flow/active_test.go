@@ -2,6 +2,7 @@ package flow
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -274,5 +275,51 @@ func TestCountersPast32Bits(t *testing.T) {
 	}
 	if r := recs[1]; r.PktsToServer != 2 || r.BytesToServer != 507 {
 		t.Errorf("last record: %d packets, %d bytes, want 2, 507", r.PktsToServer, r.BytesToServer)
+	}
+}
+
+// TestFlowHoldsNoPointer: an entry holds no pointer, so that the garbage
+// collector never scans the slabs; its table is found at the head of its
+// slab, at the same place in a small one.
+func TestFlowHoldsNoPointer(t *testing.T) {
+	var walk func(reflect.Type) bool
+	walk = func(ty reflect.Type) bool {
+		switch ty.Kind() {
+		case reflect.Pointer, reflect.UnsafePointer, reflect.Slice, reflect.String, reflect.Map,
+			reflect.Interface, reflect.Func, reflect.Chan:
+			return true
+		case reflect.Array:
+			return walk(ty.Elem())
+		case reflect.Struct:
+			for i := range ty.NumField() {
+				if walk(ty.Field(i).Type) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if walk(reflect.TypeFor[Flow]()) {
+		t.Error("Flow holds a pointer")
+	}
+	if unsafe.Offsetof(slab{}.flows) != unsafe.Offsetof(smallSlab{}.flows) {
+		t.Error("a small slab's entries are not where a slab's are")
+	}
+	for _, n := range []int{1, smallSlabSize, smallSlabSize + 1, chunkSize + 3} {
+		p := NewProcessor(Config{Workers: 1, MaxFlows: n})
+		c := newCollector(false)
+		for i := range n {
+			q := udpPkt(t0, cli, uint16(i), srv, 53, 60)
+			p.Packet(&q, c.em)
+			if f := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: uint16(i), DstPort: 53, Proto: packet.ProtoUDP}); f == nil || f.table() != p {
+				t.Fatalf("cap %d, flow %d: not found or its table is not the processor", n, i)
+			}
+		}
+		c.close()
+	}
+	var f Flow
+	f.SetState(0, 1)
+	if f.table() != nil || f.State(0) != nil || f.ID() != 0 || f.Packets(0) != 0 || f.CommunityID() != "" {
+		t.Error("a Flow outside a table finds a table")
 	}
 }

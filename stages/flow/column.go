@@ -24,7 +24,7 @@ type Column[T any] struct {
 func (c *Column[T]) Of(f *Flow) *T {
 	r := f.row
 	if r == nilIdx {
-		r = f.tbl.rowOf(f)
+		r = f.table().rowOf(f)
 	}
 	if n := int(uint32(r) >> chunkShift); n < len(c.chunks) && c.chunks[n] != nil {
 		return &c.chunks[n][r&chunkMask]
@@ -47,7 +47,7 @@ func (c *Column[T]) grow(f *Flow, r int32) *T {
 	for len(c.chunks) <= n {
 		c.chunks = append(c.chunks, nil)
 	}
-	c.chunks[n] = make([]T, f.tbl.rowChunk(r).size)
+	c.chunks[n] = make([]T, f.table().rowChunk(r).size)
 	return &c.chunks[n][r&chunkMask]
 }
 

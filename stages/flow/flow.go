@@ -10,8 +10,9 @@
 // them, so the steady state allocates nothing per packet and the memory is
 // bounded by the cap. Chunks never move, so a *Flow stays valid for the
 // whole life of its flow. An entry is 144 bytes with the key packed (no
-// netip.Addr) and holds no pointer but its table's: the Community ID,
-// once computed, is kept beside the table, and what only some flows need
+// netip.Addr) and holds no pointer (its table is at the head of its slab),
+// so the garbage collector never reads the slabs: the Community ID, once
+// computed, is kept beside the table, and what only some flows need
 // (a tunnel's outer addresses, fragments, counters past 2^32, the active
 // timeout's interval) in a side table the entry indexes.
 //
@@ -169,6 +170,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -249,15 +251,14 @@ var DefaultTimeouts = Timeouts{
 // Processor: analyzers may read it and use their state slot while it is
 // passed to them, and must not keep the pointer after End.
 //
-// An entry is 144 bytes and holds no pointer but its table's, so a
-// million flows cost the garbage collector little: analyzer state and the
+// An entry is 144 bytes and holds no pointer, so a million flows cost
+// the garbage collector nothing to scan: analyzer state and the
 // Community ID, once computed, live in the flow's row beside the table
 // (slots and Columns), and what few flows need (a tunnel's outer
 // addresses, fragments, counters past 2^32, the active timeout's
 // interval) in a side table (ext). The fields a packet touches come
 // first.
 type Flow struct {
-	tbl         *Processor
 	key         key // canonical
 	last, first int64
 	// Packets and bytes by Dir: the low 32 bits (the high ones, which
@@ -268,12 +269,13 @@ type Flow struct {
 	row         int32  // its row beside the table (state slots, Columns, Community ID), or nilIdx
 	ext         int32  // index in the table's exts, or nilIdx
 	ifIndex     int32
+	pos         uint16 // its place in its slab (table)
 	vlan1       uint16 // inner VLAN of the first packet (key.vlan is the outer)
 	class       uint8
 	seen        uint8    // bit per Dir
 	fins        uint8    // FIN seen, bit per Dir
 	closed      uint8    // 0, reasonFin or reasonRst
-	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID, bitFirstBare
+	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID, bitFirstBare, bitLive
 	flags       [2]uint8 // TCP flags by Dir
 	firstFlags  uint8    // TCP flags of the first packet
 	// By protocol: for ICMP/ICMPv6, the first type and code seen each way
@@ -289,7 +291,21 @@ const (
 	bitFirstSwapped             // the first packet was sent by key.b
 	bitCID                      // the Community ID is in ch.cids
 	bitFirstBare                // the first packet was a whole TCP header without payload
+	bitLive                     // the entry is a table's (in a slab)
 )
+
+// table is the Processor whose slab holds f (nil for a Flow that is not
+// a table's entry). The entry holds no pointer, so that the garbage
+// collector never reads the slabs (a million flows are 150 MB it would
+// scan at every cycle): its table is at the head of the slab it lies in,
+// pos entries before it.
+func (f *Flow) table() *Processor {
+	if f.bits&bitLive == 0 {
+		return nil
+	}
+	head := unsafe.Add(unsafe.Pointer(f), -(int(f.pos)*int(unsafe.Sizeof(*f)) + int(unsafe.Offsetof(slab{}.flows))))
+	return (*slabHead)(head).tbl
+}
 
 func (f *Flow) icmpType(d Dir) uint8 { return f.l4[d&1] }
 func (f *Flow) icmpCode(d Dir) uint8 { return f.l4[2+d&1] }
@@ -383,7 +399,7 @@ func (f *Flow) DirOf(k packet.FlowKey) (Dir, bool) {
 
 // ID is the flow_id.
 func (f *Flow) ID() uint64 {
-	if f.tbl == nil { // not a table's entry
+	if f.bits&bitLive == 0 { // not a table's entry
 		return 0
 	}
 	return flowID(f.key.hash(), f.first)
@@ -394,7 +410,7 @@ func (f *Flow) ID() uint64 {
 // record) and kept beside the table, so a flow that lives quietly holds
 // no string.
 func (f *Flow) CommunityID() string {
-	p := f.tbl
+	p := f.table()
 	if p == nil || p.cid == nil {
 		return ""
 	}
@@ -444,10 +460,13 @@ func (f *Flow) counts() (pkts, bytes [2]uint64) {
 
 // extOf is f's side entry, or nil.
 func (f *Flow) extOf() *ext {
-	if f.ext == nilIdx || f.tbl == nil {
+	if f.ext == nilIdx {
 		return nil
 	}
-	return &f.tbl.exts[f.ext]
+	if p := f.table(); p != nil {
+		return &p.exts[f.ext]
+	}
+	return nil
 }
 func (f *Flow) TCPFlags(d Dir) uint8 { return f.flags[d&1] }
 
@@ -470,15 +489,18 @@ func (f *Flow) FirstICMP() (typ, code uint8) {
 
 // State returns the analyzer state in slot i (nil if none or out of range).
 func (f *Flow) State(i int) any {
-	if f.row == nilIdx || f.tbl == nil {
+	if f.row == nilIdx {
 		return nil
 	}
-	return f.tbl.rowChunk(f.row).state(i, f.row&chunkMask)
+	if p := f.table(); p != nil {
+		return p.rowChunk(f.row).state(i, f.row&chunkMask)
+	}
+	return nil
 }
 
 // SetState stores analyzer state in slot i (ignored if out of range).
 func (f *Flow) SetState(i int, v any) {
-	p := f.tbl
+	p := f.table()
 	if p == nil || uint(i) >= uint(len(p.analyzers)) || (v == nil && f.row == nilIdx) {
 		return
 	}
@@ -515,7 +537,7 @@ func (f *Flow) fillHeader(h *event.Header, ts int64, cid string) {
 // analyzers' End may still ask for it): a flow nothing asked about before
 // it ends costs no memory for it.
 func (f *Flow) recordCommunityID() string {
-	p := f.tbl
+	p := f.table()
 	if p == nil || p.cid == nil || f.bits&bitCID != 0 {
 		return f.CommunityID()
 	}

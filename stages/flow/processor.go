@@ -115,6 +115,33 @@ const (
 	nilIdx     = -1
 )
 
+// slab is a chunk of entries with their table in front (Flow.table).
+type slab struct {
+	slabHead
+	flows [chunkSize]Flow
+}
+
+type slabHead struct{ tbl *Processor }
+
+// smallSlab is a slab for a last chunk of a few entries (the same
+// layout).
+type smallSlab struct {
+	slabHead
+	flows [smallSlabSize]Flow
+}
+
+const smallSlabSize = 64
+
+// newSlab returns a slab of at least size entries of table p.
+func newSlab(p *Processor, size int) []Flow {
+	if size <= smallSlabSize {
+		s := &smallSlab{slabHead: slabHead{p}}
+		return s.flows[:size]
+	}
+	s := &slab{slabHead: slabHead{p}}
+	return s.flows[:size]
+}
+
 // Processor is one worker's flow table; it implements pipeline.Processor.
 type Processor struct {
 	cfg       Config
@@ -344,7 +371,7 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if f == nil {
 		i = p.alloc(ts, em)
 		f = p.at(i)
-		p.start(f, &ck, swapped, pk)
+		p.start(i, f, &ck, swapped, pk)
 		p.ix.insert(i, h)
 		p.pushFront(f.class, i)
 		p.size++
@@ -452,11 +479,11 @@ func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
 	}
 }
 
-// start initialises entry f for the first packet pk of a flow.
-func (p *Processor) start(f *Flow, ck *key, swapped bool, pk *packet.Packet) {
+// start initialises entry i, f, for the first packet pk of a flow.
+func (p *Processor) start(i int32, f *Flow, ck *key, swapped bool, pk *packet.Packet) {
 	m := &pk.Meta
 	*f = Flow{
-		tbl: p, row: nilIdx, key: *ck,
+		pos: uint16(i & chunkMask), bits: bitLive, row: nilIdx, key: *ck,
 		first: pk.Timestamp, last: pk.Timestamp,
 		prev: nilIdx, next: nilIdx, ext: nilIdx,
 		ifIndex: pk.IfIndex, vlan1: m.VLAN[1], class: clsNew,
@@ -625,7 +652,7 @@ func (p *Processor) alloc(ts int64, em *pipeline.Emitter) int32 {
 	i := p.n
 	if int(i)>>chunkShift == len(p.chunks) {
 		size := min(chunkSize, p.cfg.MaxFlows-int(i))
-		p.chunks = append(p.chunks, make([]Flow, size))
+		p.chunks = append(p.chunks, newSlab(p, size))
 	}
 	p.n++
 	return i
