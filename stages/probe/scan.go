@@ -90,9 +90,16 @@ type SourceState struct {
 	start, end int64
 	probes     uint64
 	protos     uint8 // bit per protocol seen (see protoBit)
-	pairs      map[pair]Outcome
-	overflow   [NumOutcomes]uint64 // outcomes of probes beyond MaxPairs
-	capped     bool
+	// The distinct (target, proto, port) with the strongest outcome each
+	// drew: the first inline (one, while pairs is nil), the map once
+	// there are two, so that a source of one probe (a flood's, or most
+	// clients') allocates none.
+	one      pair
+	oneOut   Outcome
+	hasOne   bool
+	pairs    map[pair]Outcome
+	overflow [NumOutcomes]uint64 // outcomes of probes beyond MaxPairs
+	capped   bool
 }
 
 func protoBit(p uint8) uint8 {
@@ -143,7 +150,19 @@ func (d *Detector) Add(_ netip.Addr, s *SourceState, fresh bool, r *Record, _ *p
 	s.protos |= protoBit(r.Proto)
 	k := pair{r.Dst, r.DPort, r.Proto}
 	if s.pairs == nil {
+		if !s.hasOne || s.one == k {
+			if !s.hasOne || rankOutcome[r.Outcome] > rankOutcome[s.oneOut] {
+				s.one, s.oneOut, s.hasOne = k, r.Outcome, true
+			}
+			return
+		}
+		if d.cfg.MaxPairs <= 1 {
+			s.capped = true
+			s.overflow[r.Outcome]++
+			return
+		}
 		s.pairs = make(map[pair]Outcome, 4)
+		s.pairs[s.one] = s.oneOut
 	}
 	if o, ok := s.pairs[k]; ok {
 		if rankOutcome[r.Outcome] > rankOutcome[o] {
@@ -174,7 +193,11 @@ func (d *Detector) End(src netip.Addr, s *SourceState, why pipeline.KeyedEnd, em
 // Classify returns the scan event s amounts to, or nil.
 func (d *Detector) Classify(src netip.Addr, s *SourceState) *event.Scan {
 	c := &d.cfg
-	if len(s.pairs) < min(c.PortThreshold, c.TargetThreshold, c.PingThreshold) {
+	pairs := s.pairs
+	if pairs == nil && s.hasOne {
+		pairs = map[pair]Outcome{s.one: s.oneOut}
+	}
+	if len(pairs) < min(c.PortThreshold, c.TargetThreshold, c.PingThreshold) {
 		return nil
 	}
 	type pp struct {
@@ -186,7 +209,7 @@ func (d *Detector) Classify(src netip.Addr, s *SourceState) *event.Scan {
 	targets := map[netip.Addr]bool{} // all
 	echoTargets := map[netip.Addr]bool{}
 	var out [NumOutcomes]uint64
-	for k, o := range s.pairs {
+	for k, o := range pairs {
 		targets[k.dst] = true
 		out[o]++
 		if k.proto == 1 || k.proto == 58 {
@@ -246,7 +269,7 @@ func (d *Detector) Classify(src netip.Addr, s *SourceState) *event.Scan {
 	case 8:
 		ev.Proto = "IPv6-ICMP"
 	}
-	for k, o := range s.pairs {
+	for k, o := range pairs {
 		if o == Open {
 			ev.Open = append(ev.Open, event.ScanOpen{DestIP: k.dst, DestPort: k.port, Proto: k.proto})
 		}

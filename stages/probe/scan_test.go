@@ -219,3 +219,38 @@ func TestScanFloodBounded(t *testing.T) {
 		t.Errorf("live heap grew from %d to %d bytes", base, peak)
 	}
 }
+
+// TestScanOnePairInline: a source whose probes all went to one target and
+// port keeps it without a map, with the strongest outcome, and counts as
+// a source of one pair where a threshold is 1; a second pair moves both
+// into the map, or is capped when MaxPairs is 1.
+func TestScanOnePairInline(t *testing.T) {
+	src, dst := netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("10.0.0.1")
+	d := NewDetector(ScanConfig{PortThreshold: 1, TargetThreshold: 1, PingThreshold: 1, MinFailed: 1})
+	var s SourceState
+	for i, o := range []Outcome{Filtered, Open, Closed} {
+		r := Record{Src: src, Dst: dst, DPort: 443, Proto: 6, Outcome: o, First: int64(i), Last: int64(i)}
+		d.Add(src, &s, i == 0, &r, nil)
+	}
+	if s.pairs != nil || !s.hasOne || s.oneOut != Open {
+		t.Fatalf("one pair: map %v, inline %v %v", s.pairs, s.hasOne, s.oneOut)
+	}
+	ev := d.Classify(src, &s)
+	if ev == nil || ev.Probes != 3 || ev.Targets != 1 || len(ev.Open) != 1 || ev.Open[0].DestPort != 443 || ev.Outcomes[Open] != 1 {
+		t.Fatalf("one pair: %+v", ev)
+	}
+	r := Record{Src: src, Dst: dst, DPort: 22, Proto: 6, Outcome: Closed, First: 5, Last: 5}
+	d.Add(src, &s, false, &r, nil)
+	if len(s.pairs) != 2 || s.pairs[pair{dst, 443, 6}] != Open || s.pairs[pair{dst, 22, 6}] != Closed {
+		t.Fatalf("two pairs: %v", s.pairs)
+	}
+	one := NewDetector(ScanConfig{MaxPairs: 1})
+	var c SourceState
+	for i, port := range []uint16{443, 22} {
+		r := Record{Src: src, Dst: dst, DPort: port, Proto: 6, Outcome: Closed}
+		one.Add(src, &c, i == 0, &r, nil)
+	}
+	if c.pairs != nil || c.one.port != 443 || !c.capped || c.overflow[Closed] != 1 {
+		t.Fatalf("MaxPairs 1: %+v", c)
+	}
+}
