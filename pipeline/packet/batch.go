@@ -35,7 +35,9 @@ type Batch struct {
 
 	// chunks are the shared read buffers that packets appended with
 	// AppendShared point into; the batch holds a reference on each.
+	// shared is the bytes of those packets.
 	chunks []*Chunk
+	shared int
 }
 
 // Chunk is a reference-counted read buffer. A source that can read
@@ -88,17 +90,22 @@ func (c *Chunk) Release() {
 	}
 }
 
-// FullShared reports whether the batch cannot take one more packet by
-// AppendShared (which uses no arena space).
-func (b *Batch) FullShared() bool { return len(b.Packets) == cap(b.Packets) }
+// FullShared reports whether the batch cannot take one more packet of n
+// bytes by AppendShared. Such packets use no arena space, but their bytes
+// count against it all the same, so that a batch holds on to no more
+// packet memory than its arena could.
+func (b *Batch) FullShared(n int) bool {
+	return len(b.Packets) == cap(b.Packets) || b.shared+n > cap(b.buf)
+}
 
 // AppendShared adds a packet whose bytes, data, lie in c and stay there:
 // nothing is copied, and the batch holds a reference on c until it is
 // released. The caller checks FullShared first and fills in the metadata.
 func (b *Batch) AppendShared(data []byte, c *Chunk) *Packet {
-	if b.FullShared() {
+	if b.FullShared(len(data)) {
 		panic("packet: AppendShared on a full batch")
 	}
+	b.shared += len(data)
 	if n := len(b.chunks); n == 0 || b.chunks[n-1] != c {
 		c.refs.Add(1)
 		b.chunks = append(b.chunks, c)
@@ -217,6 +224,7 @@ func (b *Batch) Reset() {
 		b.chunks[i] = nil
 	}
 	b.chunks = b.chunks[:0]
+	b.shared = 0
 }
 
 // Release returns the batch to its pool (a view: its share of its parent's

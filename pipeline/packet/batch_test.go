@@ -77,3 +77,24 @@ func TestSplit(t *testing.T) {
 		t.Error("a batch split into empty views was not released")
 	}
 }
+
+// TestAppendShared: packets appended from a chunk keep it alive until the
+// batch is released, and count against the arena's bytes.
+func TestAppendShared(t *testing.T) {
+	cp := NewChunkPool(100)
+	c := cp.Get()
+	b := NewPool(8, 64).Get()
+	b.AppendShared(c.Buf[:40], c)
+	b.AppendShared(c.Buf[40:60], c)
+	if !b.FullShared(5) || b.FullShared(4) {
+		t.Errorf("FullShared with 60 of 64 bytes held: want full for 5 more bytes, not for 4")
+	}
+	c.Release() // the reader lets go; the batch still holds it
+	if c.refs.Load() != 1 {
+		t.Fatalf("refs %d after the reader's release, want the batch's 1", c.refs.Load())
+	}
+	b.Release()
+	if c.refs.Load() != 0 {
+		t.Errorf("refs %d after the batch's release, want 0", c.refs.Load())
+	}
+}

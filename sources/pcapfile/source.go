@@ -220,7 +220,7 @@ func (rn *run) files(op *opener, rd *reader) error {
 			}
 			if rn.cur == nil {
 				rn.cur = rn.pool.Get()
-			} else if rn.cur.FullShared() {
+			} else if rn.cur.FullShared(len(data)) {
 				if err := rn.flushCheck(op); err != nil {
 					return err
 				}
