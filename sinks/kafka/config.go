@@ -46,14 +46,14 @@ type Config struct {
 	// missing topics (the Java producer asks by default, and so do we).
 	NoAutoCreateTopics bool
 
-	// kafka-go batching. A batch goes out when it holds BatchSize messages
-	// or BatchBytes bytes, or BatchTimeout after its first message.
-	// BatchSize is also what each batch costs however few messages it
-	// holds: kafka-go allocates room for BatchSize messages (152 B each)
-	// when it opens a batch, so 10000 would be 1.5 MB per batch.
-	BatchSize    int           // default 1000
-	BatchBytes   int           // default 1 MiB; raised to MaxMessageBytes if smaller
-	BatchTimeout time.Duration // default 10ms (kafka-go's 1s default is a trap)
+	// Batching (produce.go), per partition. A batch is made when the
+	// partition's queue holds BatchSize messages or BatchBytes bytes (as
+	// records, before compression), or BatchTimeout after its first
+	// message once the partition has nothing in flight. librdkafka's
+	// defaults are alike: batch.num.messages 10000, batch.size 1 MB.
+	BatchSize    int           // default 10000
+	BatchBytes   int           // default 1 MiB; raised to MaxMessageBytes+1024 if smaller
+	BatchTimeout time.Duration // default 10ms
 	// MaxMessageBytes is the largest message (key + value) sent; larger
 	// events are counted failed and spilled. Keep it at or under the
 	// broker's message.max.bytes (1048588 by default).
@@ -77,8 +77,9 @@ type Config struct {
 	// with jitter between the two bounds, without a limit on attempts.
 	RetryBackoffMin time.Duration // default 100ms
 	RetryBackoffMax time.Duration // default 5s
-	// WriterAttempts is kafka-go's own attempts per batch before it
-	// reports a failure to us (it retries only network errors).
+	// WriterAttempts is not used any more: kafka-go's Writer retried
+	// network errors itself, the sink's own produce path retries every
+	// failure with the backoff above. Kept so that existing URLs parse.
 	WriterAttempts int           // default 3
 	WriteTimeout   time.Duration // per produce request, default 10s
 
@@ -161,7 +162,7 @@ func (c *Config) defaults() {
 		c.SchemaVersion = "1"
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 1000
+		c.BatchSize = 10000
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 1000000
@@ -169,7 +170,7 @@ func (c *Config) defaults() {
 	if c.BatchBytes <= 0 {
 		c.BatchBytes = 1 << 20
 	}
-	// kafka-go refuses a message larger than BatchBytes outright.
+	// A message must fit in a batch.
 	c.BatchBytes = max(c.BatchBytes, c.MaxMessageBytes+1024)
 	if c.BatchTimeout <= 0 {
 		c.BatchTimeout = 10 * time.Millisecond

@@ -1,27 +1,29 @@
 // Package kafka is pktpipe's Kafka sink: events are encoded once (JSON or
-// msgpack), keyed by community_id and produced with segmentio/kafka-go's
-// asynchronous Writer (acks=all, murmur2 partitioning like the Java
+// msgpack), keyed by community_id and produced by the sink's own produce
+// path (produce.go: record batches built and compressed by the sink, sent
+// with kafka-go's Transport; acks=all, murmur2 partitioning like the Java
 // client, zstd by default, a 10 ms batch timeout).
 //
-// kafka-go's asynchronous queue is unbounded and its Close can block for
-// minutes while the broker is down, so the sink owns delivery:
+// The sink owns delivery:
 //
 //   - An in-flight budget (events and bytes) is taken when Write accepts a
-//     batch and given back when the broker acknowledges it (Completion).
+//     batch and given back when the broker acknowledges it (completion).
 //     While the budget is used up Write blocks, up to MaxBlock: that is the
 //     backpressure on the pipeline. Memory is bounded by the budget,
-//     which counts each event's buffers and bookkeeping; kafka-go's share
-//     is bounded by maxOpenCalls, BatchSize and the zstd codec (zstd.go).
+//     which counts each event's buffers and bookkeeping; the produce
+//     path's share by two encoded batches per partition and maxBuilding
+//     scratch buffers.
 //   - Write never fails for want of budget. Past MaxBlock the batch is
 //     spilled, and so is every later batch that finds no room, at once,
 //     until the broker acknowledges again (then Write blocks again). Once
 //     Config.Ctx is done (the first SIGTERM) Write stops waiting and
 //     spills what finds no room, so the drain is bounded by DrainTimeout.
-//   - A batch the writer reports as failed is not dropped: its messages
-//     wait (exponential backoff with jitter) and are produced again, with
-//     no limit on attempts; retries hold their budget. Delivery is at
-//     least once: a retry after a lost ack can duplicate, and retried
-//     messages may overtake newer ones on their partition.
+//   - A batch that fails is not dropped: it goes back in front of its
+//     partition, which waits (exponential backoff with jitter) and sends
+//     it again, with no limit on attempts; retries hold their budget.
+//     Nothing behind it on the partition goes first, so order holds on
+//     each partition. Delivery is at least once: a retry after a lost ack
+//     duplicates.
 //   - A message too large for the broker is counted as failed and written
 //     to the spill file, never silently dropped.
 //   - Close waits up to DrainTimeout for outstanding acks, then writes
@@ -29,8 +31,6 @@
 //     how many events went there and why. A spill is not a failure of the
 //     run: it is counted in a loss counter (the command exits 3). Close
 //     returns an error only when events could not be spilled either.
-//     kafka-go's Writer.Close runs in a goroutine and is abandoned after a
-//     short grace period.
 //   - The spill file's path is checked when the sink is made. An event
 //     that can be neither delivered nor spilled (the disk is full) is
 //     counted in pktpipe_kafka_lost_total: every accepted event ends up
@@ -109,21 +109,21 @@ type Encoder = encode.Encoder
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("kafka: sink closed")
 
-// closeGrace bounds the wait for kafka-go's Writer.Close once the sink
-// has settled (it can block for minutes while the broker is down).
+// closeGrace bounds the wait for the sender to stop once the sink has
+// settled.
 const closeGrace = 500 * time.Millisecond
 
 type recState uint8
 
 const (
 	statePending recState = iota // accepted, waiting for the sender
-	stateSent                    // handed to kafka-go
-	stateRetry                   // failed, waiting for its backoff
+	stateSent                    // in a batch (produce.go)
+	stateRetry                   // its topic's metadata failed: waiting for its backoff
 	stateDone                    // acknowledged, failed or spilled
 )
 
-// record is one message and its delivery state; kafka-go carries it in
-// Message.WriterData through to Completion.
+// record is one message and its delivery state, from Write through its
+// partition's batch (produce.go) to completion.
 type record struct {
 	msg      kafkago.Message
 	keyBuf   []byte // the key's buffer (msg.Key is nil for an event without one), kept for reuse
@@ -133,7 +133,8 @@ type record struct {
 	due      time.Time // when a retry may go
 	attempts int
 	state    recState
-	wire     int        // its size in a record batch (produce.go)
+	body     int        // its record's size after the length, at offset delta 0 (produce.go)
+	wire     int        // its size in a record batch, at most
 	typ      event.Type // for the spool
 	seg      *segment   // the spool segment it was read from, or nil
 	id       uint64     // event_id (event.ID)
@@ -173,7 +174,8 @@ func (r *record) setHeaders(shared []kafkago.Header, id uint64) {
 
 // recordOverhead is the memory an accepted event holds besides its key
 // and value buffers: the record (with its kafka-go Message), its entry
-// in the outstanding map and its slot in the pending or retry queue.
+// in the outstanding map and its slots in the pending queue, its
+// partition's queue and its batch.
 const recordOverhead = int64(unsafe.Sizeof(record{})) + 64
 
 // recordCost is what r counts against the byte budget: memory, not
@@ -219,8 +221,8 @@ func (s *Sink) giveBack(recs []*record) {
 }
 
 // recycle keeps r for reuse once the broker has acknowledged it; s.mu is
-// held. Nothing refers to r any more: kafka-go does not touch a batch's
-// messages after Completion.
+// held. Nothing refers to r any more: the sender drops a batch once it is
+// acknowledged.
 func (s *Sink) recycle(r *record) {
 	if len(s.free) < maxFree && cap(r.msg.Value) <= maxFreeValue {
 		s.free = append(s.free, r)
@@ -228,7 +230,7 @@ func (s *Sink) recycle(r *record) {
 }
 
 // Sink is a pipeline.Sink that produces to Kafka. Write, Flush and Close
-// are called from one goroutine; Completion runs on kafka-go's.
+// are called from one goroutine; completion runs on the sender's.
 type Sink struct {
 	cfg     Config
 	tr      *kafkago.Transport
@@ -403,8 +405,8 @@ func New(cfg Config) (*Sink, error) {
 			return n
 		}
 	} else {
-		// One topic: set on each message too (Writer.Topic stays empty) so
-		// the spill file and Completion see it.
+		// One topic: set on each message too, for the sender and the
+		// spill file.
 		s.topic = func(event.Type) string { return cfg.Topic }
 	}
 	s.senderCtx, s.stopSender = context.WithCancel(context.Background())

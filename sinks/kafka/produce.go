@@ -217,7 +217,8 @@ func (s *Sink) assign(in []*record, now time.Time) {
 		if len(pt.queue) == 0 {
 			pt.since = now
 		}
-		r.wire = wireSize(r) + 2 // its offset delta may take 2 more bytes
+		r.body = recordBody(r, 0)
+		r.wire = varintLen(int64(r.body)) + r.body + 2 // the offset delta and so the length may take 2 more bytes
 		pt.queue = append(pt.queue, r)
 		pt.queueB += r.wire
 	}
@@ -241,27 +242,14 @@ func (s *Sink) topicInfo(topic string, now time.Time) (*topicInfo, error) {
 	if ti != nil && !ti.stale && now.Sub(ti.fetched) < metaRefresh {
 		return ti, nil
 	}
-	ctx, cancel := context.WithTimeout(s.senderCtx, s.cfg.WriteTimeout)
-	res, err := p.tr.RoundTrip(ctx, p.addr, &metadata.Request{
-		TopicNames:             []string{topic},
-		AllowAutoTopicCreation: !s.cfg.NoAutoCreateTopics,
-	})
-	cancel()
-	var m *metadata.ResponseTopic
-	if err == nil {
-		for i := range res.(*metadata.Response).Topics {
-			if t := &res.(*metadata.Response).Topics[i]; t.Name == topic {
-				m = t
-			}
-		}
-		switch {
-		case m == nil:
-			err = fmt.Errorf("kafka: topic %s: %w", topic, kafkago.UnknownTopicOrPartition)
-		case m.ErrorCode != 0:
-			err = fmt.Errorf("kafka: topic %s: %w", topic, kafkago.Error(m.ErrorCode))
-		case len(m.Partitions) == 0:
-			err = fmt.Errorf("kafka: topic %s has no partitions", topic)
-		}
+	m, err := s.metadata(topic)
+	// A topic the sink has not used yet may be one the broker is creating
+	// now (at our metadata request): give it a second to show up, as
+	// kafka-go's Writer did, rather than log a failed produce.
+	for i := 0; ti == nil && !s.cfg.NoAutoCreateTopics && i < 20 && s.senderCtx.Err() == nil &&
+		(errors.Is(err, kafkago.UnknownTopicOrPartition) || errors.Is(err, kafkago.LeaderNotAvailable)); i++ {
+		time.Sleep(50 * time.Millisecond)
+		m, err = s.metadata(topic)
 	}
 	if err != nil {
 		if ti != nil && !ti.stale {
@@ -289,6 +277,33 @@ func (s *Sink) topicInfo(topic string, now time.Time) (*topicInfo, error) {
 	slices.Sort(ti.ids)
 	ti.fetched, ti.stale = now, false
 	return ti, nil
+}
+
+// metadata asks the transport (its cache, or the brokers when the topic
+// is new and may be created) for topic's partitions.
+func (s *Sink) metadata(topic string) (*metadata.ResponseTopic, error) {
+	ctx, cancel := context.WithTimeout(s.senderCtx, s.cfg.WriteTimeout)
+	defer cancel()
+	res, err := s.prod.tr.RoundTrip(ctx, s.prod.addr, &metadata.Request{
+		TopicNames:             []string{topic},
+		AllowAutoTopicCreation: !s.cfg.NoAutoCreateTopics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range res.(*metadata.Response).Topics {
+		m := &res.(*metadata.Response).Topics[i]
+		switch {
+		case m.Name != topic:
+		case m.ErrorCode != 0:
+			return nil, fmt.Errorf("kafka: topic %s: %w", topic, kafkago.Error(m.ErrorCode))
+		case len(m.Partitions) == 0:
+			return nil, fmt.Errorf("kafka: topic %s has no partitions", topic)
+		default:
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("kafka: topic %s: %w", topic, kafkago.UnknownTopicOrPartition)
 }
 
 // seal makes batches of the partitions' queues and starts building them.
@@ -649,7 +664,12 @@ func recordBody(r *record, off int64) int {
 // appendWireRecord appends r as a record (Kafka's zigzag varints) at
 // offset delta off.
 func appendWireRecord(b []byte, r *record, off int64) []byte {
-	b = binary.AppendVarint(b, int64(recordBody(r, off)))
+	body := r.body
+	if body == 0 {
+		body = recordBody(r, 0)
+	}
+	body += varintLen(off) - 1
+	b = binary.AppendVarint(b, int64(body))
 	b = append(b, 0, 0) // attributes, timestamp delta 0
 	b = binary.AppendVarint(b, off)
 	if r.msg.Key == nil {

@@ -29,6 +29,9 @@ func TestRecordBatchEncoding(t *testing.T) {
 			r.setKey([]byte{}) // empty, not null
 		}
 		r.setHeaders(shared, uint64(i)*0x9e3779b97f4a7c15)
+		if i%2 == 1 {
+			r.body = recordBody(r, 0) // as assign leaves it
+		}
 		recs = append(recs, r)
 	}
 	var raw []byte

@@ -127,6 +127,7 @@ type result struct {
 	rssKB     int64
 	messages  int64
 	broker    time.Duration // the broker's CPU time meanwhile
+	batches   int64         // the Kafka sink's: record batches acknowledged
 }
 
 func run(sel map[string]bool, packets int, capture string, runs, workers int, minRatio float64, minEvents int, cache, sinkOpts string) error {
@@ -194,11 +195,11 @@ func run(sel map[string]bool, packets int, capture string, runs, workers int, mi
 				if err != nil {
 					return result{}, fmt.Errorf("sink child: %v", err)
 				}
-				var r struct{ WallNS, CPUNS int64 }
+				var r struct{ WallNS, CPUNS, Batches int64 }
 				if err := json.Unmarshal(out, &r); err != nil {
 					return result{}, fmt.Errorf("sink child: %v: %q", err, out)
 				}
-				return result{wall: time.Duration(r.WallNS), cpu: time.Duration(r.CPUNS)}, nil
+				return result{wall: time.Duration(r.WallNS), cpu: time.Duration(r.CPUNS), batches: r.Batches}, nil
 			})
 			so = append(so, r)
 			return err
@@ -249,7 +250,11 @@ func run(sel map[string]bool, packets int, capture string, runs, workers int, mi
 			if len(rs) <= i {
 				return "-"
 			}
-			return fmt.Sprintf("%.2fs (CPU %.2fs, broker %.2fs)", rs[i].wall.Seconds(), rs[i].cpu.Seconds(), rs[i].broker.Seconds())
+			b := ""
+			if rs[i].batches > 0 {
+				b = fmt.Sprintf(", %d batches", rs[i].batches)
+			}
+			return fmt.Sprintf("%.2fs (CPU %.2fs, broker %.2fs%s)", rs[i].wall.Seconds(), rs[i].cpu.Seconds(), rs[i].broker.Seconds(), b)
 		}
 		fmt.Printf("run %d: kcat %s, kafka sink alone %s, pktpipe→kafka %s, pktpipe→file %s (load %s)\n", i+1,
 			last(kc), last(so), last(pp), last(fs), loadavg())
@@ -399,7 +404,7 @@ func sinkChild(events, topic, opts string) error {
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(os.Stdout).Encode(struct{ WallNS, CPUNS int64 }{int64(res.wall), int64(res.cpu)})
+	return json.NewEncoder(os.Stdout).Encode(struct{ WallNS, CPUNS, Batches int64 }{int64(res.wall), int64(res.cpu), res.batches})
 }
 
 // sinkAlone sends evs through a Kafka sink made as the CLI makes it and
@@ -455,16 +460,19 @@ func sinkAlone(addr, topic, opts string, evs *store) (result, error) {
 	wall := time.Since(start)
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	cpu := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano())
-	var delivered float64
+	var delivered, batches float64
 	for _, x := range reg.Snapshot() {
-		if x.Name == "pktpipe_kafka_delivered_total" {
+		switch x.Name {
+		case "pktpipe_kafka_delivered_total":
 			delivered = x.Value
+		case "pktpipe_kafka_batches_total":
+			batches = x.Value
 		}
 	}
 	if int(delivered) != n {
 		return result{}, fmt.Errorf("the sink delivered %.0f of %d events", delivered, n)
 	}
-	return result{wall: wall, cpu: cpu}, nil
+	return result{wall: wall, cpu: cpu, batches: int64(batches)}, nil
 }
 
 func loadavg() string {
