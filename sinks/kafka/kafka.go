@@ -84,6 +84,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,6 +134,7 @@ type record struct {
 	due      time.Time // when a retry may go
 	attempts int
 	state    recState
+	slot     int        // its index in Sink.outstanding + 1 (0: not there)
 	body     int        // its record's size after the length, at offset delta 0 (produce.go)
 	wire     int        // its size in a record batch, at most
 	typ      event.Type // for the spool
@@ -174,7 +176,7 @@ func (r *record) setHeaders(shared []kafkago.Header, id uint64) {
 
 // recordOverhead is the memory an accepted event holds besides its key
 // and value buffers: the record (with its kafka-go Message), its entry
-// in the outstanding map and its slots in the pending queue, its
+// in the outstanding list and its slots in the pending queue, its
 // partition's queue and its batch.
 const recordOverhead = int64(unsafe.Sizeof(record{})) + 64
 
@@ -262,7 +264,7 @@ type Sink struct {
 	closed      bool
 	inflightN   int
 	inflightB   int64
-	outstanding map[*record]struct{}
+	outstanding []*record // accepted and not yet released, each at its slot-1
 	free        []*record // acknowledged, for reuse (recycle)
 	pending     []*record
 	retries     retryHeap // records whose topic's metadata failed, waiting for a retry
@@ -349,19 +351,18 @@ func New(cfg Config) (*Sink, error) {
 	}
 	enc, codec, tlsCfg, mech := b.enc, b.codec, b.tls, b.sasl
 	s := &Sink{
-		cfg:         cfg,
-		enc:         enc,
-		headers:     map[event.Type][]kafkago.Header{},
-		spill:       &spillFile{path: cfg.SpillPath, json: enc.Format() == encode.FormatJSON},
-		wake:        make(chan struct{}, 1),
-		space:       make(chan struct{}, 1),
-		senderDone:  make(chan struct{}),
-		outstanding: map[*record]struct{}{},
-		spilledBy:   map[string]uint64{},
-		m:           newMetrics(cfg.Stats),
-		drainStop:   make(chan struct{}),
-		drainDone:   make(chan struct{}),
-		drainSpace:  make(chan struct{}, 1),
+		cfg:        cfg,
+		enc:        enc,
+		headers:    map[event.Type][]kafkago.Header{},
+		spill:      &spillFile{path: cfg.SpillPath, json: enc.Format() == encode.FormatJSON},
+		wake:       make(chan struct{}, 1),
+		space:      make(chan struct{}, 1),
+		senderDone: make(chan struct{}),
+		spilledBy:  map[string]uint64{},
+		m:          newMetrics(cfg.Stats),
+		drainStop:  make(chan struct{}),
+		drainDone:  make(chan struct{}),
+		drainSpace: make(chan struct{}, 1),
 	}
 	if cfg.SpoolDir != "" {
 		sp, err := openSpool(&cfg, &s.m, s.spoolFailed)
@@ -565,7 +566,8 @@ func (s *Sink) admit(recs []*record, size int64) bool {
 	s.inflightN += len(recs)
 	s.inflightB += size
 	for _, r := range recs {
-		s.outstanding[r] = struct{}{}
+		s.outstanding = append(s.outstanding, r)
+		r.slot = len(s.outstanding)
 	}
 	s.pending = append(s.pending, recs...)
 	s.m.inflightN.Set(int64(s.inflightN))
@@ -598,7 +600,15 @@ func (s *Sink) inflight() (int, int64) {
 // release gives back r's budget; s.mu is held.
 func (s *Sink) release(r *record) {
 	r.state = stateDone
-	delete(s.outstanding, r)
+	if r.slot == 0 {
+		return // never admitted
+	}
+	last := len(s.outstanding) - 1
+	moved := s.outstanding[last]
+	s.outstanding[r.slot-1], moved.slot = moved, r.slot
+	s.outstanding[last] = nil
+	s.outstanding = s.outstanding[:last]
+	r.slot = 0
 	s.inflightN--
 	s.inflightB -= r.cost
 }
@@ -852,12 +862,11 @@ func (s *Sink) completion(recs []*record, err error) {
 			lat := now.Sub(r.accepted)
 			latSum += uint64(lat.Microseconds())
 			sec := lat.Seconds()
-			for j, b := range latencyBounds {
-				if sec <= b {
-					buckets[j]++
-				}
+			j := 0
+			for j < len(latencyBounds) && sec > latencyBounds[j] {
+				j++
 			}
-			buckets[len(latencyBounds)]++
+			buckets[j]++ // made cumulative below
 			s.recycle(r)
 		default:
 			// The broker's limit is below ours.
@@ -879,9 +888,10 @@ func (s *Sink) completion(recs []*record, err error) {
 		s.m.batches.Inc()
 		s.m.latSumUS.Add(latSum)
 		s.m.latCount.Add(uint64(delivered))
+		var cum uint64
 		for j, c := range s.m.latBuckets {
-			if buckets[j] > 0 {
-				c.Add(buckets[j])
+			if cum += buckets[j]; cum > 0 {
+				c.Add(cum)
 			}
 		}
 	}
@@ -975,10 +985,7 @@ func (s *Sink) Abandon() []any {
 // takeOutstanding releases and returns every event not yet acknowledged
 // or spilled; s.mu is held.
 func (s *Sink) takeOutstanding() []*record {
-	rest := make([]*record, 0, len(s.outstanding))
-	for r := range s.outstanding {
-		rest = append(rest, r)
-	}
+	rest := slices.Clone(s.outstanding)
 	for _, r := range rest {
 		s.release(r)
 	}
