@@ -127,6 +127,20 @@ func (a *Analyzer) get(f *flow.Flow) *state {
 	return s
 }
 
+// Engage implements flow.Engager: the start of each direction a
+// handshake's SYNs gave, while it kept no state.
+func (a *Analyzer) Engage(f *flow.Flow) {
+	fl, _, _ := f.FirstTCP()
+	rfl, seq, _, ok := f.Reply()
+	if f.State(a.slot) != nil || (fl|rfl)&packet.TCPSyn == 0 {
+		return
+	}
+	s := a.get(f) // with the first packet's
+	if h := &s.d[(f.FirstDir()^1)&1]; ok && rfl&packet.TCPSyn != 0 {
+		h.synSeen, h.next = true, seq+1
+	}
+}
+
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
 	m := &p.Meta
@@ -141,6 +155,9 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	}
 	if _, _, bare := f.FirstTCP(); bare && f.Packets(0)+f.Packets(1) == 1 {
 		return // a SYN first: the flow table holds its sequence number (get)
+	}
+	if f.Handshake() {
+		return // a handshake's reply: the flow table holds it (Engage)
 	}
 	s := a.get(f)
 	if s == nil {

@@ -129,12 +129,28 @@ func (c *compact) add(k *counts, d flow.Dir, ts int64, size uint64, tcp bool, fl
 // replayFirst makes c, empty, what f's first packet (of size bytes)
 // would have made it, from the flow table: a flow keeps no state for its
 // first packet (Analyzer.Packet).
-func (c *compact) replayFirst(f *flow.Flow, size uint64) {
+func (c *compact) replayFirst(f *flow.Flow, size uint64) bool {
 	fd := f.FirstDir()
 	k := counts{first: f.First()}
 	k.pkts[fd], k.bytes[fd] = 1, size
 	fl, _, _ := f.FirstTCP()
-	c.add(&k, fd, f.First(), size, f.Proto() == packet.ProtoTCP, fl)
+	return c.add(&k, fd, f.First(), size, f.Proto() == packet.ProtoTCP, fl)
+}
+
+// replay makes c, empty, what f's packets would have made it when they
+// are its first and, in a handshake, the reply (from the flow table), and
+// reports whether they fitted.
+func (c *compact) replay(f *flow.Flow) bool {
+	fd := f.FirstDir()
+	if !c.replayFirst(f, f.Bytes(fd)) {
+		return false
+	}
+	fl, _, _, ok := f.Reply()
+	if !ok {
+		return true
+	}
+	k := countsOf(f)
+	return c.add(&k, fd^1, f.Last(), f.Bytes(fd^1), true, fl)
 }
 
 // widen writes c into s as the wide state would hold it after the

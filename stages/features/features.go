@@ -304,6 +304,8 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		switch total := f.Packets(0) + f.Packets(1); {
 		case total == 1 && a.deferrable(f) && size <= math.MaxUint16:
 			return
+		case total == 2 && f.Handshake() && a.deferred(f, dir, size) && a.replyFits(f):
+			return // the reply of a handshake: Engage
 		case total == 2 && a.deferred(f, dir, size):
 			c := a.getCompact()
 			c.replayFirst(f, firstSize(f, dir, size))
@@ -321,6 +323,24 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		f.SetState(a.slot, x)
 	}
 	x.st.add(dir, p.Timestamp, size, fl)
+}
+
+// Engage implements flow.Engager: the compact state of a handshake that
+// kept none (its first packet, and its reply if it fitted).
+func (a *Analyzer) Engage(f *flow.Flow) {
+	if f.State(a.slot) != nil || !a.deferrable(f) {
+		return
+	}
+	c := a.getCompact()
+	c.replay(f)
+	f.SetState(a.slot, c)
+}
+
+// replyFits reports whether the reply of a handshake, counted, fits the
+// compact state with the first packet.
+func (a *Analyzer) replyFits(f *flow.Flow) bool {
+	var c compact
+	return c.replay(f)
 }
 
 // deferrable reports whether f's state may start compact: the flow
@@ -410,13 +430,13 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	case *Features:
 		x = s
 	default:
-		// A one-packet flow kept nothing (deferred): the compact state
-		// its packet would have made, widened.
-		if f.Packets(0)+f.Packets(1) != 1 || !a.deferrable(f) {
+		// A one-packet flow, or a handshake, kept nothing (deferred):
+		// the compact state its packets would have made, widened.
+		if (f.Packets(0)+f.Packets(1) != 1 && !f.Handshake()) || !a.deferrable(f) {
 			return
 		}
 		var c compact
-		c.replayFirst(f, f.Bytes(f.FirstDir()))
+		c.replay(f)
 		x = &Features{}
 		k := countsOf(f)
 		c.widen(&x.st, &k, f.Proto() == packet.ProtoTCP, false, 0, 0)

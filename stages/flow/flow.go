@@ -157,13 +157,16 @@
 // Most flows of a flood or a scan have one packet, or a handshake and no
 // payload. The entry keeps what such a flow's first packet tells an
 // analyzer (First, FirstDir, the counters, FirstTCP: its TCP flags,
-// sequence number and whether it carried payload), so the analyzers keep
-// nothing for a flow's first packet when it carries no payload: a flow
-// costs them state only when a second packet (or an ICMP error about it)
-// engages them, and they rebuild then, from the entry, what the first
-// packet would have left; End writes a one-packet flow's part of the
-// record from the entry alone. A million SYNs cost the entries and
-// nothing else.
+// sequence number and whether it carried payload) and, while the flow is
+// a handshake (Handshake: a bare first TCP segment and at most a bare
+// reply), what the reply tells (Reply: its flags, sequence number and
+// whether it acknowledged the first; its time is Last). The analyzers
+// keep nothing for those packets: a flow costs them state only when a
+// later packet (or an ICMP error about it) engages them, and they rebuild
+// then, from the entry, what those packets would have left (Engager's
+// Engage is called before the packet that ends a handshake is counted);
+// End writes such a flow's part of the record from the entry alone. A
+// million SYNs, answered or not, cost the entries and nothing else.
 package flow
 
 import (
@@ -204,6 +207,17 @@ type Analyzer interface {
 	// to rec.Extra and emit events (they precede rec), and must release
 	// its per-flow state.
 	End(f *Flow, rec *event.Flow, em *pipeline.Emitter)
+}
+
+// Engager is an Analyzer that keeps no state for a flow's handshake
+// (Flow.Handshake): Engage is called when the handshake ends, before the
+// flow table counts the packet that ends it, while the entry still holds
+// what the handshake said, so that the analyzer makes then the state its
+// packets would have left (End and ICMPError find a flow still in its
+// handshake and make what they need from the entry). Engage is called for
+// every Engager, whether it still wants the flow's packets or not.
+type Engager interface {
+	Engage(f *Flow)
 }
 
 // IntervalWriter is an Analyzer whose part of the flow record covers each
@@ -278,6 +292,7 @@ type Flow struct {
 	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID, bitFirstBare, bitLive
 	flags       [2]uint8 // TCP flags by Dir
 	firstFlags  uint8    // TCP flags of the first packet
+	replySeq    uint32   // sequence number of the first reply (Reply)
 	// By protocol: for ICMP/ICMPv6, the first type and code seen each way
 	// (icmpType, icmpCode: EVE's icmp_type and response_icmp_type on the
 	// record; the first packet's are those of its direction); for TCP, the
@@ -292,6 +307,8 @@ const (
 	bitCID                      // the Community ID is in ch.cids
 	bitFirstBare                // the first packet was a whole TCP header without payload
 	bitLive                     // the entry is a table's (in a slab)
+	bitHandshake                // Handshake
+	bitReplyAcks                // the reply acknowledged the first packet
 )
 
 // table is the Processor whose slab holds f (nil for a Flow that is not
@@ -345,6 +362,26 @@ func (f *Flow) FirstTCP() (flags uint8, seq uint32, bare bool) {
 		return 0, 0, false
 	}
 	return f.firstFlags, binary.LittleEndian.Uint32(f.l4[:]), f.bits&bitFirstBare != 0
+}
+
+// Handshake reports whether the packets of f so far are a bare TCP
+// segment (FirstTCP) and at most one reply: the first packet the other
+// way, bare too and not older. Analyzers that implement Engager may keep
+// nothing for such a flow: what its packets said is in the entry
+// (FirstTCP, Reply, First, Last, the counters), and Engage is called
+// before the flow table counts the packet that ends the handshake.
+func (f *Flow) Handshake() bool { return f.bits&bitHandshake != 0 }
+
+// Reply returns, while f is a handshake with a reply (ok), the reply's
+// TCP flags and sequence number and whether it acknowledged the first
+// packet (ACK set, acknowledgment number its sequence number + 1). Its
+// direction is the other than FirstDir, its time Last.
+func (f *Flow) Reply() (flags uint8, seq uint32, acksFirst, ok bool) {
+	other := f.FirstDir() ^ 1
+	if f.bits&bitHandshake == 0 || f.pkts[other] == 0 {
+		return 0, 0, false, false
+	}
+	return f.flags[other], f.replySeq, f.bits&bitReplyAcks != 0, true
 }
 
 // FirstInterval reports whether f has written no record at the active

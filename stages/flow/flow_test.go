@@ -667,3 +667,68 @@ func TestFirstTCP(t *testing.T) {
 		t.Errorf("ICMP: FirstICMP = %d/%d, want 8/0", typ, code)
 	}
 }
+
+// engageRecorder notes, for each Engage, what the flow said then.
+type engageRecorder struct {
+	noop
+	calls []string
+}
+
+type noop struct{}
+
+func (noop) Packet(*Flow, *packet.Packet, Dir, *pipeline.Emitter) {}
+func (noop) ICMPError(*Flow, *packet.Packet, *pipeline.Emitter)   {}
+func (noop) End(*Flow, *event.Flow, *pipeline.Emitter)            {}
+
+func (e *engageRecorder) Engage(f *Flow) {
+	fl, seq, acks, ok := f.Reply()
+	e.calls = append(e.calls, fmt.Sprintf("pkts %d handshake %v reply %#x %d %v %v", f.Packets(0)+f.Packets(1), f.Handshake(), fl, seq, acks, ok))
+}
+
+// TestHandshake: a flow is a handshake while it has a bare first packet
+// and at most a bare, not older reply; the packet that ends it calls
+// Engage first, once, with the handshake still readable.
+func TestHandshake(t *testing.T) {
+	seg := func(ts int64, toServer bool, flags uint8, seq, ack uint32, payload uint16) packet.Packet {
+		q := tcpPkt(ts, cli, 40000, srv, 443, flags, 60)
+		if !toServer {
+			q = tcpPkt(ts, srv, 443, cli, 40000, flags, 60)
+		}
+		q.Meta.Seq, q.Meta.Ack, q.Meta.PayloadLen = seq, ack, payload
+		return q
+	}
+	for _, c := range []struct {
+		name  string
+		pkts  []packet.Packet
+		after []bool // Handshake after each packet
+		calls []string
+	}{
+		{"syn, syn/ack, ack", []packet.Packet{seg(t0, true, syn, 100, 0, 0), seg(t0+1, false, synack, 500, 101, 0), seg(t0+2, true, ack, 101, 501, 0)},
+			[]bool{true, true, false}, []string{"pkts 2 handshake true reply 0x12 500 true true"}},
+		{"wrong ack", []packet.Packet{seg(t0, true, syn, 100, 0, 0), seg(t0+1, false, synack, 500, 7, 0), seg(t0+2, true, ack, 101, 501, 0)},
+			[]bool{true, true, false}, []string{"pkts 2 handshake true reply 0x12 500 false true"}},
+		{"syn twice", []packet.Packet{seg(t0, true, syn, 100, 0, 0), seg(t0+1, true, syn, 100, 0, 0)},
+			[]bool{true, false}, []string{"pkts 1 handshake true reply 0x0 0 false false"}},
+		{"older reply", []packet.Packet{seg(t0, true, syn, 100, 0, 0), seg(t0-1, false, synack, 500, 101, 0)},
+			[]bool{true, false}, []string{"pkts 1 handshake true reply 0x0 0 false false"}},
+		{"reply with payload", []packet.Packet{seg(t0, true, syn, 100, 0, 0), seg(t0+1, false, synack, 500, 101, 5)},
+			[]bool{true, false}, []string{"pkts 1 handshake true reply 0x0 0 false false"}},
+		{"payload first", []packet.Packet{seg(t0, true, syn, 100, 0, 5), seg(t0+1, false, synack, 500, 106, 0)},
+			[]bool{false, false}, nil},
+	} {
+		rec := &engageRecorder{}
+		p := NewProcessor(Config{Workers: 1, MaxFlows: 8}, rec)
+		col := newCollector(false)
+		for i := range c.pkts {
+			p.Packet(&c.pkts[i], col.em)
+			f := p.Lookup(packet.FlowKey{Src: cli, Dst: srv, SrcPort: 40000, DstPort: 443, Proto: packet.ProtoTCP})
+			if f.Handshake() != c.after[i] {
+				t.Errorf("%s: after packet %d Handshake() = %v", c.name, i, f.Handshake())
+			}
+		}
+		col.close()
+		if !slices.Equal(rec.calls, c.calls) {
+			t.Errorf("%s: Engage calls %q, want %q", c.name, rec.calls, c.calls)
+		}
+	}
+}

@@ -150,6 +150,7 @@ type Processor struct {
 	timeout   [nClasses]int64
 	active    int64            // Timeouts.Active, 0 = off
 	iw        []IntervalWriter // by slot, nil where the analyzer is not one
+	engagers  []Engager
 
 	// What only some flows need (Flow.ext), and the free entries.
 	exts    []ext
@@ -212,6 +213,9 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 	p.iw = make([]IntervalWriter, len(analyzers))
 	for i, a := range analyzers {
 		p.iw[i], _ = a.(IntervalWriter)
+		if e, ok := a.(Engager); ok {
+			p.engagers = append(p.engagers, e)
+		}
 	}
 	p.ix = newIndex(cfg.MaxFlows)
 	for c := range nClasses {
@@ -381,6 +385,14 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 	if swapped == f.clientSrc() { // the sender is not the client
 		dir = ToClient
 	}
+	if f.bits&bitHandshake != 0 && f.seen != 0 && !p.reply(f, m, dir, ts) {
+		// The handshake is over: the analyzers that kept nothing for it
+		// make its state while the entry still tells it.
+		for _, e := range p.engagers {
+			e.Engage(f)
+		}
+		f.bits &^= bitHandshake
+	}
 	if ts > f.last {
 		f.last = ts
 	}
@@ -523,9 +535,24 @@ func (p *Processor) start(i int32, f *Flow, ck *key, swapped bool, pk *packet.Pa
 		f.firstFlags = m.TCPFlags
 		binary.LittleEndian.PutUint32(f.l4[:], m.Seq)
 		if bareSegment(m) {
-			f.bits |= bitFirstBare
+			f.bits |= bitFirstBare | bitHandshake
 		}
 	}
+}
+
+// reply reports whether the packet of a flow still in its handshake
+// (Flow.Handshake) keeps it there, as the first reply, which it then
+// notes: the flow's second packet, the first the other way, without
+// payload and not older than the first.
+func (p *Processor) reply(f *Flow, m *packet.Meta, dir Dir, ts int64) bool {
+	if f.seen != 1<<f.FirstDir() || dir == f.FirstDir() || f.Packets(f.FirstDir()) != 1 || ts < f.first || !bareSegment(m) {
+		return false
+	}
+	f.replySeq = m.Seq
+	if _, seq, _ := f.FirstTCP(); m.TCPFlags&packet.TCPAck != 0 && m.Ack == seq+1 {
+		f.bits |= bitReplyAcks
+	}
+	return true
 }
 
 // bareSegment reports whether a TCP packet has its whole header and no

@@ -175,7 +175,17 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	if bare && f.Packets(0)+f.Packets(1) == 1 {
 		return // the flow table holds the range it sends (stateOf)
 	}
+	if st := a.col.Get(f); f.Handshake() && (st == nil || !st.known(dir)) {
+		return // a handshake's reply, noted nowhere else yet: Engage
+	}
 	a.stateOf(f).add(dir, m.Seq, segEnd(m.Seq, segLen(m), m.TCPFlags))
+}
+
+// Engage implements flow.Engager: the ranges of a handshake.
+func (a *Analyzer) Engage(f *flow.Flow) {
+	if _, _, bare := f.FirstTCP(); bare {
+		a.stateOf(f)
+	}
 }
 
 // segEnd is the end of a segment's sequence range.
@@ -190,24 +200,22 @@ func segEnd(seq uint32, n int, fl uint8) uint32 {
 	return end
 }
 
-// A TCP flow whose first packet had no payload keeps no state for it: the
-// flow table holds its sequence number and flags, and stateOf adds its
-// range when the flow needs a state.
+// A TCP flow whose first packet had no payload keeps no state for it,
+// nor for its reply while it is a handshake (Flow.Handshake): the flow
+// table holds their sequence numbers and flags, and stateOf adds their
+// ranges when the flow needs a state.
 
-// stateOf returns f's state, with the range of a bare first packet added
-// if f has none yet.
+// stateOf returns f's state, with the ranges of a bare first packet and
+// of a handshake's reply added if it does not hold them.
 func (a *Analyzer) stateOf(f *flow.Flow) *flowState {
 	st := a.col.Of(f)
-	a.addFirst(f, st)
-	return st
-}
-
-// addFirst adds the range of f's first packet to st if it was bare and
-// st, empty, does not hold it.
-func (a *Analyzer) addFirst(f *flow.Flow, st *flowState) {
 	if fl, seq, bare := f.FirstTCP(); bare && st.bits&3 == 0 {
 		st.add(f.FirstDir(), seq, segEnd(seq, 0, fl))
 	}
+	if fl, seq, _, ok := f.Reply(); ok && !st.known(f.FirstDir()^1) {
+		st.add(f.FirstDir()^1, seq, segEnd(seq, 0, fl))
+	}
+	return st
 }
 
 // segLen is a TCP segment's payload length on the wire (from the IP

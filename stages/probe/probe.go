@@ -305,33 +305,57 @@ func (a *Analyzer) stateOf(f *flow.Flow) *state {
 	s := a.col.Of(f)
 	if s.kind == 0 {
 		if k := firstAttempt(f); k != 0 {
-			*s = firstState(f, k)
+			a.replay(f, s, k)
 		}
 	}
 	return s
 }
 
-// view returns f's state without making one: a copy of what the flow
-// table says for an attempt that has kept none (nil if not an attempt).
+// replay makes s what an attempt (kind k) that kept no state would hold:
+// its first packet's, and the answer of a handshake's reply.
+func (a *Analyzer) replay(f *flow.Flow, s *state, k Kind) {
+	*s = firstState(f, k)
+	if fl, _, acks, ok := f.Reply(); ok {
+		a.fromServer(f, s, fl, acks, f.Last())
+	}
+}
+
+// view returns f's state without making one: what the flow table says
+// for an attempt that has kept none, in tmp (nil if not an attempt).
 func (a *Analyzer) view(f *flow.Flow, tmp *state) *state {
 	if s := a.col.Get(f); s != nil && s.kind != 0 {
 		return s
 	}
 	if k := firstAttempt(f); k != 0 {
-		*tmp = firstState(f, k)
+		a.replay(f, tmp, k)
 		return tmp
 	}
 	return nil
 }
 
+// Engage implements flow.Engager: the answer of a handshake's reply to
+// an attempt that kept no state.
+func (a *Analyzer) Engage(f *flow.Flow) {
+	if _, _, _, ok := f.Reply(); ok && firstAttempt(f) != 0 {
+		a.stateOf(f)
+	}
+}
+
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipeline.Emitter) {
 	m := &p.Meta
-	if f.Packets(flow.ToServer)+f.Packets(flow.ToClient) == 1 {
+	switch f.Packets(flow.ToServer) + f.Packets(flow.ToClient) {
+	case 1:
 		if firstAttempt(f) == 0 {
 			f.SkipPackets(a.slot)
 		}
 		return // an attempt: the flow table holds what its first packet says
+	case 2:
+		if g := a.col.Get(f); f.Handshake() && (g == nil || g.kind == 0) {
+			// The reply of a handshake (an attempt's: not skipped) that
+			// kept no state (no ICMP error came): Engage.
+			return
+		}
 	}
 	s := a.stateOf(f)
 	if s.kind == 0 {
@@ -360,24 +384,9 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 	// From the server.
 	switch s.kind {
 	case KindTCP:
-		fl := m.TCPFlags
-		var o Outcome
-		switch {
-		case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck:
-			o = Open
-		case fl&packet.TCPRst != 0 && fl&packet.TCPSyn == 0:
-			o = Closed
-		default:
-			return
-		}
-		// An RST in answer to a SYN carries ACK (RFC 9293 3.10.7.1); one
-		// without it, or acknowledging another sequence number, is not an
-		// answer to these probes.
-		if fl&packet.TCPAck == 0 || (m.Ack != s.seqFirst+1 && m.Ack != s.seqLast+1) {
-			a.badAnswer.Inc()
-			return
-		}
-		a.answer(s, o, p.Timestamp)
+		acks := m.Ack == s.seqFirst+1 || m.Ack == s.seqLast+1
+		a.fromServer(f, s, m.TCPFlags, m.TCPFlags&packet.TCPAck != 0 && acks, p.Timestamp)
+		return
 	case KindUDP:
 		a.answer(s, Open, p.Timestamp)
 	case KindEcho:
@@ -386,6 +395,31 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		}
 		a.answer(s, Open, p.Timestamp)
 	}
+	a.dropReporter(s)
+	f.SkipPackets(a.slot)
+}
+
+// fromServer takes a TCP segment from the target, with flags fl, acks
+// telling whether it acknowledged one of the client's SYNs (ACK set, the
+// acknowledgment number one of theirs + 1).
+func (a *Analyzer) fromServer(f *flow.Flow, s *state, fl uint8, acks bool, ts int64) {
+	var o Outcome
+	switch {
+	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck:
+		o = Open
+	case fl&packet.TCPRst != 0 && fl&packet.TCPSyn == 0:
+		o = Closed
+	default:
+		return
+	}
+	// An RST in answer to a SYN carries ACK (RFC 9293 3.10.7.1); one
+	// without it, or acknowledging another sequence number, is not an
+	// answer to these probes.
+	if !acks {
+		a.badAnswer.Inc()
+		return
+	}
+	a.answer(s, o, ts)
 	a.dropReporter(s)
 	f.SkipPackets(a.slot)
 }
@@ -401,9 +435,16 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 	if f == nil {
 		return
 	}
-	var tmp state
-	v := a.view(f, &tmp)
-	if v == nil || v.final {
+	var s *state
+	switch g := a.col.Get(f); {
+	case g != nil && g.kind != 0:
+		s = g
+	case firstAttempt(f) != 0:
+		s = a.stateOf(f) // an attempt that kept no state: now it does
+	default:
+		return
+	}
+	if s.final {
 		return
 	}
 	m := &p.Meta
@@ -432,14 +473,13 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 		a.badDir.Inc()
 		return
 	}
-	if v.kind == KindTCP {
+	if s.kind == KindTCP {
 		q := &m.Quote
-		if !q.HasSeq || (q.Seq != v.seqFirst && q.Seq != v.seqLast) {
+		if !q.HasSeq || (q.Seq != s.seqFirst && q.Seq != s.seqLast) {
 			a.badQuote.Inc()
 			return
 		}
 	}
-	s := a.stateOf(f)
 	s.out, s.answered = o, true
 	s.rtt = max(0, p.Timestamp-s.lastProbe)
 	a.setReporter(s, m.Src)

@@ -234,6 +234,9 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		s.t0, s.synSeq = ts, m.Seq
 		s.t1, s.synacks = 0, 0 // a SYN/ACK must answer this SYN
 	case fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn|packet.TCPAck && dir == flow.ToClient:
+		if f.Handshake() && synFirst(f) {
+			return // the reply of a handshake: Engage
+		}
 		s := a.get(f)
 		if s == nil || s.syns == 0 || m.Ack != s.synSeq+1 {
 			return
@@ -277,6 +280,18 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		ev.PcapCnt = p.Index
 		em.Emit(ev)
 	}
+}
+
+// Engage implements flow.Engager: a handshake's SYN/ACK answering its
+// SYN, which kept no state, is timed.
+func (a *Analyzer) Engage(f *flow.Flow) {
+	fl, seq, acks, ok := f.Reply()
+	if !ok || !acks || fl&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn|packet.TCPAck || !synFirst(f) {
+		return
+	}
+	s := a.stateOf(f)
+	s.t1, s.synackSeq = f.Last(), seq
+	inc(&s.synacks)
 }
 
 // get returns f's state for an answer: nil when f has none (and its

@@ -160,8 +160,15 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 		f.SkipPackets(a.slot) // a flow keeps its protocol
 		return
 	}
-	if f.Packets(0)+f.Packets(1) == 1 && deferred(f) {
-		return // the flow table holds what this packet says
+	switch f.Packets(0) + f.Packets(1) {
+	case 1:
+		if deferred(f) {
+			return // the flow table holds what this packet says
+		}
+	case 2:
+		if f.Handshake() && replyDeferred(f) {
+			return // the reply of a handshake: Engage
+		}
 	}
 	s := a.col.Of(f)
 	if !s.started && deferred(f) {
@@ -176,6 +183,34 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, _ *pipel
 func deferred(f *flow.Flow) bool {
 	fl, _, bare := f.FirstTCP()
 	return bare && fl&(packet.TCPSyn|packet.TCPRst) != 0
+}
+
+// replyDeferred reports whether the reply of f, a handshake, left no
+// state either: a SYN/ACK or RST (no payload, as in every handshake).
+func replyDeferred(f *flow.Flow) bool {
+	fl, _, _, ok := f.Reply()
+	return ok && fl&(packet.TCPSyn|packet.TCPRst) != 0 && deferred(f)
+}
+
+// Engage implements flow.Engager: the state of a handshake that kept
+// none.
+func (a *Analyzer) Engage(f *flow.Flow) {
+	if !deferred(f) {
+		return
+	}
+	if s := a.col.Of(f); !s.started {
+		a.replay(f, s)
+	}
+}
+
+// replay makes s, empty, what f's deferred packets would have made it:
+// its first, and the reply of a handshake.
+func (a *Analyzer) replay(f *flow.Flow, s *state) {
+	a.replayFirst(f, s)
+	if replyDeferred(f) {
+		fl, seq, _, _ := f.Reply()
+		a.segment(s, f.FirstDir()^1, fl, 0, 1, seq)
+	}
 }
 
 // replayFirst makes s, empty, what f's deferred first packet would have
@@ -414,9 +449,10 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		if !deferred(f) {
 			return
 		}
-		// A one-packet flow kept nothing: its state from the flow table.
+		// A one-packet flow or a handshake kept nothing: its state from
+		// the flow table.
 		var one state
-		a.replayFirst(f, &one)
+		a.replay(f, &one)
 		s = &one
 	}
 	var missed [2]uint64

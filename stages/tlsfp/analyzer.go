@@ -69,8 +69,8 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		syn, _ := st.(*synOnly)
 		if len(p.Payload()) == 0 {
 			if m.TCPFlags&tcpSYN != 0 {
-				if _, _, bare := f.FirstTCP(); bare && f.Packets(0)+f.Packets(1) == 1 {
-					return
+				if _, _, bare := f.FirstTCP(); (bare && f.Packets(0)+f.Packets(1) == 1) || f.Handshake() {
+					return // the first packet, or a handshake's reply: Engage
 				}
 				if syn == nil {
 					syn = a.getSyn()
@@ -97,6 +97,19 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 		f.SetState(a.slot, finished)
 		f.SkipPackets(a.slot)
 	}
+}
+
+// Engage implements flow.Engager: the SYNs of a handshake, which kept no
+// state.
+func (a *Analyzer) Engage(f *flow.Flow) {
+	rfl, seq, _, ok := f.Reply()
+	if !ok || rfl&tcpSYN == 0 || f.State(a.slot) != nil {
+		return // the first packet's alone stays in the flow table (firstSyn)
+	}
+	syn := a.getSyn()
+	syn.firstSyn(f)
+	syn.see(Dir(f.FirstDir()^1), seq)
+	f.SetState(a.slot, syn)
 }
 
 // ICMPError implements flow.Analyzer (nothing to do).
