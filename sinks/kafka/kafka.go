@@ -274,6 +274,9 @@ type Sink struct {
 	// that find no room are spilled at once. An ack or an admitted batch
 	// clears it.
 	overflow atomic.Bool
+	// flushing is set by Close: the sender makes batches without waiting
+	// for BatchTimeout.
+	flushing atomic.Bool
 	// spilledBy counts spilled events by reason, for Close's log.
 	spilledMu sync.Mutex
 	spilledBy map[string]uint64
@@ -1012,6 +1015,8 @@ func (s *Sink) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.flushing.Store(true) // no more lingering: nothing else will come
+	signal(s.wake)
 
 	deadline := time.NewTimer(s.cfg.DrainTimeout)
 	defer deadline.Stop()

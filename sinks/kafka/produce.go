@@ -32,7 +32,7 @@ import (
 //     (murmur2, as before) and queues it on that partition, in order.
 //   - A partition's queue is sealed into a batch when it holds BatchSize
 //     records or BatchBytes bytes, or BatchTimeout after its first record
-//     once nothing of the partition is in flight. At most maxBuilding
+//     (at once after Close) once nothing of the partition is in flight. At most maxBuilding
 //     batches are encoded and compressed at once, each in a goroutine of
 //     its own, while earlier batches are at the broker: compressing the
 //     next batch overlaps the network wait.
@@ -317,7 +317,7 @@ func (s *Sink) seal(now time.Time) {
 			continue
 		}
 		full := len(pt.queue) >= s.cfg.BatchSize || pt.queueB >= s.cfg.BatchBytes-batchHeaderLen
-		if !full && (pt.inflight != nil || now.Sub(pt.since) < s.cfg.BatchTimeout) {
+		if !full && (pt.inflight != nil || (now.Sub(pt.since) < s.cfg.BatchTimeout && !s.flushing.Load())) {
 			continue
 		}
 		n, size := 0, 0
@@ -541,7 +541,9 @@ func (s *Sink) nextWake(now time.Time) time.Duration {
 		switch {
 		case len(pt.ready) > 0 && pt.ready[0].built && pt.inflight == nil:
 			next = min(next, pt.notBefore.Sub(now))
-		case len(pt.queue) > 0 && len(pt.ready) == 0 && pt.inflight == nil:
+		case len(pt.queue) > 0 && len(pt.ready) == 0 && pt.inflight == nil && s.prod.building < maxBuilding:
+			// (With maxBuilding batches being built, the next one built
+			// wakes the sender.)
 			next = min(next, pt.since.Add(s.cfg.BatchTimeout).Sub(now))
 		}
 	}
