@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
 )
@@ -17,6 +18,16 @@ type JSON struct {
 	notFirst [maxDepth + 1]bool // a value was already written at this depth
 	afterKey bool               // the next value follows a key: no comma
 	secs     eveSeconds         // the last second written by Time
+	names    [256]plainName     // Key's memory of names found plain
+}
+
+// plainName is a name Key found plain, by its bytes' address and length:
+// names are nearly all string constants met again and again, and a Go
+// string's bytes never change, so a name seen at the same address with
+// the same length needs no second look.
+type plainName struct {
+	p *byte
+	n int
 }
 
 // NewJSON returns a JSON encoder.
@@ -84,7 +95,10 @@ func (e *JSON) EndArray()    { e.close(']') }
 // they take a short path: one check, then the bytes.
 func (e *JSON) Key(k string) {
 	e.sep()
-	if plainPrefix(k) == len(k) {
+	p := unsafe.StringData(k)
+	known := &e.names[(uintptr(unsafe.Pointer(p))>>3^uintptr(len(k)))%uintptr(len(e.names))]
+	if (known.p == p && known.n == len(k)) || plainPrefix(k) == len(k) {
+		*known = plainName{p, len(k)}
 		e.buf = append(append(append(e.buf, '"'), k...), '"', ':')
 	} else {
 		e.buf = append(appendJSONString(e.buf, k), ':')
