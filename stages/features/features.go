@@ -50,8 +50,10 @@
 // # State and cost
 //
 // Per flow, a fixed-size state (counters, extremes, and Welford sums of
-// squared deviations; no stored samples), made at the flow's first packet,
-// in one of two forms (compact.go):
+// squared deviations; no stored samples), in one of two forms
+// (compact.go); a compact flow's is made at its second packet, or when its
+// TCP handshake ends (flow.Flow's Handshake), from what the flow table
+// holds of the packets before (a flood's flows have none):
 //
 //   - compact, 96 bytes, from a per-worker free list: most flows. It
 //     holds narrow fields (sizes, gaps and the PSH count up to 65535, the

@@ -48,7 +48,10 @@
 // bytes of a flow.Column (no allocation, no pointer); other protocols'
 // flows are skipped. The feedback of flows that drew errors is in a side
 // table the state indexes. Events and the record's items allocate, once
-// per ICMP error.
+// per ICMP error. A TCP flow's first packet without payload, and the
+// reply of a handshake (flow.Flow's Handshake), leave no state: the flow
+// table holds their sequence numbers, and their ranges are added when the
+// flow needs a state.
 package icmpfb
 
 import (

@@ -86,7 +86,10 @@
 // pointer); the address of an ICMP error's sender, which few attempts
 // draw, is in a side table the state indexes. Flows that are not attempts,
 // and attempts once the target has answered, are skipped. The record's
-// extension allocates once per attempt.
+// extension allocates once per attempt. An attempt of one packet, or a
+// TCP handshake (flow.Flow's Handshake), has no state: the flow table
+// holds what its packets said, and Engage, End and ICMPError make it from
+// there.
 package probe
 
 import (

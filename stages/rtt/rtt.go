@@ -59,7 +59,10 @@
 // which only ICMP echo and DNS flows need, are in a side table the state
 // indexes, reused across flows. Flows of other protocols, and TCP flows
 // whose handshake is over, are skipped. The steady state allocates only
-// per event.
+// per event. A client's SYN, and the SYN/ACK of a handshake (flow.Flow's
+// Handshake), leave no state: the flow table holds their times and
+// sequence numbers, and the state is made from there when the flow needs
+// one.
 package rtt
 
 import (

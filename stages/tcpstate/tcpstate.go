@@ -48,7 +48,10 @@
 // pointer): each side's state, letters seen and next sequence number, and
 // the history. Holes and missed bytes, which only flows with gaps have,
 // are in a side table the state indexes. Other protocols' flows are
-// skipped. The steady state allocates only the record's extension.
+// skipped. The steady state allocates only the record's extension. A
+// flow that is only a SYN or RST, or a handshake of those (flow.Flow's
+// Handshake), has no state: the flow table holds what its packets said,
+// and Engage or End rebuild it from there.
 package tcpstate
 
 import (
