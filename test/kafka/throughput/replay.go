@@ -27,6 +27,7 @@ type store struct {
 	ops     []op
 	evs     []stored
 	sensors []*event.Sensor
+	names   map[string]span // each member name once in the arena
 }
 
 // span is arena[off:off+n].
@@ -174,7 +175,21 @@ func (st *store) addString(s string) span {
 }
 
 func (st *store) addOp(k opKind, s string) {
-	sp := st.addString(s)
+	var sp span
+	if k == opKey {
+		// A name is stored once, so that every event passes the same
+		// string for it, as the pipeline's events pass their constants.
+		var ok bool
+		if sp, ok = st.names[s]; !ok {
+			sp = st.addString(s)
+			if st.names == nil {
+				st.names = map[string]span{}
+			}
+			st.names[s] = sp
+		}
+	} else {
+		sp = st.addString(s)
+	}
 	st.ops = append(st.ops, op{kind: k, off: sp.off, n: sp.n})
 }
 
