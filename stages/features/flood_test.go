@@ -36,6 +36,18 @@ func synFrame(i uint32) []byte {
 	return f
 }
 
+// echoFrame is an ICMP echo request of id i from syn's source.
+func echoFrame(syn []byte, i uint32) []byte {
+	f := append([]byte(nil), syn...)
+	f[14+9] = 1
+	c := f[34:54]
+	clear(c)
+	c[0] = 8
+	binary.BigEndian.PutUint16(c[4:], uint16(i))
+	binary.BigEndian.PutUint16(c[6:], 1)
+	return f
+}
+
 // synAckFrame is the server's SYN/ACK answering syn.
 func synAckFrame(syn []byte) []byte {
 	f := append([]byte(nil), syn...)
@@ -66,6 +78,20 @@ func ackFrame(syn []byte) []byte {
 // acked-th of those the client's ACK: a connection the analyzers engage
 // in.
 func floodHeap(t *testing.T, names []string, n, answered, acked int) (uint64, *flow.Processor) {
+	return floodHeapOf(t, names, n, func(i int) [][]byte {
+		frames := [][]byte{synFrame(uint32(i))}
+		if answered > 0 && i%answered == 0 {
+			frames = append(frames, synAckFrame(frames[0]))
+			if acked > 0 && i/answered%acked == 0 {
+				frames = append(frames, ackFrame(frames[0]))
+			}
+		}
+		return frames
+	})
+}
+
+// floodHeapOf is floodHeap with flow i's frames from frames.
+func floodHeapOf(t *testing.T, names []string, n int, frames func(i int) [][]byte) (uint64, *flow.Processor) {
 	t.Helper()
 	var as []flow.Analyzer
 	reg := stats.NewRegistry()
@@ -81,14 +107,7 @@ func floodHeap(t *testing.T, names []string, n, answered, acked int) (uint64, *f
 	dec := decode.New()
 	var pkts []packet.Packet
 	for i := range n {
-		frames := [][]byte{synFrame(uint32(i))}
-		if answered > 0 && i%answered == 0 {
-			frames = append(frames, synAckFrame(frames[0]))
-			if acked > 0 && i/answered%acked == 0 {
-				frames = append(frames, ackFrame(frames[0]))
-			}
-		}
-		for _, fr := range frames {
+		for _, fr := range frames(i) {
 			p := packet.Packet{Data: fr, LinkType: packet.LinkEthernet, Timestamp: int64(1_700_000_000)*1e9 + int64(len(pkts))*500}
 			p.OrigLen = uint32(len(p.Data))
 			dec.Decode(&p)
@@ -125,7 +144,8 @@ func floodHeap(t *testing.T, names []string, n, answered, acked int) (uint64, *f
 }
 
 // TestSYNFloodKeepsNoAnalyzerState: a flow of one SYN, or of a SYN and
-// its SYN/ACK, costs its flow table entry and nothing more, with every
+// its SYN/ACK, or of one echo request, costs its flow table entry and
+// nothing more, with every
 // analyzer on (features too): what its packets say is in the entry, and
 // the analyzers keep state only when a packet past the handshake (or
 // payload) engages them.
@@ -144,6 +164,16 @@ func TestSYNFloodKeepsNoAnalyzerState(t *testing.T) {
 		if per > 2 {
 			t.Errorf("%s: the analyzers keep %.1f bytes per flow, want none", c.name, per)
 		}
+	}
+	echo := func(i int) [][]byte { return [][]byte{echoFrame(synFrame(uint32(i)), uint32(i))} }
+	off, p0 := floodHeapOf(t, nil, n, echo)
+	on, p1 := floodHeapOf(t, []string{"all", "features"}, n, echo)
+	runtime.KeepAlive(p0)
+	runtime.KeepAlive(p1)
+	per := (float64(on) - float64(off)) / n
+	t.Logf("echo requests: every analyzer adds %.1f bytes per flow", per)
+	if per > 2 {
+		t.Errorf("echo requests: the analyzers keep %.1f bytes per flow, want none", per)
 	}
 }
 

@@ -292,7 +292,9 @@ type Flow struct {
 	bits        uint8    // bitClientSrc, bitFirstSwapped, bitCID, bitFirstBare, bitLive
 	flags       [2]uint8 // TCP flags by Dir
 	firstFlags  uint8    // TCP flags of the first packet
-	replySeq    uint32   // sequence number of the first reply (Reply)
+	// TCP: the sequence number of the handshake's reply (Reply); ICMP
+	// echo: the first packet's sequence number (FirstICMP).
+	seq2 uint32
 	// By protocol: for ICMP/ICMPv6, the first type and code seen each way
 	// (icmpType, icmpCode: EVE's icmp_type and response_icmp_type on the
 	// record; the first packet's are those of its direction); for TCP, the
@@ -381,7 +383,7 @@ func (f *Flow) Reply() (flags uint8, seq uint32, acksFirst, ok bool) {
 	if f.bits&bitHandshake == 0 || f.pkts[other] == 0 {
 		return 0, 0, false, false
 	}
-	return f.flags[other], f.replySeq, f.bits&bitReplyAcks != 0, true
+	return f.flags[other], f.seq2, f.bits&bitReplyAcks != 0, true
 }
 
 // FirstInterval reports whether f has written no record at the active
@@ -522,6 +524,15 @@ func (f *Flow) IfIndex() int32  { return f.ifIndex }
 func (f *Flow) FirstICMP() (typ, code uint8) {
 	d := f.FirstDir()
 	return f.icmpType(d), f.icmpCode(d)
+}
+
+// FirstEchoSeq is the sequence number of an ICMP echo flow's first
+// packet (0 for other flows).
+func (f *Flow) FirstEchoSeq() uint16 {
+	if p := f.key.proto; p != packet.ProtoICMP && p != packet.ProtoICMPv6 {
+		return 0
+	}
+	return uint16(f.seq2)
 }
 
 // State returns the analyzer state in slot i (nil if none or out of range).

@@ -531,6 +531,9 @@ func (p *Processor) start(i int32, f *Flow, ck *key, swapped bool, pk *packet.Pa
 	if swapped {
 		f.bits |= bitFirstSwapped
 	}
+	if packet.IsEcho(m.Proto, m.ICMPType) {
+		f.seq2 = uint32(m.ICMPSeq)
+	}
 	if m.Proto == packet.ProtoTCP {
 		f.firstFlags = m.TCPFlags
 		binary.LittleEndian.PutUint32(f.l4[:], m.Seq)
@@ -548,7 +551,7 @@ func (p *Processor) reply(f *Flow, m *packet.Meta, dir Dir, ts int64) bool {
 	if f.seen != 1<<f.FirstDir() || dir == f.FirstDir() || f.Packets(f.FirstDir()) != 1 || ts < f.first || !bareSegment(m) {
 		return false
 	}
-	f.replySeq = m.Seq
+	f.seq2 = m.Seq
 	if _, seq, _ := f.FirstTCP(); m.TCPFlags&packet.TCPAck != 0 && m.Ack == seq+1 {
 		f.bits |= bitReplyAcks
 	}

@@ -56,6 +56,7 @@ func (a *Analyzer) SetSlot(slot int) { a.slot = slot }
 // Packet implements flow.Analyzer.
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
 	if f.Proto() != packet.ProtoUDP {
+		f.SkipPackets(a.slot) // a flow keeps its protocol
 		return
 	}
 	tr, _ := f.State(a.slot).(*Tracker)
@@ -65,7 +66,13 @@ func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipe
 	payload := p.Payload()
 	if tr == nil {
 		if dir != flow.ToServer || !Plausible(payload) {
-			f.SetState(a.slot, notQUIC)
+			// Not QUIC: no more of its packets, and no state where
+			// skipping does it (slots past 32 are not skipped).
+			if a.slot < 32 {
+				f.SkipPackets(a.slot)
+			} else {
+				f.SetState(a.slot, notQUIC)
+			}
 			return
 		}
 		tr = a.get()

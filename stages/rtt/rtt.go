@@ -173,9 +173,22 @@ func (a *Analyzer) moreOf(f *flow.Flow) *more {
 			a.more = append(a.more, more{})
 			s.more = uint32(len(a.more))
 		}
-		a.more[s.more-1].echo.Max = a.cfg.MaxPending
+		x := &a.more[s.more-1]
+		x.echo.Max = a.cfg.MaxPending
+		if echoFirst(f) {
+			// The first packet's request, which kept no state.
+			x.echo.Request(uint32(f.FirstEchoSeq()), f.First())
+		}
 	}
 	return &a.more[s.more-1]
+}
+
+// echoFirst reports whether f's first packet was an echo request: it
+// leaves no state (the flow table holds its time and sequence number)
+// until the flow's next packet.
+func echoFirst(f *flow.Flow) bool {
+	t, _ := f.FirstICMP()
+	return isEchoRequest(f.Proto(), t)
 }
 
 func inc(n *uint8) {
@@ -312,6 +325,9 @@ func (a *Analyzer) get(f *flow.Flow) *state {
 func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
 	m := &p.Meta
 	ts := p.Timestamp
+	if f.Packets(0)+f.Packets(1) == 1 && echoFirst(f) {
+		return // moreOf makes the request when the flow needs it
+	}
 	s := a.moreOf(f)
 	if n := s.echo.Expire(ts, a.cfg.Timeout); n > 0 {
 		s.echoStats.Unanswered += uint64(n)
@@ -362,6 +378,15 @@ func (a *Analyzer) ICMPError(*flow.Flow, *packet.Packet, *pipeline.Emitter) {}
 // the summary goes on the record.
 func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	s := a.col.Get(f)
+	if (s == nil || s.more == 0) && echoFirst(f) {
+		// A lone echo request that kept no state: unanswered.
+		a.unanswered[KindEcho].Inc()
+		rec.Extra = append(rec.Extra, &event.RTTSummary{Echo: event.RTTStats{Unanswered: 1}})
+		if s != nil {
+			*s = state{}
+		}
+		return
+	}
 	if s == nil {
 		return
 	}
