@@ -18,7 +18,7 @@ type JSON struct {
 	notFirst [maxDepth + 1]bool // a value was already written at this depth
 	afterKey bool               // the next value follows a key: no comma
 	secs     eveSeconds         // the last second written by Time
-	names    [256]plainName     // Key's memory of names found plain
+	names    [1 << 10]plainName // Key's memory of names found plain
 }
 
 // plainName is a name Key found plain, by its bytes' address and length:
@@ -96,7 +96,8 @@ func (e *JSON) EndArray()    { e.close(']') }
 func (e *JSON) Key(k string) {
 	e.sep()
 	p := unsafe.StringData(k)
-	known := &e.names[(uintptr(unsafe.Pointer(p))>>3^uintptr(len(k)))%uintptr(len(e.names))]
+	h := (uint64(uintptr(unsafe.Pointer(p))) + uint64(len(k))) * 0x9e3779b97f4a7c15 // Fibonacci hashing
+	known := &e.names[h>>(64-10)]
 	if (known.p == p && known.n == len(k)) || plainPrefix(k) == len(k) {
 		*known = plainName{p, len(k)}
 		e.buf = append(append(append(e.buf, '"'), k...), '"', ':')
