@@ -212,6 +212,9 @@ func segEnd(seq uint32, n int, fl uint8) uint32 {
 // of a handshake's reply added if it does not hold them.
 func (a *Analyzer) stateOf(f *flow.Flow) *flowState {
 	st := a.col.Of(f)
+	if st.bits&3 != 0 && !f.Handshake() {
+		return st // it holds what it will ever be told (most packets)
+	}
 	if fl, seq, bare := f.FirstTCP(); bare && st.bits&3 == 0 {
 		st.add(f.FirstDir(), seq, segEnd(seq, 0, fl))
 	}
