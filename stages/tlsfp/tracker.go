@@ -2,7 +2,6 @@ package tlsfp
 
 import (
 	"crypto/tls"
-	"slices"
 	"strconv"
 
 	"github.com/pktpipe/pktpipe/pipeline/event"
@@ -383,13 +382,20 @@ func newClientInfo(sc *Scratch, h *ClientHello) *ClientInfo {
 			break
 		}
 	}
-	c.Ciphers = appendNonGREASE(nil, h.Ciphers)
+	// One array for the three lists (each capped at its own length, so
+	// none can grow into the next), instead of growing each from nothing.
+	nc, ne := len(h.Ciphers), len(h.Extensions)
+	all := make([]uint16, 0, nc+ne+len(h.SigAlgs))
+	c.Ciphers = appendNonGREASE(all[:0:nc], h.Ciphers)
+	c.Exts = all[nc:nc:nc+ne]
 	for _, e := range h.Extensions {
 		if !isGREASE(e.Type) {
 			c.Exts = append(c.Exts, e.Type)
 		}
 	}
-	c.SigAlgs = slices.Clone(h.SigAlgs)
+	if len(h.SigAlgs) > 0 {
+		c.SigAlgs = append(all[nc+ne:nc+ne], h.SigAlgs...)
+	}
 	return c
 }
 
@@ -404,6 +410,7 @@ func newServerInfo(sc *Scratch, h *ServerHello) *ServerInfo {
 	if h.ALPN != nil {
 		s.ALPN = string(h.ALPN)
 	}
+	s.Exts = make([]uint16, 0, len(h.Extensions))
 	for _, e := range h.Extensions {
 		if !isGREASE(e.Type) {
 			s.Exts = append(s.Exts, e.Type)
