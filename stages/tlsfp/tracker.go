@@ -387,7 +387,7 @@ func newClientInfo(sc *Scratch, h *ClientHello) *ClientInfo {
 	nc, ne := len(h.Ciphers), len(h.Extensions)
 	all := make([]uint16, 0, nc+ne+len(h.SigAlgs))
 	c.Ciphers = appendNonGREASE(all[:0:nc], h.Ciphers)
-	c.Exts = all[nc:nc:nc+ne]
+	c.Exts = all[nc : nc : nc+ne]
 	for _, e := range h.Extensions {
 		if !isGREASE(e.Type) {
 			c.Exts = append(c.Exts, e.Type)
