@@ -539,3 +539,30 @@ func TestPlainPrefix(t *testing.T) {
 		t.Errorf("plain string: %d", got)
 	}
 }
+
+// TestKeyEscapes: names that need escaping are escaped every time, also
+// after plain names were remembered and when the same name comes again
+// (Key's memory of plain names must never take them for plain).
+func TestKeyEscapes(t *testing.T) {
+	names := []string{"plain", `q"uote`, "tab\tname", `back\slash`, "plain", "ctl\x01", "long_plain_name_x", `q"uote`}
+	var j JSON
+	for range 3 {
+		j.Reset(nil)
+		j.BeginObject()
+		for i, k := range names {
+			j.Key(k)
+			j.Uint(uint64(i))
+		}
+		j.EndObject()
+		got := j.Bytes()
+		var m map[string]uint64
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatalf("invalid JSON %s: %v", got, err)
+		}
+		for i, k := range names {
+			if v, ok := m[k]; !ok || (v != uint64(i) && names[v] != k) {
+				t.Errorf("name %q lost or wrong in %s", k, got)
+			}
+		}
+	}
+}
