@@ -13,12 +13,14 @@ import (
 // JSON writes events as compact JSON objects (RFC 8259). Use Append, or
 // drive it as an event.Writer between Reset and Bytes.
 type JSON struct {
-	buf      []byte
-	depth    int
-	notFirst [maxDepth + 1]bool // a value was already written at this depth
-	afterKey bool               // the next value follows a key: no comma
-	secs     eveSeconds         // the last second written by Time
-	names    [1 << 10]plainName // Key's memory of names found plain
+	buf   []byte
+	depth int
+	// comma: the next name or value follows a sibling, so a comma goes
+	// first. One flag is enough: '{', '[' and a name clear it, a value and
+	// a closing bracket set it.
+	comma bool
+	secs  eveSeconds         // the last second written by Time
+	names [1 << 10]plainName // Key's memory of names found plain
 }
 
 // plainName is a name Key found plain, by its bytes' address and length:
@@ -45,8 +47,7 @@ func (e *JSON) Append(dst []byte, ev event.Event) []byte {
 
 // Reset starts a new document appended to dst.
 func (e *JSON) Reset(dst []byte) {
-	e.buf, e.depth, e.afterKey = dst, 0, false
-	e.notFirst[0] = false
+	e.buf, e.depth, e.comma = dst, 0, false
 }
 
 // Bytes returns the output so far and drops the encoder's reference to it.
@@ -58,14 +59,10 @@ func (e *JSON) Bytes() []byte {
 
 // sep writes the comma before a value when one is needed.
 func (e *JSON) sep() {
-	if e.afterKey {
-		e.afterKey = false
-		return
-	}
-	if e.notFirst[e.depth] {
+	if e.comma {
 		e.buf = append(e.buf, ',')
 	}
-	e.notFirst[e.depth] = true
+	e.comma = true
 }
 
 func (e *JSON) open(c byte) {
@@ -74,7 +71,7 @@ func (e *JSON) open(c byte) {
 		panic("encode: JSON nesting deeper than 32")
 	}
 	e.depth++
-	e.notFirst[e.depth] = false
+	e.comma = false
 	e.buf = append(e.buf, c)
 }
 
@@ -83,6 +80,7 @@ func (e *JSON) close(c byte) {
 		panic("encode: unbalanced End")
 	}
 	e.depth--
+	e.comma = true
 	e.buf = append(e.buf, c)
 }
 
@@ -94,17 +92,21 @@ func (e *JSON) EndArray()    { e.close(']') }
 // Key writes a member name. Names are nearly always plain constants, so
 // they take a short path: one check, then the bytes.
 func (e *JSON) Key(k string) {
-	e.sep()
+	b := e.buf
+	if e.comma {
+		b = append(b, ',')
+	}
+	e.comma = false
 	p := unsafe.StringData(k)
 	h := (uint64(uintptr(unsafe.Pointer(p))) + uint64(len(k))) * 0x9e3779b97f4a7c15 // Fibonacci hashing
 	known := &e.names[h>>(64-10)]
 	if (known.p == p && known.n == len(k)) || plainPrefix(k) == len(k) {
 		*known = plainName{p, len(k)}
-		e.buf = append(append(append(e.buf, '"'), k...), '"', ':')
+		b = append(append(append(b, '"'), k...), '"', ':')
 	} else {
-		e.buf = append(appendJSONString(e.buf, k), ':')
+		b = append(appendJSONString(b, k), ':')
 	}
-	e.afterKey = true
+	e.buf = b
 }
 
 func (e *JSON) String(s string) { e.sep(); e.buf = appendJSONString(e.buf, s) }
