@@ -134,7 +134,50 @@ func (e *JSON) Float(v float64) {
 		e.buf = append(e.buf, "null"...)
 		return
 	}
+	if b, ok := appendMicros(e.buf, v); ok {
+		e.buf = b
+		return
+	}
 	e.buf = strconv.AppendFloat(e.buf, v, 'g', -1, 64)
+}
+
+// appendMicros writes v as strconv's shortest 'g' format would when v is
+// a whole number of millionths in 1e-4 <= |v| < 1e6, and reports whether
+// it did. Most floats in events are such: milliseconds computed from
+// nanoseconds (ns / 1e6), which strconv's general algorithm writes at
+// several times the cost. Why the output is the same: k/1e6 rounds to v,
+// so its decimal round-trips; every other decimal with at most six places
+// is at least 1e-6 away, far outside v's rounding interval (an ulp below
+// 1.2e-10 under 1e6), so none shorter exists; and 'g' uses %f in this
+// range (exponent -4 to 5), printing the digits without trailing zeros.
+func appendMicros(b []byte, v float64) ([]byte, bool) {
+	a := math.Abs(v)
+	if !(a >= 1e-4 && a < 1e6) {
+		return b, false
+	}
+	m := a * 1e6
+	k := uint64(m) // below 1e12: exact when m is whole
+	if float64(k) != m || float64(k)/1e6 != a {
+		return b, false
+	}
+	if v < 0 {
+		b = append(b, '-')
+	}
+	b = strconv.AppendUint(b, k/1e6, 10)
+	if f := k % 1e6; f != 0 {
+		var d [7]byte
+		d[0] = '.'
+		for i := 6; i > 0; i-- {
+			d[i] = '0' + byte(f%10)
+			f /= 10
+		}
+		n := len(d)
+		for d[n-1] == '0' {
+			n--
+		}
+		b = append(b, d[:n]...)
+	}
+	return b, true
 }
 
 func (e *JSON) Time(ns int64) {
