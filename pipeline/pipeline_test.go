@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -66,25 +67,53 @@ func (s *sliceSource) Name() string { return "slice" }
 func (s *sliceSource) Close() error { s.closed.Add(1); return nil }
 
 func (s *sliceSource) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
+	return s.run(ctx, pool, func(b *packet.Batch) { out <- b })
+}
+
+func (s *sliceSource) run(ctx context.Context, pool *packet.Pool, send func(*packet.Batch)) error {
 	b := pool.Get()
 	for i, f := range s.frames {
 		if s.block > 0 && i == s.block {
 			break
 		}
 		if b.Full(len(f)) {
-			out <- b
+			send(b)
 			b = pool.Get()
 		}
 		p := b.Append(f)
 		p.Timestamp = int64(i+1) * 1000
 		p.OrigLen = uint32(len(f))
 	}
-	out <- b
+	send(b)
 	if s.block > 0 {
 		<-ctx.Done()
 		return ctx.Err()
 	}
 	return nil
+}
+
+// directSource is sliceSource as a DirectSource: the engine dispatches on
+// its goroutine, and never reads its channel.
+type directSource struct {
+	sliceSource
+	direct atomic.Int32 // RunDirect calls
+}
+
+func (s *directSource) Run(context.Context, *packet.Pool, chan<- *packet.Batch) error {
+	return errors.New("Run called on a DirectSource")
+}
+
+func (s *directSource) RunDirect(ctx context.Context, pool *packet.Pool, deliver func(*packet.Batch)) error {
+	s.direct.Add(1)
+	return s.sliceSource.run(ctx, pool, deliver)
+}
+
+// sources returns the channel-fed and the direct form of a sliceSource.
+func sources(frames [][]byte, block int) map[string]func() Source {
+	return map[string]func() Source{
+		"channel": func() Source { return &sliceSource{frames: frames, block: block} },
+		"direct":  func() Source { return &directSource{sliceSource: sliceSource{frames: frames, block: block}} },
+	}
 }
 
 // countEvent is emitted once per flow at Flush.
@@ -214,12 +243,25 @@ func run(t *testing.T, ctx context.Context, cfg Config, src Source, sink *memSin
 
 func TestEveryPacketReachesTheWorkerOwningItsFlow(t *testing.T) {
 	const flows, per = 500, 20
-	for _, workers := range []int{1, 3, 4} {
+	for kind, newSource := range sources(traffic(flows, per), 0) {
+		for _, workers := range []int{1, 3, 4} {
+			t.Run(fmt.Sprintf("%s/workers=%d", kind, workers), func(t *testing.T) {
+				everyPacketReachesItsWorker(t, newSource(), workers, flows, per)
+			})
+		}
+	}
+}
+
+func everyPacketReachesItsWorker(t *testing.T, src Source, workers, flows, per int) {
+	{
 		sink := &memSink{}
 		cfg := Config{Workers: workers, BatchPackets: 64, Stats: stats.NewRegistry()}
-		res, own, err := run(t, context.Background(), cfg, &sliceSource{frames: traffic(flows, per)}, sink)
+		res, own, err := run(t, context.Background(), cfg, src, sink)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if d, ok := src.(*directSource); ok && d.direct.Load() != 1 {
+			t.Fatalf("RunDirect called %d times, want 1", d.direct.Load())
 		}
 		if want := uint64(flows*per + flows/10); res.Packets != want {
 			t.Errorf("workers=%d: read %d packets, want %d", workers, res.Packets, want)
@@ -235,7 +277,7 @@ func TestEveryPacketReachesTheWorkerOwningItsFlow(t *testing.T) {
 		if d := own.dup.Load(); d != 0 {
 			t.Errorf("workers=%d: %d flows were split across workers", workers, d)
 		}
-		if q := own.quoted.Load(); q != flows/10 {
+		if q := own.quoted.Load(); q != int64(flows/10) {
 			t.Errorf("workers=%d: %d ICMP errors reached their quoted flow's worker, want %d", workers, q, flows/10)
 		}
 		if !sink.closed {
@@ -262,16 +304,21 @@ func TestSlowSinkLosesNothing(t *testing.T) {
 }
 
 func TestCancelDrainsWhatWasRead(t *testing.T) {
+	for kind, newSource := range sources(traffic(100, 6), 300) {
+		t.Run(kind, func(t *testing.T) { cancelDrainsWhatWasRead(t, newSource()) })
+	}
+}
+
+func cancelDrainsWhatWasRead(t *testing.T, src Source) {
 	// A live-like source that delivers 300 packets and then waits: cancelling
 	// must stop it, and the 300 packets must still become events.
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &memSink{}
-	frames := traffic(100, 6)
 	done := make(chan struct{})
 	var res Result
 	var err error
 	reg := stats.NewRegistry()
-	e, _ := newEngine(t, Config{Workers: 2, Stats: reg}, &sliceSource{frames: frames, block: 300}, Output{Name: "sink", Sink: sink})
+	e, _ := newEngine(t, Config{Workers: 2, Stats: reg}, src, Output{Name: "sink", Sink: sink})
 	go func() {
 		res, err = e.Run(ctx)
 		close(done)

@@ -122,7 +122,7 @@ type run struct {
 	s    *Source
 	ctx  context.Context
 	pool *packet.Pool
-	out  chan<- *packet.Batch
+	send func(*packet.Batch) // the engine's: a channel send, or its dispatcher
 	cur  *packet.Batch
 	now  int64 // latest packet time sent so far
 	pace *pacer
@@ -144,10 +144,17 @@ var errStop = errors.New("stopped") // ctx cancelled: end quietly
 // file and offset) for bad input, after sending every packet read before
 // the fault.
 func (s *Source) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batch) error {
+	return s.RunDirect(ctx, pool, func(b *packet.Batch) { out <- b })
+}
+
+// RunDirect is Run handing each batch to deliver on this goroutine
+// (pipeline.DirectSource): the engine decodes and shards it while its
+// bytes are still in this core's cache.
+func (s *Source) RunDirect(ctx context.Context, pool *packet.Pool, deliver func(*packet.Batch)) error {
 	if s.closed {
 		return errors.New("pcapfile: source is closed")
 	}
-	rn := &run{s: s, ctx: ctx, pool: pool, out: out}
+	rn := &run{s: s, ctx: ctx, pool: pool, send: deliver}
 	if s.cfg.ReplaySpeed > 0 {
 		rn.pace = &pacer{speed: s.cfg.ReplaySpeed, clk: s.clk}
 	}
@@ -258,14 +265,14 @@ func (rn *run) flushCheck(op *opener) error {
 }
 
 // flush sends the batch in hand, if it holds anything. The send blocks
-// even after cancellation: the engine drains its sources' channels.
+// even after cancellation: the engine drains its sources' batches.
 func (rn *run) flush() {
 	if rn.cur == nil || rn.cur.Len() == 0 {
 		return
 	}
 	rn.cur.Now = rn.now
 	rn.sent += uint64(rn.cur.Len())
-	rn.out <- rn.cur
+	rn.send(rn.cur)
 	rn.cur = nil
 	s := rn.s
 	s.packets.Add(rn.nPkts)
