@@ -136,7 +136,7 @@ type Sink struct {
 	tmpBase  string // ".events.json.gz.tmp-<pid>-"
 	rotating bool
 
-	rec []byte // one encoded record
+	rec []byte // a record set aside while its segment's predecessor is finished
 	buf []byte // whole records not yet handed to the file or compressor
 	gz  *gzip.Writer
 	zw  *zstd.Encoder
@@ -347,22 +347,27 @@ func (s *Sink) Write(events []event.Event) error {
 		}
 	}
 	for _, ev := range events {
-		s.rec = s.enc.Append(s.rec[:0], ev)
+		// Encoded straight into the buffer: the record is copied aside
+		// only when it opens a new segment.
+		start := len(s.buf)
+		s.buf = s.enc.Append(s.buf, ev)
 		if s.newline {
-			s.rec = append(s.rec, '\n')
+			s.buf = append(s.buf, '\n')
 		}
-		n := int64(len(s.rec))
+		n := int64(len(s.buf) - start)
 		if s.f != nil && s.cfg.RotateBytes > 0 && s.segBytes > 0 && s.segBytes+n > s.cfg.RotateBytes {
+			s.rec = append(s.rec[:0], s.buf[start:]...)
+			s.buf = s.buf[:start]
 			if err := s.finish(); err != nil {
 				return s.report(err)
 			}
+			s.buf = append(s.buf, s.rec...) // finish drained the buffer
 		}
 		if s.f == nil {
 			if err := s.open(); err != nil {
 				return s.report(err)
 			}
 		}
-		s.buf = append(s.buf, s.rec...)
 		s.undelivered++
 		s.taken++
 		s.segBytes += n
