@@ -202,23 +202,23 @@ func (s *Sink) assign(in []*record, now time.Time) {
 	var ti *topicInfo
 	var bad map[string]error
 	for _, r := range in {
-		if r.msg.Topic != lastTopic || ti == nil {
-			if err := bad[r.msg.Topic]; err != nil {
+		if r.topic != lastTopic || ti == nil {
+			if err := bad[r.topic]; err != nil {
 				failed = append(failed, r)
 				continue
 			}
 			var err error
-			if ti, err = s.topicInfo(r.msg.Topic, now); err != nil {
+			if ti, err = s.topicInfo(r.topic, now); err != nil {
 				if bad == nil {
 					bad = map[string]error{}
 				}
-				bad[r.msg.Topic], failErr = err, err
+				bad[r.topic], failErr = err, err
 				failed = append(failed, r)
 				continue
 			}
-			lastTopic = r.msg.Topic
+			lastTopic = r.topic
 		}
-		pt := ti.parts[int32(p.bal.Balance(r.msg, ti.ids...))]
+		pt := ti.parts[int32(p.bal.Balance(kafkago.Message{Key: r.msgKey()}, ti.ids...))]
 		if len(pt.queue) == 0 {
 			pt.since = now
 		}
@@ -655,17 +655,16 @@ func wireSize(r *record) int {
 // delta off (timestamp delta 0).
 func recordBody(r *record, off int64) int {
 	n := 1 + 1 + varintLen(off) // attributes, timestamp delta, offset delta
-	if r.msg.Key == nil {
+	if key := r.msgKey(); key == nil {
 		n += 1
 	} else {
-		n += varintLen(int64(len(r.msg.Key))) + len(r.msg.Key)
+		n += varintLen(int64(len(key))) + len(key)
 	}
-	n += varintLen(int64(len(r.msg.Value))) + len(r.msg.Value)
-	n += varintLen(int64(len(r.msg.Headers)))
-	for _, h := range r.msg.Headers {
-		n += varintLen(int64(len(h.Key))) + len(h.Key) + varintLen(int64(len(h.Value))) + len(h.Value)
+	n += varintLen(int64(len(r.value))) + len(r.value)
+	if r.hdrs == nil {
+		return n + 1
 	}
-	return n
+	return n + len(r.hdrs.wire) + eventIDLen
 }
 
 // appendWireRecord appends r as a record (Kafka's zigzag varints) at
@@ -679,22 +678,19 @@ func appendWireRecord(b []byte, r *record, off int64) []byte {
 	b = binary.AppendVarint(b, int64(body))
 	b = append(b, 0, 0) // attributes, timestamp delta 0
 	b = binary.AppendVarint(b, off)
-	if r.msg.Key == nil {
+	if key := r.msgKey(); key == nil {
 		b = binary.AppendVarint(b, -1)
 	} else {
-		b = binary.AppendVarint(b, int64(len(r.msg.Key)))
-		b = append(b, r.msg.Key...)
+		b = binary.AppendVarint(b, int64(len(key)))
+		b = append(b, key...)
 	}
-	b = binary.AppendVarint(b, int64(len(r.msg.Value)))
-	b = append(b, r.msg.Value...)
-	b = binary.AppendVarint(b, int64(len(r.msg.Headers)))
-	for _, h := range r.msg.Headers {
-		b = binary.AppendVarint(b, int64(len(h.Key)))
-		b = append(b, h.Key...)
-		b = binary.AppendVarint(b, int64(len(h.Value)))
-		b = append(b, h.Value...)
+	b = binary.AppendVarint(b, int64(len(r.value)))
+	b = append(b, r.value...)
+	if r.hdrs == nil {
+		return append(b, 0) // no headers
 	}
-	return b
+	b = append(b, r.hdrs.wire...)
+	return appendEventID(b, r.id)
 }
 
 // varintLen is the length of x as a zigzag varint.

@@ -18,17 +18,17 @@ import (
 // offsets and timestamp; wireSize is each record's exact size.
 func TestRecordBatchEncoding(t *testing.T) {
 	var recs []*record
-	shared := []kafkago.Header{{Key: "schema_version", Value: []byte("1")}, {Key: "event_type", Value: []byte("flow")}, {Key: "format", Value: []byte("json")}}
+	shared := newTypeHeaders([]kafkago.Header{{Key: "schema_version", Value: []byte("1")}, {Key: "event_type", Value: []byte("flow")}, {Key: "format", Value: []byte("json")}})
 	for i := range 300 {
 		r := &record{}
-		r.msg.Value = bytes.Repeat([]byte(fmt.Sprintf(`{"n":%d}`, i)), 1+i%50)
+		r.value = bytes.Repeat([]byte(fmt.Sprintf(`{"n":%d}`, i)), 1+i%50)
 		if i%7 != 0 { // a null key now and then
 			r.setKey([]byte(fmt.Sprintf("1:key%d", i%13)))
 		}
 		if i%11 == 0 {
 			r.setKey([]byte{}) // empty, not null
 		}
-		r.setHeaders(shared, uint64(i)*0x9e3779b97f4a7c15)
+		r.hdrs, r.id = shared, uint64(i)*0x9e3779b97f4a7c15
 		if i%2 == 1 {
 			r.body = recordBody(r, 0) // as assign leaves it
 		}
@@ -74,22 +74,23 @@ func TestRecordBatchEncoding(t *testing.T) {
 					if r.Offset != int64(i) || !r.Time.Equal(now) {
 						t.Fatalf("record %d: offset %d time %v", i, r.Offset, r.Time)
 					}
-					if got := readAll(t, r.Value); !bytes.Equal(got, want.msg.Value) {
+					if got := readAll(t, r.Value); !bytes.Equal(got, want.value) {
 						t.Fatalf("record %d: value %q", i, got)
 					}
-					if (r.Key == nil) != (want.msg.Key == nil) {
-						t.Fatalf("record %d: key nil %v, want %v", i, r.Key == nil, want.msg.Key == nil)
+					if (r.Key == nil) != (want.msgKey() == nil) {
+						t.Fatalf("record %d: key nil %v, want %v", i, r.Key == nil, want.msgKey() == nil)
 					}
 					if r.Key != nil {
-						if got := readAll(t, r.Key); !bytes.Equal(got, want.msg.Key) {
+						if got := readAll(t, r.Key); !bytes.Equal(got, want.msgKey()) {
 							t.Fatalf("record %d: key %q", i, got)
 						}
 					}
 					if len(r.Headers) != 4 {
 						t.Fatalf("record %d: %d headers", i, len(r.Headers))
 					}
+					wantH := want.headers()
 					for j, h := range r.Headers {
-						if h.Key != want.msg.Headers[j].Key || !bytes.Equal(h.Value, want.msg.Headers[j].Value) {
+						if h.Key != wantH[j].Key || !bytes.Equal(h.Value, wantH[j].Value) {
 							t.Fatalf("record %d header %d: %s=%q", i, j, h.Key, h.Value)
 						}
 					}

@@ -62,22 +62,22 @@ func (s *spillFile) write(reason string, recs []*record) error {
 		b := append(s.line[:0], `{"reason":`...)
 		b = strconv.AppendQuote(b, reason) // reasons are plain ASCII
 		b = append(b, `,"topic":`...)
-		b = appendJSONString(b, r.msg.Topic)
-		if r.msg.Key != nil {
+		b = appendJSONString(b, r.topic)
+		if key := r.msgKey(); key != nil {
 			b = append(b, `,"key":`...)
-			b = appendJSONString(b, string(r.msg.Key))
+			b = appendJSONString(b, string(key))
 		}
 		b = append(b, `,"event_id":"`...)
-		b = append(b, r.idHex[:]...)
+		b = appendEventID(b, r.id)
 		b = append(b, '"')
 		b = append(b, `,"attempts":`...)
 		b = strconv.AppendInt(b, int64(r.attempts), 10)
-		if s.json && json.Valid(r.msg.Value) {
+		if s.json && json.Valid(r.value) {
 			b = append(b, `,"value":`...)
-			b = append(b, r.msg.Value...)
+			b = append(b, r.value...)
 		} else {
 			b = append(b, `,"value_base64":"`...)
-			b = base64.StdEncoding.AppendEncode(b, r.msg.Value)
+			b = base64.StdEncoding.AppendEncode(b, r.value)
 			b = append(b, '"')
 		}
 		b = append(b, "}\n"...)

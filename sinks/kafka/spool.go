@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/pktpipe/pktpipe/pipeline/event"
 )
 
@@ -251,18 +249,18 @@ func readRecord(r *bufio.Reader, buf *[]byte) ([]byte, error) {
 func appendRecord(b []byte, r *record, typ string) []byte {
 	start := len(b)
 	b = append(b, make([]byte, spoolRecHdr)...)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(r.msg.Topic)))
-	b = append(b, r.msg.Topic...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(r.topic)))
+	b = append(b, r.topic...)
 	b = append(b, byte(len(typ)))
 	b = append(b, typ...)
 	b = binary.LittleEndian.AppendUint64(b, r.id)
-	if r.msg.Key == nil {
+	if key := r.msgKey(); key == nil {
 		b = binary.LittleEndian.AppendUint32(b, noKey)
 	} else {
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(r.msg.Key)))
-		b = append(b, r.msg.Key...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(key)))
+		b = append(b, key...)
 	}
-	b = append(b, r.msg.Value...)
+	b = append(b, r.value...)
 	p := b[start+spoolRecHdr:]
 	binary.LittleEndian.PutUint32(b[start:], uint32(len(p)))
 	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(p, crcTable))
@@ -661,7 +659,7 @@ func (sp *spool) close() error {
 func (s *Sink) drainer() {
 	defer close(s.drainDone)
 	sp := s.spool
-	headers := map[string][]kafkago.Header{}
+	headers := map[string]*typeHeaders{}
 	var (
 		cur    *segment
 		f      *os.File
@@ -752,11 +750,10 @@ func (s *Sink) drainer() {
 			} else {
 				rec = &record{}
 			}
-			rec.accepted, rec.seg, rec.typ, rec.msg.Topic = time.Now(), sg, event.Type(d.typ), d.topic
-			rec.msg.Value = append(rec.msg.Value, d.value...)
-			rec.setHeaders(h, d.id)
+			rec.accepted, rec.seg, rec.typ, rec.topic, rec.hdrs, rec.id = time.Now(), sg, event.Type(d.typ), d.topic, h, d.id
+			rec.value = append(rec.value, d.value...)
 			rec.setKey(d.key)
-			rec.size = int64(len(rec.msg.Key) + len(rec.msg.Value))
+			rec.size = int64(len(rec.key) + len(rec.value))
 			rec.cost = recordCost(rec)
 			size += rec.cost
 			batch = append(batch, rec)

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
@@ -364,9 +362,9 @@ func TestSegmentFraming(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := []*record{
-		{typ: "flow", id: 1, msg: kafkago.Message{Topic: "t", Key: []byte("k1"), Value: []byte(`{"a":1}`)}},
-		{typ: "dns", id: 2, msg: kafkago.Message{Topic: "pktpipe.dns", Value: []byte(`{"b":2}`)}},
-		{typ: "flow", id: 1<<64 - 1, msg: kafkago.Message{Topic: "t", Key: []byte{}, Value: []byte{0x81, 0xa1}}},
+		{typ: "flow", id: 1, topic: "t", key: []byte("k1"), value: []byte(`{"a":1}`)},
+		{typ: "dns", id: 2, topic: "pktpipe.dns", value: []byte(`{"b":2}`)},
+		{typ: "flow", id: 1<<64 - 1, topic: "t", key: []byte{}, value: []byte{0x81, 0xa1}},
 	}
 	if err := sp.append(recs); err != nil {
 		t.Fatal(err)
@@ -418,8 +416,8 @@ func FuzzSegment(f *testing.F) {
 	var seg []byte
 	seg = append(seg, spoolMagic...)
 	seg = append(seg, make([]byte, 8)...)
-	seg = appendRecord(seg, &record{msg: kafkago.Message{Topic: "t", Key: []byte("k"), Value: []byte("v")}}, "flow")
-	seg = appendRecord(seg, &record{msg: kafkago.Message{Topic: "u", Value: []byte("{}")}}, "dns")
+	seg = appendRecord(seg, &record{topic: "t", key: []byte("k"), value: []byte("v")}, "flow")
+	seg = appendRecord(seg, &record{topic: "u", value: []byte("{}")}, "dns")
 	f.Add(seg)
 	f.Add(seg[:len(seg)-3])
 	f.Add([]byte(spoolMagic))
