@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -121,5 +123,21 @@ func TestUnknownAnalyzerIsAUsageError(t *testing.T) {
 	err := app.Check(&app.Options{Files: []string{sample}, Analyzers: []string{"nope"}})
 	if !registry.IsUsage(err) || !strings.Contains(err.Error(), `unknown analyzer "nope"`) {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestTuneGC: the command's collector target is GCPercent, unless GOGC is
+// set in the environment, which then wins.
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "77") // restored after the test
+	app.TuneGC()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set, TuneGC set the target to %d", got)
+	}
+	os.Unsetenv("GOGC")
+	app.TuneGC()
+	if got := debug.SetGCPercent(100); got != app.GCPercent {
+		t.Errorf("without GOGC, the target is %d, want %d", got, app.GCPercent)
 	}
 }

@@ -268,6 +268,7 @@ func runSource(capture string, each func(*packet.Batch)) (uint64, error) {
 // sink that encodes JSON and throws the bytes away (the stdout sink over
 // io.Discard), and runs it to the end, sink closed and fsynced included.
 func runPipeline(capture, outDir string, workers int, r *Result) error {
+	app.TuneGC() // as the command does
 	cfg := app.Options{
 		Files: []string{capture}, Format: cliFormat,
 		Workers: workers, FlowCap: cliFlowCap, Stats: stats.NewRegistry(), Analyzers: analyzerSet(),
