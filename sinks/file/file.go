@@ -176,15 +176,19 @@ type target struct {
 	kind    string // what an in-place target is: "character device", "FIFO"
 }
 
-// countWriter is the segment's file, counting the bytes the OS took.
+// countWriter is the segment's file, counting the bytes the OS took. A
+// segment file (not an in-place target) is also synced as it grows (see
+// syncer.go).
 type countWriter struct {
-	f *os.File
-	n int64
+	f    *os.File
+	n    int64
+	sync *syncer // nil: none
 }
 
 func (w *countWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.n += int64(n)
+	w.sync.wrote(w.n)
 	return n, err
 }
 
@@ -481,6 +485,9 @@ func (s *Sink) open() error {
 	}
 	s.f = f
 	s.out = countWriter{f: f}
+	if !s.inPlace {
+		s.out.sync = startSyncer(f)
+	}
 	s.whole, s.inFrame = 0, false
 	s.segStart = s.cfg.Now()
 	if s.cfg.RotateEvery > 0 {
@@ -620,6 +627,10 @@ func (s *Sink) finish() error {
 		}
 		return nil
 	}
+	if err := s.out.sync.stop(); err != nil {
+		return s.fail(err)
+	}
+	s.out.sync = nil
 	if err := f.Sync(); err != nil {
 		return s.fail(err)
 	}
@@ -725,6 +736,10 @@ func (s *Sink) writeFailed(err error) error {
 func (s *Sink) fail(err error) error {
 	err = fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
 	if s.f != nil {
+		if serr := s.out.sync.stop(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("syncing %s: %w", s.tmp, serr))
+		}
+		s.out.sync = nil
 		if !s.inPlace {
 			if terr := s.f.Truncate(s.whole); terr != nil {
 				err = errors.Join(err, fmt.Errorf("cutting %s back to its last whole record: %w", s.tmp, terr))
