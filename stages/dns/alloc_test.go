@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/pktpipe/pktpipe/pipeline/packet"
+	"github.com/pktpipe/pktpipe/stages/flow"
 )
 
 // TestAllocs: a packet that is not DNS costs no allocation, and a DNS
@@ -14,7 +15,8 @@ func TestAllocs(t *testing.T) {
 	a := New(nil, nil)
 	var p packet.Packet
 	p.Meta.Proto, p.Meta.SrcPort, p.Meta.DstPort = packet.ProtoTCP, 40000, 443
-	if n := testing.AllocsPerRun(1000, func() { a.Packet(nil, &p, 0, nil) }); n != 0 {
+	var f flow.Flow
+	if n := testing.AllocsPerRun(1000, func() { a.Packet(&f, &p, 0, nil) }); n != 0 {
 		t.Errorf("non-DNS packet: %v allocs", n)
 	}
 	for _, c := range []struct {

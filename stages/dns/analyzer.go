@@ -100,6 +100,7 @@ func (a *Analyzer) get(f *flow.Flow) *state {
 func (a *Analyzer) Packet(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipeline.Emitter) {
 	m := &p.Meta
 	if (m.Proto != packet.ProtoUDP && m.Proto != packet.ProtoTCP) || !(isDNSPort(m.SrcPort) || isDNSPort(m.DstPort)) {
+		f.SkipPackets(a.slot) // a flow keeps its protocol and ports
 		return
 	}
 	pl := p.Payload()
