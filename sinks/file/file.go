@@ -75,6 +75,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -86,6 +87,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/pktpipe/pktpipe/internal/syncfile"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
@@ -140,7 +142,7 @@ type Sink struct {
 	buf []byte // whole records not yet handed to the file or compressor
 	gz  *gzip.Writer
 	zw  *zstd.Encoder
-	out countWriter // the segment's file
+	out *syncfile.Writer // the segment's file
 
 	// current segment; f == nil between segments
 	f        *os.File
@@ -176,22 +178,6 @@ type target struct {
 	kind    string // what an in-place target is: "character device", "FIFO"
 }
 
-// countWriter is the segment's file, counting the bytes the OS took. A
-// segment file (not an in-place target) is also synced as it grows (see
-// syncer.go).
-type countWriter struct {
-	f    *os.File
-	n    int64
-	sync *syncer // nil: none
-}
-
-func (w *countWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.n += int64(n)
-	w.sync.wrote(w.n)
-	return n, err
-}
-
 // New checks cfg and opens the first segment (for a FIFO this waits until
 // it has a reader). Errors in cfg, and a target that cannot be written,
 // are usage errors (registry.IsUsage).
@@ -215,12 +201,12 @@ func New(cfg Config) (*Sink, error) {
 	}
 	switch cfg.Compress {
 	case "gzip":
-		s.gz = gzip.NewWriter(&s.out)
+		s.gz = gzip.NewWriter(io.Discard) // open points it at the segment
 	case "zstd":
 		// One goroutine, which makes the encoder synchronous: its errors
 		// come back from the call that caused them, and the CPUs belong
 		// to the workers.
-		zw, err := zstd.NewWriter(&s.out, zstd.WithEncoderConcurrency(1))
+		zw, err := zstd.NewWriter(io.Discard, zstd.WithEncoderConcurrency(1)) // as gzip
 		if err != nil {
 			return nil, fmt.Errorf("file sink %s: zstd: %w", cfg.Path, err)
 		}
@@ -484,9 +470,10 @@ func (s *Sink) open() error {
 		return s.fail(err)
 	}
 	s.f = f
-	s.out = countWriter{f: f}
-	if !s.inPlace {
-		s.out.sync = startSyncer(f)
+	if s.inPlace {
+		s.out = syncfile.Counting(f)
+	} else {
+		s.out = syncfile.New(f) // synced as it grows: see package syncfile
 	}
 	s.whole, s.inFrame = 0, false
 	s.segStart = s.cfg.Now()
@@ -496,9 +483,9 @@ func (s *Sink) open() error {
 	s.segBytes = 0
 	switch {
 	case s.gz != nil:
-		s.gz.Reset(&s.out)
+		s.gz.Reset(s.out)
 	case s.zw != nil:
-		s.zw.Reset(&s.out)
+		s.zw.Reset(s.out)
 	}
 	return nil
 }
@@ -576,9 +563,9 @@ func (s *Sink) endFrame() error {
 	}
 	switch {
 	case s.gz != nil:
-		s.gz.Reset(&s.out)
+		s.gz.Reset(s.out)
 	case s.zw != nil:
-		s.zw.Reset(&s.out)
+		s.zw.Reset(s.out)
 	}
 	return nil
 }
@@ -601,7 +588,7 @@ func (s *Sink) closeFrame() error {
 
 // delivered marks everything written so far as whole.
 func (s *Sink) delivered() {
-	s.whole = s.out.n
+	s.whole = s.out.Size()
 	s.undelivered, s.taken = 0, 0
 }
 
@@ -627,10 +614,9 @@ func (s *Sink) finish() error {
 		}
 		return nil
 	}
-	if err := s.out.sync.stop(); err != nil {
+	if err := s.out.Stop(); err != nil {
 		return s.fail(err)
 	}
-	s.out.sync = nil
 	if err := f.Sync(); err != nil {
 		return s.fail(err)
 	}
@@ -736,10 +722,9 @@ func (s *Sink) writeFailed(err error) error {
 func (s *Sink) fail(err error) error {
 	err = fmt.Errorf("file sink %s: %w", s.cfg.Path, err)
 	if s.f != nil {
-		if serr := s.out.sync.stop(); serr != nil {
+		if serr := s.out.Stop(); serr != nil {
 			err = errors.Join(err, fmt.Errorf("syncing %s: %w", s.tmp, serr))
 		}
-		s.out.sync = nil
 		if !s.inPlace {
 			if terr := s.f.Truncate(s.whole); terr != nil {
 				err = errors.Join(err, fmt.Errorf("cutting %s back to its last whole record: %w", s.tmp, terr))

@@ -106,6 +106,7 @@ import (
 	"github.com/parquet-go/parquet-go/compress/uncompressed"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 
+	"github.com/pktpipe/pktpipe/internal/syncfile"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/registry"
@@ -271,23 +272,11 @@ const maxOrder = 512
 // segment is a file being written.
 type segment struct {
 	f     *os.File
-	out   countWriter
+	out   *syncfile.Writer // synced as it grows: see package syncfile
 	w     *pq.GenericWriter[any]
 	tmp   string
 	start time.Time
 	end   time.Time // RotateEvery deadline
-}
-
-// countWriter is the file, counting the bytes the OS took.
-type countWriter struct {
-	f *os.File
-	n int64
-}
-
-func (w *countWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.n += int64(n)
-	return n, err
 }
 
 // New checks cfg; files are made as events arrive.
@@ -492,6 +481,7 @@ func (s *Sink) fail(err error) error {
 	err = fmt.Errorf("parquet sink %s: %w", s.cfg.Dir, err)
 	for _, t := range s.list {
 		if t.seg != nil {
+			t.seg.out.Stop() // its error changes nothing: the file is removed
 			t.seg.f.Close()
 			if rerr := os.Remove(t.seg.tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 				err = errors.Join(err, rerr)
@@ -593,7 +583,7 @@ func (s *Sink) addRow(t *table) error {
 	if err := s.writeRowGroup(t); err != nil {
 		return err
 	}
-	if s.cfg.RotateBytes > 0 && t.seg.out.n >= s.cfg.RotateBytes {
+	if s.cfg.RotateBytes > 0 && t.seg.out.Size() >= s.cfg.RotateBytes {
 		return s.complete(t)
 	}
 	return nil
@@ -712,8 +702,7 @@ func (s *Sink) begin(t *table) error {
 	if err != nil {
 		return err
 	}
-	seg := &segment{f: f, tmp: tmp, start: s.cfg.Now()}
-	seg.out.f = f
+	seg := &segment{f: f, out: syncfile.New(f), tmp: tmp, start: s.cfg.Now()}
 	if s.cfg.RotateEvery > 0 {
 		seg.end = seg.start.Truncate(s.cfg.RotateEvery).Add(s.cfg.RotateEvery)
 	}
@@ -748,11 +737,11 @@ func (s *Sink) writeRowGroup(t *table) error {
 			}
 		}
 		if t.w != nil && sameTypes(t.wtypes, t.schema) {
-			t.w.Reset(&seg.out) // keeps its buffers
+			t.w.Reset(seg.out) // keeps its buffers
 		} else {
 			// The schema is given, not derived from a Go type: values
 			// go in through the column writers only.
-			t.w = pq.NewGenericWriter[any](&seg.out, newSchema(t.name, t.schema), pq.Compression(s.codec), pq.PageBufferSize(pageBytes))
+			t.w = pq.NewGenericWriter[any](seg.out, newSchema(t.name, t.schema), pq.Compression(s.codec), pq.PageBufferSize(pageBytes))
 			t.wtypes = t.wtypes[:0]
 			for _, c := range t.schema {
 				t.wtypes = append(t.wtypes, c.typ)
@@ -800,6 +789,9 @@ func (s *Sink) complete(t *table) error {
 	}
 	if err := seg.w.Close(); err != nil {
 		return wrapPath(err, seg.tmp)
+	}
+	if err := seg.out.Stop(); err != nil {
+		return err
 	}
 	if err := seg.f.Sync(); err != nil {
 		return err

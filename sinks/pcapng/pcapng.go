@@ -29,6 +29,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/pktpipe/pktpipe/internal/syncfile"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 	"github.com/pktpipe/pktpipe/pipeline/stats"
 )
@@ -51,6 +52,7 @@ type Writer struct {
 	path   string
 	mu     sync.Mutex
 	f      *os.File
+	out    *syncfile.Writer // synced as it grows: see package syncfile
 	bw     *bufio.Writer
 	ifaces map[ifKey]uint32
 	taps   []*Tap
@@ -71,7 +73,8 @@ func Create(path string, cfg Config) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pcapng: %w", err)
 	}
-	w := &Writer{cfg: cfg, path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20), ifaces: map[ifKey]uint32{}}
+	out := syncfile.New(f)
+	w := &Writer{cfg: cfg, path: path, f: f, out: out, bw: bufio.NewWriterSize(out, 1<<20), ifaces: map[ifKey]uint32{}}
 	w.packets = cfg.Stats.Counter("pktpipe_pcapng_packets_total", "Packets written to the -w pcapng file.")
 	w.failed = cfg.Stats.LossCounter("pktpipe_pcapng_failed_packets_total", "Packets that could not be written to the -w pcapng file.")
 	// Section Header Block: byte-order magic, version 1.0, unknown length.
@@ -85,6 +88,7 @@ func Create(path string, cfg Config) (*Writer, error) {
 	le.PutUint64(shb[16:], ^uint64(0))
 	le.PutUint32(shb[24:], 28)
 	if _, err := w.bw.Write(shb[:]); err != nil {
+		out.Stop()
 		f.Close()
 		return nil, fmt.Errorf("pcapng: %w", err)
 	}
@@ -163,6 +167,9 @@ func (w *Writer) Close() error {
 	w.mergeTaps()
 	w.closed = true
 	err := w.bw.Flush()
+	if serr := w.out.Stop(); err == nil {
+		err = serr
+	}
 	if err == nil {
 		err = w.f.Sync()
 	}
