@@ -577,6 +577,33 @@ func TestSkipPackets(t *testing.T) {
 	}
 }
 
+// otherSkipper, on a flow's second packet, tells the flow table that the
+// analyzer in slot target wants no more of its packets.
+type otherSkipper struct{ target int }
+
+func (s *otherSkipper) Packet(f *Flow, _ *packet.Packet, _ Dir, _ *pipeline.Emitter) {
+	if f.Packets(ToServer)+f.Packets(ToClient) == 2 {
+		f.SkipPackets(s.target)
+	}
+}
+func (s *otherSkipper) ICMPError(*Flow, *packet.Packet, *pipeline.Emitter) {}
+func (s *otherSkipper) End(*Flow, *event.Flow, *pipeline.Emitter)          {}
+
+// TestSkipPacketsOfALaterSlot: a skip set while a packet goes through the
+// analyzers holds for the slots after the one that set it, from that very
+// packet on, as in a plain loop over the slots; the slots before and the
+// others still see every packet.
+func TestSkipPacketsOfALaterSlot(t *testing.T) {
+	before, between, target := &recorder{}, &recorder{}, &recorder{}
+	p := NewProcessor(Config{MaxFlows: 4}, before, &otherSkipper{target: 3}, between, target)
+	pkts := handshakeFin(0)
+	run(t, p, pkts, 1)
+	if len(before.dirs) != len(pkts) || len(between.dirs) != len(pkts) || len(target.dirs) != 1 {
+		t.Fatalf("slots 0, 2 and 3 saw %d, %d and %d of %d packets; want all, all and 1",
+			len(before.dirs), len(between.dirs), len(target.dirs), len(pkts))
+	}
+}
+
 // The flow record carries EVE's ether object: the MACs of the first packet
 // each way, on Ethernet links only; a reused entry starts clean.
 func TestEtherOfFirstPacketEachWay(t *testing.T) {

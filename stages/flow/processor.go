@@ -184,6 +184,7 @@ type Processor struct {
 	// Per-analyzer accounting: packets handed to each, and the time spent
 	// in it measured on one packet in timeSample (scaled up when published).
 	tick    uint32
+	low     uint32 // a bit for each analyzer slot below 32 (Flow.skip's)
 	aPkts   []uint64
 	aNanos  []int64
 	cAPkts  []*stats.Counter
@@ -228,6 +229,7 @@ func NewProcessor(cfg Config, analyzers ...Analyzer) *Processor {
 	}
 	r := cfg.Stats
 	p.aPkts, p.aNanos = make([]uint64, len(analyzers)), make([]int64, len(analyzers))
+	p.low = uint32(1<<min(len(analyzers), 32) - 1)
 	for i := range analyzers {
 		name := fmt.Sprintf("analyzer%d", i)
 		if i < len(cfg.AnalyzerNames) {
@@ -448,23 +450,39 @@ func (p *Processor) Packet(pk *packet.Packet, em *pipeline.Emitter) {
 		p.pushFront(c, i)
 	}
 	p.tick++
-	if p.tick%timeSample != 0 {
-		for j, a := range p.analyzers {
-			if f.skip&(1<<j) == 0 { // 0 for j >= 32: always called
-				p.aPkts[j]++
-				a.Packet(f, pk, dir, em)
-			}
+	timed := p.tick%timeSample == 0
+	// Only the analyzers still engaged with the flow, in slot order: most
+	// packets belong to flows that a few analyzers follow, and walking
+	// every slot to test its bit cost more than the calls. The mask is
+	// read again after each call, which may have told the flow table to
+	// skip a later slot, so each analyzer sees exactly the packets it
+	// would in a plain loop over the slots.
+	for live := p.low &^ f.skip; live != 0; live &^= f.skip {
+		j := bits.TrailingZeros32(live)
+		live &= live - 1
+		p.aPkts[j]++
+		if timed {
+			p.timedPacket(j, f, pk, dir, em)
+		} else {
+			p.analyzers[j].Packet(f, pk, dir, em)
 		}
-		return
 	}
-	for j, a := range p.analyzers {
-		if f.skip&(1<<j) == 0 {
-			p.aPkts[j]++
-			t := time.Now()
-			a.Packet(f, pk, dir, em)
-			p.aNanos[j] += int64(time.Since(t))
+	for j := 32; j < len(p.analyzers); j++ { // not tracked by skip: always called
+		p.aPkts[j]++
+		if timed {
+			p.timedPacket(j, f, pk, dir, em)
+		} else {
+			p.analyzers[j].Packet(f, pk, dir, em)
 		}
 	}
+}
+
+// timedPacket hands pk to analyzer j and adds the time it took to the
+// analyzer's (one packet in timeSample is timed).
+func (p *Processor) timedPacket(j int, f *Flow, pk *packet.Packet, dir Dir, em *pipeline.Emitter) {
+	t := time.Now()
+	p.analyzers[j].Packet(f, pk, dir, em)
+	p.aNanos[j] += int64(time.Since(t))
 }
 
 func (p *Processor) icmpError(pk *packet.Packet, em *pipeline.Emitter) {
