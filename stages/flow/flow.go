@@ -473,7 +473,16 @@ func (f *Flow) Last() int64  { return f.last }
 
 // Packets, Bytes and TCPFlags are the counters of one direction so far,
 // including the packet being handled.
+// (Analyzers ask for them several times a packet: the common case, no
+// side entry, is kept small enough to be inlined.)
 func (f *Flow) Packets(d Dir) uint64 {
+	if f.ext == nilIdx {
+		return uint64(f.pkts[d&1])
+	}
+	return f.packetsExt(d)
+}
+
+func (f *Flow) packetsExt(d Dir) uint64 {
 	n := uint64(f.pkts[d&1])
 	if x := f.extOf(); x != nil {
 		n |= uint64(x.pktsHi[d&1]) << 32
@@ -482,6 +491,13 @@ func (f *Flow) Packets(d Dir) uint64 {
 }
 
 func (f *Flow) Bytes(d Dir) uint64 {
+	if f.ext == nilIdx {
+		return uint64(f.bytes[d&1])
+	}
+	return f.bytesExt(d)
+}
+
+func (f *Flow) bytesExt(d Dir) uint64 {
 	n := uint64(f.bytes[d&1])
 	if x := f.extOf(); x != nil {
 		n |= uint64(x.bytesHi[d&1]) << 32
