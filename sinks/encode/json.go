@@ -21,16 +21,26 @@ type JSON struct {
 	comma bool
 	secs  eveSeconds         // the last second written by Time
 	names [1 << 10]plainName // Key's memory of names found plain
+	// quoted holds the written form of each plain name Key has met, so
+	// that a name forgotten by names (another took its place) costs a
+	// lookup, not an allocation. At most maxQuoted names.
+	quoted map[string]string
 }
 
-// plainName is a name Key found plain, by its bytes' address and length:
-// names are nearly all string constants met again and again, and a Go
-// string's bytes never change, so a name seen at the same address with
-// the same length needs no second look.
+// plainName is a name Key found plain, by its bytes' address and length,
+// with its written form: ,"name": (the comma is left out when none is
+// needed). Names are nearly all string constants met again and again, and
+// a Go string's bytes never change, so a name seen at the same address
+// with the same length needs no second look.
 type plainName struct {
 	p *byte
 	n int
+	q string
 }
+
+// maxQuoted bounds JSON.quoted: event schemas have a few hundred names;
+// past that, plain names are still written, only not remembered.
+const maxQuoted = 4096
 
 // NewJSON returns a JSON encoder.
 func NewJSON() *JSON { return &JSON{} }
@@ -92,21 +102,41 @@ func (e *JSON) EndArray()    { e.close(']') }
 // Key writes a member name. Names are nearly always plain constants, so
 // they take a short path: one check, then the bytes.
 func (e *JSON) Key(k string) {
-	b := e.buf
-	if e.comma {
-		b = append(b, ',')
-	}
-	e.comma = false
 	p := unsafe.StringData(k)
 	h := (uint64(uintptr(unsafe.Pointer(p))) + uint64(len(k))) * 0x9e3779b97f4a7c15 // Fibonacci hashing
 	known := &e.names[h>>(64-10)]
-	if (known.p == p && known.n == len(k)) || plainPrefix(k) == len(k) {
-		*known = plainName{p, len(k)}
-		b = append(append(append(b, '"'), k...), '"', ':')
-	} else {
-		b = append(appendJSONString(b, k), ':')
+	if known.p != p || known.n != len(k) {
+		if !e.remember(known, k) {
+			e.sep()
+			e.buf = append(appendJSONString(e.buf, k), ':')
+			e.comma = false
+			return
+		}
 	}
-	e.buf = b
+	q := known.q
+	if !e.comma {
+		q = q[1:]
+	}
+	e.buf = append(e.buf, q...)
+	e.comma = false
+}
+
+// remember makes slot the memory of k and reports true if k is plain and
+// its written form is known or may be added to quoted.
+func (e *JSON) remember(slot *plainName, k string) bool {
+	q, ok := e.quoted[k]
+	if !ok {
+		if len(e.quoted) >= maxQuoted || plainPrefix(k) != len(k) {
+			return false
+		}
+		if e.quoted == nil {
+			e.quoted = make(map[string]string)
+		}
+		q = `,"` + k + `":`
+		e.quoted[k] = q
+	}
+	*slot = plainName{unsafe.StringData(k), len(k), q}
+	return true
 }
 
 func (e *JSON) String(s string) { e.sep(); e.buf = appendJSONString(e.buf, s) }
