@@ -104,8 +104,18 @@ func (e *JSON) EndArray()    { e.close(']') }
 func (e *JSON) Key(k string) {
 	p := unsafe.StringData(k)
 	h := (uint64(uintptr(unsafe.Pointer(p))) + uint64(len(k))) * 0x9e3779b97f4a7c15 // Fibonacci hashing
-	known := &e.names[h>>(64-10)]
+	// Two places per name (one cache line): with a few hundred names in
+	// 1,024 places, one place each left one name in eight fighting another
+	// for its place at every event.
+	set := h >> (64 - 10) &^ 1
+	known := &e.names[set]
 	if known.p != p || known.n != len(k) {
+		known = &e.names[set+1]
+	}
+	if known.p != p || known.n != len(k) {
+		// The new name takes the first place, its holder the second.
+		e.names[set+1] = e.names[set]
+		known = &e.names[set]
 		if !e.remember(known, k) {
 			e.sep()
 			e.buf = append(appendJSONString(e.buf, k), ':')
