@@ -59,8 +59,9 @@ func kafkaSh(t *testing.T, sh, verb string) {
 // the blocked pipeline's queued packet buffers (12–15 MiB), kafka-go's
 // open batches (at most 4 WriteMessages calls × 3 partitions × 1000 × 152
 // B = 1.7 MiB) and zstd encoders (~3.4 MiB per partition being written).
-// 2×: Go's default GC target (GOGC=100; pktpipe sets 1.5×, app.TuneGC) lets
-// the heap reach twice what is live, an upper bound here. Before
+// 2×: Go's default GC target (GOGC=100) lets the heap reach twice what is
+// live, an upper bound here (app.TuneGC allows half of it, or 64 MiB,
+// which beforeKill and filePeak hold too). Before
 // the fix (sinks/kafka: open calls bounded, BatchSize 1000, 1 MiB zstd
 // window) this run reached 228 MiB during the outage and 967 MiB in all,
 // with the live heap at 2.8 GB of kafka-go batch arrays; after it, 93–110

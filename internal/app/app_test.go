@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pktpipe/pktpipe/internal/app"
 	"github.com/pktpipe/pktpipe/pipeline"
@@ -126,18 +129,53 @@ func TestUnknownAnalyzerIsAUsageError(t *testing.T) {
 	}
 }
 
-// TestTuneGC: the command's collector target is GCPercent, unless GOGC is
-// set in the environment, which then wins.
+// TestGCTarget: the heap may grow by half of what is live or by
+// GCHeadroom, whichever is more; a heap under 4 MB counts as 4.
+func TestGCTarget(t *testing.T) {
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 1600}, {4 << 20, 1600}, {32 << 20, 200}, {64 << 20, 100},
+		{128 << 20, 50}, {129 << 20, 50}, {1 << 30, 50},
+	} {
+		if got := app.GCTarget(c.live); got != c.want {
+			t.Errorf("GCTarget(%d MiB) = %d, want %d", c.live>>20, got, c.want)
+		}
+	}
+}
+
+// TestTuneGC: without GOGC in the environment the collector's target
+// follows the live heap after each collection; with GOGC set, it is left
+// alone.
 func TestTuneGC(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	gogc := func() int {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return int(s[0].Value.Uint64())
+	}
 	t.Setenv("GOGC", "77") // restored after the test
-	app.TuneGC()
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("with GOGC set, TuneGC set the target to %d", got)
+	debug.SetGCPercent(77)
+	app.TuneGC()()
+	runtime.GC()
+	if got := gogc(); got != 77 {
+		t.Errorf("with GOGC set, the target became %d", got)
 	}
 	os.Unsetenv("GOGC")
-	app.TuneGC()
-	if got := debug.SetGCPercent(100); got != app.GCPercent {
-		t.Errorf("without GOGC, the target is %d, want %d", got, app.GCPercent)
+	stop := app.TuneGC()
+	defer stop()
+	debug.SetGCPercent(1) // what the tuner must replace at the next collection
+	keep := make([]byte, 40<<20)
+	deadline := time.Now().Add(10 * time.Second)
+	for gogc() == 1 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(time.Millisecond) // the cleanup runs on its own goroutine
 	}
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(live)
+	if got, want := gogc(), app.GCTarget(live[0].Value.Uint64()); got != want {
+		t.Errorf("after a collection with %d MiB live the target is %d, want %d", live[0].Value.Uint64()>>20, got, want)
+	}
+	runtime.KeepAlive(keep)
 }
