@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BENCH_PACKETS ?= 2000000
 
-.PHONY: all build run test test-race bench bench-compare shard-check fuzz generate vet clean
+.PHONY: all build run test test-race bench bench-compare bench-instructions shard-check fuzz generate vet clean
 
 all: build
 
@@ -47,6 +47,16 @@ bench: build
 # sink, --workers 2; medians of 3, and tshark once for the record.
 bench-compare: build
 	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) -compare -tshark -count 3 -workers 2 -analyzers all,features $(BENCH_FLAGS)
+
+# User-space instructions of one pipeline run (every analyzer, features,
+# --workers 2) on a synthetic capture of INSN_PACKETS packets, counted by
+# valgrind's cachegrind (apt-get install valgrind): they hardly move with the
+# machine's load, so a change's cost or gain shows where CPU time does not.
+INSN_PACKETS ?= 300000
+bench-instructions:
+	$(GO) build -o bin/pktpipe-symbols ./cmd/pktpipe
+	$(GO) run ./bench/cmd/benchrun -packets $(INSN_PACKETS) -modes pcapgo-read >/dev/null
+	bench/instructions.sh bin/pktpipe-symbols $${TMPDIR:-/tmp}/pktpipe-bench/synth-seed1-n$(INSN_PACKETS).pcap $(INSN_PACKETS)
 
 # --shard on the full bench capture (make test runs it on a 200k-packet one):
 # the union of N = 1, 2, 3, 5 shards' events equals one run's.
