@@ -16,6 +16,7 @@ package syncfile
 
 import (
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,9 +33,9 @@ type Writer struct {
 
 	kick   chan struct{} // nil: no background syncs
 	done   chan struct{}
-	err    error // the first failed sync, read after done is closed
-	syncs  int   // syncs done, read after done is closed
-	synced int64 // the size at the last kick
+	err    error        // the first failed sync, read after done is closed
+	syncs  atomic.Int64 // background syncs done
+	synced int64        // the size at the last kick
 }
 
 // New returns a Writer on f that syncs it in the background.
@@ -59,7 +60,7 @@ func New(f *os.File) *Writer {
 			// Linux reports a write-back error to one sync of the file
 			// only: keep it for Stop, before the file's final fsync.
 			w.err = serr
-			w.syncs++
+			w.syncs.Add(1)
 		}
 	}()
 	return w
@@ -84,6 +85,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Syncs is the number of background syncs done so far.
+func (w *Writer) Syncs() int64 { return w.syncs.Load() }
 
 // Size is the number of bytes written.
 func (w *Writer) Size() int64 { return w.n }

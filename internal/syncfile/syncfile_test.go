@@ -38,8 +38,8 @@ func TestSyncsAsTheFileGrows(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two asks; the second may have found the first not yet begun.
-	if w.syncs < 1 || w.syncs > 2 || w.synced < Every {
-		t.Errorf("%d syncs, last asked at %d bytes; want 1 or 2 after %d bytes", w.syncs, w.synced, w.Size())
+	if n := w.Syncs(); n < 1 || n > 2 || w.synced < Every {
+		t.Errorf("%d syncs, last asked at %d bytes; want 1 or 2 after %d bytes", n, w.synced, w.Size())
 	}
 	if err := w.Stop(); err != nil {
 		t.Errorf("second Stop: %v", err)
@@ -68,7 +68,7 @@ func TestCountingOnly(t *testing.T) {
 	if _, err := w.Write(make([]byte, Every+1)); err != nil {
 		t.Fatal(err)
 	}
-	if w.Size() != Every+1 || w.syncs != 0 || w.Stop() != nil {
-		t.Errorf("size %d, %d syncs", w.Size(), w.syncs)
+	if w.Size() != Every+1 || w.Syncs() != 0 || w.Stop() != nil {
+		t.Errorf("size %d, %d syncs", w.Size(), w.Syncs())
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/pktpipe/pktpipe/internal/syncfile"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/sinks/encode"
@@ -445,5 +446,36 @@ func BenchmarkWrite(b *testing.B) {
 			}
 			must(b, s.Close())
 		})
+	}
+}
+
+// TestSegmentSyncedAsItGrows: a segment file is synced in the background
+// while it grows (package syncfile), not only when it completes; an
+// in-place target (a device) is not.
+func TestSegmentSyncedAsItGrows(t *testing.T) {
+	s, err := New(Config{Path: filepath.Join(t.TempDir(), "events.json")})
+	must(t, err)
+	for id := 1; s.out.Size() < syncfile.Every+1<<20; id += 1000 {
+		must(t, s.Write(flowsFrom(id, 1000)))
+		must(t, s.Flush())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.out.Syncs() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the sync runs on its own goroutine
+	}
+	if s.out.Syncs() == 0 {
+		t.Errorf("no background sync after %d bytes", s.out.Size())
+	}
+	must(t, s.Close())
+
+	d, err := New(Config{Path: os.DevNull})
+	must(t, err)
+	for id := 1; d.out.Size() < syncfile.Every+1<<20; id += 1000 {
+		must(t, d.Write(flowsFrom(id, 1000)))
+		must(t, d.Flush())
+	}
+	must(t, d.Close())
+	if n := d.out.Syncs(); n != 0 {
+		t.Errorf("%s: %d background syncs, want none", os.DevNull, n)
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/pktpipe/pktpipe/internal/syncfile"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
 )
 
@@ -86,5 +88,53 @@ func TestTapDoesNotAllocate(t *testing.T) {
 	tap.Write(&p)
 	if n := testing.AllocsPerRun(2000, func() { tap.Write(&p) }); n != 0 {
 		t.Fatalf("%v allocations per packet", n)
+	}
+}
+
+// TestFileSyncedAsItGrows: the -w file is synced in the background while
+// it grows (package syncfile), so that Close's fsync waits only for the
+// tail; the file still reads back whole.
+func TestFileSyncedAsItGrows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.pcapng")
+	w, err := Create(path, Config{Snaplen: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap := w.NewTap()
+	p := packet.Packet{Data: bytes.Repeat([]byte{7}, 1400), OrigLen: 1400, LinkType: packet.LinkEthernet, IfIndex: -1}
+	n := 0
+	for w.out.Size() < syncfile.Every+1<<20 {
+		p.Timestamp = int64(n) * 1000
+		tap.Write(&p)
+		n++
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for w.out.Syncs() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the sync runs on its own goroutine
+	}
+	if w.out.Syncs() == 0 {
+		t.Errorf("no background sync after %d bytes", w.out.Size())
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for {
+		if _, _, err := r.ReadPacketData(); err != nil {
+			break
+		}
+		got++
+	}
+	if got != n {
+		t.Errorf("read back %d packets, wrote %d", got, n)
 	}
 }
