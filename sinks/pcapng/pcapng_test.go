@@ -33,15 +33,7 @@ func TestRoundTripWithGopacket(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{WantMixedLinkType: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openNg(t, path)
 	var got []packet.Packet
 	var links []layers.LinkType
 	var names []string
@@ -118,23 +110,34 @@ func TestFileSyncedAsItGrows(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openNg(t, path)
 	got := 0
 	for {
-		if _, _, err := r.ReadPacketData(); err != nil {
+		_, _, err := r.ReadPacketData()
+		if err == io.EOF {
 			break
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 		got++
 	}
 	if got != n {
 		t.Errorf("read back %d packets, wrote %d", got, n)
 	}
+}
+
+// openNg opens a pcapng file with gopacket's reader, closed at the test's end.
+func openNg(t *testing.T, path string) *pcapgo.NgReader {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
