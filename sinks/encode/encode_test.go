@@ -456,6 +456,43 @@ func FuzzJSONString(f *testing.F) {
 	})
 }
 
+// FuzzJSONKey: any name, met on a fresh encoder, after other names and
+// again once remembered, gives an object that decodes to it.
+func FuzzJSONKey(f *testing.F) {
+	for _, s := range append(escapeCases, "", "a", "plain_name") {
+		f.Add(s)
+	}
+	var j JSON // shared across inputs: names remembered from earlier ones
+	f.Fuzz(func(t *testing.T, k string) {
+		for range 2 {
+			j.Reset(nil)
+			j.BeginObject()
+			j.Key("other")
+			j.Uint(1)
+			j.Key(k)
+			j.Uint(2)
+			j.EndObject()
+			out := j.Bytes()
+			var m map[string]uint64
+			if err := json.Unmarshal(out, &m); err != nil {
+				t.Fatalf("invalid JSON for name %q: %s", k, out)
+			}
+			if want := string([]rune(k)); m[want] != 2 && want != "other" {
+				t.Fatalf("name %q lost in %s", k, out)
+			}
+		}
+		var fresh JSON
+		fresh.Reset(nil)
+		fresh.BeginObject()
+		fresh.Key(k)
+		fresh.Uint(3)
+		fresh.EndObject()
+		if out := fresh.Bytes(); !json.Valid(out) {
+			t.Fatalf("invalid JSON for name %q first: %s", k, out)
+		}
+	})
+}
+
 func TestUnbalancedPanics(t *testing.T) {
 	for _, w := range []event.Writer{NewJSON(), NewMsgpack()} {
 		func() {
@@ -545,8 +582,17 @@ func TestPlainPrefix(t *testing.T) {
 // after plain names were remembered and when the same name comes again
 // (Key's memory of plain names must never take them for plain).
 func TestKeyEscapes(t *testing.T) {
-	names := []string{"plain", `q"uote`, "tab\tname", `back\slash`, "plain", "ctl\x01", "long_plain_name_x", `q"uote`}
+	names := []string{"plain", `q"uote`, "tab\tname", `back\slash`, "plain", "ctl\x01", "long_plain_name_x", `q"uote`, ""}
 	var j JSON
+	// The empty name first, on an encoder that has remembered nothing.
+	j.Reset(nil)
+	j.BeginObject()
+	j.Key("")
+	j.Uint(7)
+	j.EndObject()
+	if got := string(j.Bytes()); got != `{"":7}` {
+		t.Fatalf("empty name on a fresh encoder: %s", got)
+	}
 	for range 3 {
 		j.Reset(nil)
 		j.BeginObject()

@@ -107,12 +107,14 @@ func (e *JSON) Key(k string) {
 	// Two places per name (one cache line): with a few hundred names in
 	// 1,024 places, one place each left one name in eight fighting another
 	// for its place at every event.
+	// An empty place (no written form yet) matches nothing, not even the
+	// empty name, whose bytes may be at address nil too.
 	set := h >> (64 - 10) &^ 1
 	known := &e.names[set]
-	if known.p != p || known.n != len(k) {
+	if known.p != p || known.n != len(k) || known.q == "" {
 		known = &e.names[set+1]
 	}
-	if known.p != p || known.n != len(k) {
+	if known.p != p || known.n != len(k) || known.q == "" {
 		// The new name takes the first place, its holder the second.
 		e.names[set+1] = e.names[set]
 		known = &e.names[set]
