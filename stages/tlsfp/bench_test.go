@@ -8,17 +8,28 @@ import (
 )
 
 // BenchmarkHandshake measures parsing and fingerprinting one ClientHello
-// and one ServerHello (JA3, JA4 in four forms, JA3S) with a warm Scratch.
+// and one ServerHello (JA3, JA4 in four forms, JA3S) with a warm Scratch:
+// "recalled" when the Scratch remembers the client's fingerprints (a
+// client stack it has met), "computed" when it does not.
 func BenchmarkHandshake(b *testing.B) {
 	ch, sh := helloBodies(b)
-	var s Scratch
-	b.ReportAllocs()
-	for b.Loop() {
-		if s.ch.Parse(ch) != nil || s.sh.Parse(sh) != nil {
-			b.Fatal("parse")
-		}
-		_ = s.Client(&s.ch)
-		_ = s.Server(&s.sh)
+	for _, recall := range []bool{true, false} {
+		name := map[bool]string{true: "recalled", false: "computed"}[recall]
+		b.Run(name, func(b *testing.B) {
+			var s Scratch
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.ch.Parse(ch) != nil || s.sh.Parse(sh) != nil {
+					b.Fatal("parse")
+				}
+				if recall {
+					_ = s.Client(&s.ch)
+				} else {
+					_ = s.client(&s.ch)
+				}
+				_ = s.Server(&s.sh)
+			}
+		})
 	}
 }
 

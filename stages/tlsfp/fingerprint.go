@@ -1,9 +1,12 @@
 package tlsfp
 
 import (
+	"bytes"
 	"crypto/md5"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"hash/maphash"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -23,7 +26,30 @@ type Scratch struct {
 	// marker, when not zero, replaces JA4's transport character (set by
 	// ClientQUIC for hellos carried in QUIC CRYPTO frames).
 	marker byte
+
+	// known remembers the fingerprints of recent distinct hellos, by
+	// everything they are computed from (clientKey). Real traffic repeats
+	// a few client stacks over and over, and a hit costs one hash and one
+	// compare instead of the JA3/JA4 strings, four SHA-256, one MD5 and
+	// six allocations.
+	key   []byte
+	known [knownHellos]knownHello
 }
+
+// Scratch's memory of hellos: knownHellos places (direct-mapped), for
+// hellos whose key is at most maxKnownKey bytes (a browser's is about 150).
+// That bounds it at about 600 KiB per worker; typical hellos take 60 KiB.
+const (
+	knownHellos = 128
+	maxKnownKey = 512
+)
+
+type knownHello struct {
+	key []byte // clientKey of the hello; nil = empty place
+	fp  ClientFingerprints
+}
+
+var knownSeed = maphash.MakeSeed()
 
 // ClientFingerprints are the fingerprints of one ClientHello.
 type ClientFingerprints struct {
@@ -39,8 +65,53 @@ type ServerFingerprints struct {
 	JA3S, JA3SHash string
 }
 
-// Client computes the fingerprints of h.
+// Client computes the fingerprints of h, or recalls them if a hello with
+// the same inputs was seen recently.
 func (s *Scratch) Client(h *ClientHello) ClientFingerprints {
+	s.key = clientKey(s.key[:0], h, s.marker)
+	slot := &s.known[maphash.Bytes(knownSeed, s.key)%knownHellos]
+	if slot.key != nil && bytes.Equal(slot.key, s.key) {
+		return slot.fp
+	}
+	f := s.client(h)
+	if len(s.key) <= maxKnownKey {
+		slot.key = append(slot.key[:0], s.key...)
+		slot.fp = f
+	}
+	return f
+}
+
+// clientKey appends everything JA3 and JA4 read from h (and the JA4
+// transport marker) in an unambiguous form: each list after its length
+// (32 bits: repeated extensions can make a list longer than its own
+// length field allows).
+func clientKey(b []byte, h *ClientHello, marker byte) []byte {
+	list := func(b []byte, vs []uint16) []byte {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(vs)))
+		for _, v := range vs {
+			b = binary.BigEndian.AppendUint16(b, v)
+		}
+		return b
+	}
+	b = append(b, marker)
+	b = binary.BigEndian.AppendUint16(b, h.Version)
+	b = list(b, h.Ciphers)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(h.Extensions)))
+	for _, e := range h.Extensions {
+		b = binary.BigEndian.AppendUint16(b, e.Type)
+	}
+	b = list(b, h.SupportedVersions)
+	b = list(b, h.Groups)
+	b = list(b, h.SigAlgs)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(h.PointFormats)))
+	b = append(b, h.PointFormats...)
+	alpn := h.FirstALPN()
+	b = binary.BigEndian.AppendUint32(b, uint32(len(alpn)))
+	return append(b, alpn...)
+}
+
+// client computes the fingerprints of h.
+func (s *Scratch) client(h *ClientHello) ClientFingerprints {
 	var f ClientFingerprints
 	s.b = appendJA3(s.b[:0], h)
 	f.JA3 = string(s.b)

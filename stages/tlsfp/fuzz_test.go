@@ -35,6 +35,14 @@ func FuzzParseClientHello(f *testing.F) {
 			if len(fp.JA3Hash) != 32 || len(fp.JA4) != 36 {
 				t.Fatalf("bad fingerprint lengths: %q %q", fp.JA3Hash, fp.JA4)
 			}
+			// Recalled (the seed's hello remembered too): the same.
+			var seed ClientHello
+			if seed.Parse(ch) == nil {
+				s.Client(&seed)
+			}
+			if again := s.Client(&h); again != fp {
+				t.Fatalf("recalled %+v, computed %+v", again, fp)
+			}
 		}
 	})
 }
