@@ -9,8 +9,8 @@ import (
 
 // BenchmarkHandshake measures parsing and fingerprinting one ClientHello
 // and one ServerHello (JA3, JA4 in four forms, JA3S) with a warm Scratch:
-// "recalled" when the Scratch remembers the client's fingerprints (a
-// client stack it has met), "computed" when it does not.
+// "recalled" when the Scratch remembers the fingerprints (TLS stacks it
+// has met), "computed" when it does not.
 func BenchmarkHandshake(b *testing.B) {
 	ch, sh := helloBodies(b)
 	for _, recall := range []bool{true, false} {
@@ -24,10 +24,11 @@ func BenchmarkHandshake(b *testing.B) {
 				}
 				if recall {
 					_ = s.Client(&s.ch)
+					_ = s.Server(&s.sh)
 				} else {
 					_ = s.client(&s.ch)
+					_ = s.server(&s.sh)
 				}
-				_ = s.Server(&s.sh)
 			}
 		})
 	}

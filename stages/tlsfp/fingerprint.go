@@ -27,29 +27,48 @@ type Scratch struct {
 	// ClientQUIC for hellos carried in QUIC CRYPTO frames).
 	marker byte
 
-	// known remembers the fingerprints of recent distinct hellos, by
-	// everything they are computed from (clientKey). Real traffic repeats
-	// a few client stacks over and over, and a hit costs one hash and one
-	// compare instead of the JA3/JA4 strings, four SHA-256, one MD5 and
-	// six allocations.
-	key   []byte
-	known [knownHellos]knownHello
+	// clients and servers remember the fingerprints of recent distinct
+	// hellos, by everything they are computed from (clientKey,
+	// serverKey). Real traffic repeats a few TLS stacks over and over,
+	// and a hit costs one hash and one compare instead of the JA3/JA4
+	// strings, their SHA-256 and MD5 sums and their allocations.
+	key     []byte
+	clients memo[ClientFingerprints]
+	servers memo[ServerFingerprints]
 }
 
-// Scratch's memory of hellos: knownHellos places (direct-mapped), for
-// hellos whose key is at most maxKnownKey bytes (a browser's is about 150).
-// That bounds it at about 600 KiB per worker; typical hellos take 60 KiB.
+// A memo has knownHellos places (direct-mapped) for hellos whose key is
+// at most maxKnownKey bytes (a browser's ClientHello's is about 150). That
+// bounds a Scratch's two memos at about 1 MiB per worker; typical hellos
+// take under 100 KiB.
 const (
 	knownHellos = 128
 	maxKnownKey = 512
 )
 
-type knownHello struct {
-	key []byte // clientKey of the hello; nil = empty place
-	fp  ClientFingerprints
+type memo[T any] struct {
+	places [knownHellos]struct {
+		key []byte // nil = empty place
+		v   T
+	}
 }
 
 var knownSeed = maphash.MakeSeed()
+
+// recall returns the value remembered for key, if any, and what computes
+// it otherwise keeps it for the next time.
+func (m *memo[T]) recall(key []byte, compute func() T) T {
+	p := &m.places[maphash.Bytes(knownSeed, key)%knownHellos]
+	if p.key != nil && bytes.Equal(p.key, key) {
+		return p.v
+	}
+	v := compute()
+	if len(key) <= maxKnownKey {
+		p.key = append(p.key[:0], key...)
+		p.v = v
+	}
+	return v
+}
 
 // ClientFingerprints are the fingerprints of one ClientHello.
 type ClientFingerprints struct {
@@ -69,16 +88,7 @@ type ServerFingerprints struct {
 // the same inputs was seen recently.
 func (s *Scratch) Client(h *ClientHello) ClientFingerprints {
 	s.key = clientKey(s.key[:0], h, s.marker)
-	slot := &s.known[maphash.Bytes(knownSeed, s.key)%knownHellos]
-	if slot.key != nil && bytes.Equal(slot.key, s.key) {
-		return slot.fp
-	}
-	f := s.client(h)
-	if len(s.key) <= maxKnownKey {
-		slot.key = append(slot.key[:0], s.key...)
-		slot.fp = f
-	}
-	return f
+	return s.clients.recall(s.key, func() ClientFingerprints { return s.client(h) })
 }
 
 // clientKey appends everything JA3 and JA4 read from h (and the JA4
@@ -133,8 +143,18 @@ func (s *Scratch) ClientQUIC(h *ClientHello) ClientFingerprints {
 	return f
 }
 
-// Server computes the fingerprints of h.
+// Server computes the fingerprints of h, or recalls them as Client does.
 func (s *Scratch) Server(h *ServerHello) ServerFingerprints {
+	s.key = binary.BigEndian.AppendUint16(s.key[:0], h.Version)
+	s.key = binary.BigEndian.AppendUint16(s.key, h.Cipher)
+	for _, e := range h.Extensions {
+		s.key = binary.BigEndian.AppendUint16(s.key, e.Type)
+	}
+	return s.servers.recall(s.key, func() ServerFingerprints { return s.server(h) })
+}
+
+// server computes the fingerprints of h.
+func (s *Scratch) server(h *ServerHello) ServerFingerprints {
 	s.b = appendJA3S(s.b[:0], h)
 	return ServerFingerprints{JA3S: string(s.b), JA3SHash: md5Hex(s.b)}
 }

@@ -54,8 +54,16 @@ func FuzzParseServerHello(f *testing.F) {
 		var h ServerHello
 		if h.Parse(b) == nil {
 			var s Scratch
-			if fp := s.Server(&h); len(fp.JA3SHash) != 32 {
+			fp := s.Server(&h)
+			if len(fp.JA3SHash) != 32 {
 				t.Fatal("bad JA3S hash")
+			}
+			var seed ServerHello
+			if seed.Parse(sh) == nil {
+				s.Server(&seed)
+			}
+			if again := s.Server(&h); again != fp {
+				t.Fatalf("recalled %+v, computed %+v", again, fp)
 			}
 		}
 	})

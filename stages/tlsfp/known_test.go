@@ -70,3 +70,48 @@ func TestClientRecallsOnlyTheSameHello(t *testing.T) {
 		}
 	}
 }
+
+// TestServerRecallsOnlyTheSameHello is TestClientRecallsOnlyTheSameHello
+// for ServerHellos (JA3S).
+func TestServerRecallsOnlyTheSameHello(t *testing.T) {
+	_, sh := helloBodies(t)
+	parse := func() *ServerHello {
+		h := new(ServerHello)
+		if err := h.Parse(sh); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	if len(parse().Extensions) < 2 {
+		t.Fatal("the test hello needs two extensions")
+	}
+	variants := []func(h *ServerHello){
+		func(*ServerHello) {},
+		func(h *ServerHello) { h.Version = 0x0301 },
+		func(h *ServerHello) { h.Cipher ^= 0x0101 },
+		func(h *ServerHello) { slices.Reverse(h.Extensions) },
+		func(h *ServerHello) { h.Extensions = h.Extensions[1:] },
+		func(h *ServerHello) { h.Extensions = append(h.Extensions, Extension{Type: 0xff01}) },
+	}
+	want := make([]ServerFingerprints, len(variants))
+	for i, v := range variants {
+		h := parse()
+		v(h)
+		want[i] = new(Scratch).server(h)
+		for j := range i {
+			if want[j] == want[i] {
+				t.Fatalf("variants %d and %d have the same fingerprints", j, i)
+			}
+		}
+	}
+	var warm Scratch
+	for round := range 3 {
+		for i, v := range variants {
+			h := parse()
+			v(h)
+			if got := warm.Server(h); got != want[i] {
+				t.Fatalf("round %d, variant %d: got %+v, want %+v", round, i, got, want[i])
+			}
+		}
+	}
+}
