@@ -42,6 +42,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -215,8 +216,11 @@ func parent(o *options, stdout, stderr io.Writer) error {
 	}
 	var results []Result
 	failed := 0
-	for _, m := range o.modes {
-		for i := 1; i <= o.count; i++ {
+	// Rounds: each mode once per round, so that the machine's drift (on a
+	// shared machine, 30% within minutes) touches every mode alike and
+	// the ratios between medians stay fair. Rows are printed by mode.
+	for i := 1; i <= o.count; i++ {
+		for _, m := range o.modes {
 			fmt.Fprintf(stderr, "benchrun: %s (run %d/%d) ...\n", m, i, o.count)
 			prof := ""
 			if o.profile != "" {
@@ -241,6 +245,9 @@ func parent(o *options, stdout, stderr io.Writer) error {
 			results = append(results, r)
 		}
 	}
+	slices.SortStableFunc(results, func(a, b Result) int {
+		return slices.Index(o.modes, a.Mode) - slices.Index(o.modes, b.Mode)
+	})
 	var ts *tsharkRun
 	if o.tshark {
 		fmt.Fprintf(stderr, "benchrun: tshark ...\n")
