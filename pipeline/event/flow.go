@@ -38,7 +38,15 @@ type Flow struct {
 	// TCP connection state, ICMP feedback...) without this type knowing
 	// them. Each is written as its own key at the top level.
 	Extra []Extension
+	// extraRoom is where Extra starts (RoomForExtra): a record's usual
+	// extensions then cost no allocation of their own.
+	extraRoom [8]Extension
 }
+
+// RoomForExtra points Extra at room inside the record, for whoever makes
+// a record before the stages append to it. A record so prepared must not
+// be copied by value while its Extra is appended to.
+func (f *Flow) RoomForExtra() { f.Extra = f.extraRoom[:0] }
 
 // Ether is one packet's Ethernet addresses.
 type Ether struct {

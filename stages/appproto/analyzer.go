@@ -329,12 +329,6 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	}
 	a.flows[app].Inc()
 	if app != Unknown {
-		if rec.Extra == nil {
-			// The detector ends first: room for the analyzers that
-			// append after it, in one allocation rather than a growing
-			// slice.
-			rec.Extra = make([]event.Extension, 0, 6)
-		}
 		rec.Extra = append(rec.Extra, &appExt[app])
 	}
 	if other != Unknown {

@@ -84,6 +84,7 @@ import (
 	"math"
 	"math/bits"
 
+	"github.com/pktpipe/pktpipe/internal/slab"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -254,6 +255,11 @@ type Analyzer struct {
 	freeSPLT    []*splt
 	freeCompact []*compact
 	wideOnly    bool // tests: never compact
+	// records holds the Features made at a flow's end for its record,
+	// which the sinks drop soon after: not the state of a living flow
+	// (start), which would keep a whole slab alive for as long as it
+	// lives.
+	records slab.Slab[Features]
 }
 
 var (
@@ -426,7 +432,7 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	case *compact:
 		// The record outlives the flow: it gets a wide copy, and the
 		// compact state goes back to the free list.
-		x = &Features{}
+		x = a.records.New()
 		k := countsOf(f)
 		s.widen(&x.st, &k, f.Proto() == packet.ProtoTCP, false, 0, 0)
 		a.putCompact(s)
@@ -440,7 +446,7 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		}
 		var c compact
 		c.replay(f)
-		x = &Features{}
+		x = a.records.New()
 		k := countsOf(f)
 		c.widen(&x.st, &k, f.Proto() == packet.ProtoTCP, false, 0, 0)
 	}

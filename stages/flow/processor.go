@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	recslab "github.com/pktpipe/pktpipe/internal/slab" // flow has its own slab type
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -146,6 +147,7 @@ func newSlab(p *Processor, size int) []Flow {
 type Processor struct {
 	cfg       Config
 	analyzers []Analyzer
+	records   recslab.Slab[event.Flow]
 	cid       *communityid.Hasher
 	timeout   [nClasses]int64
 	active    int64            // Timeouts.Active, 0 = off
@@ -749,7 +751,9 @@ func (p *Processor) record(f *Flow, reason string) *event.Flow {
 			bytes[d] -= iv.bytes[d]
 		}
 	}
-	rec := &event.Flow{
+	// Records go to the sinks and are dropped there: a slab serves them.
+	rec := p.records.New()
+	*rec = event.Flow{
 		PktsToServer: pkts[ToServer], PktsToClient: pkts[ToClient],
 		BytesToServer: bytes[ToServer], BytesToClient: bytes[ToClient],
 		Start: start, End: f.last,
@@ -758,6 +762,7 @@ func (p *Processor) record(f *Flow, reason string) *event.Flow {
 		TCPFlagsTS: flags[ToServer], TCPFlagsTC: flags[ToClient],
 		Fragments: frags,
 	}
+	rec.RoomForExtra()
 	if reason == reasonActive {
 		f.FillHeader(&rec.Header, start) // more records follow
 	} else {

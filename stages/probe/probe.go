@@ -96,6 +96,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/pktpipe/pktpipe/internal/slab"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -165,6 +166,7 @@ type state struct {
 type Analyzer struct {
 	slot      int
 	col       flow.Column[state]
+	conns     slab.Slab[Conn] // the records' conn objects
 	reporters []netip.Addr
 	repFree   []uint32
 
@@ -496,7 +498,8 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 	if s == nil {
 		return
 	}
-	c := &Conn{Outcome: s.out, Attempts: s.attempts, Answered: s.answered, RTTNS: s.rtt,
+	c := a.conns.New()
+	*c = Conn{Outcome: s.out, Attempts: s.attempts, Answered: s.answered, RTTNS: s.rtt,
 		Reporter: a.dropReporter(s), ICMPType: s.icmpType, ICMPCode: s.icmpCode}
 	a.outcomes[s.out].Inc()
 	if a.sink != nil {

@@ -66,6 +66,7 @@
 package rtt
 
 import (
+	"github.com/pktpipe/pktpipe/internal/slab"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -95,6 +96,7 @@ type Analyzer struct {
 	cfg      Config
 	slot     int
 	col      flow.Column[state]
+	sums     slab.Slab[event.RTTSummary] // the records' rtt objects
 	more     []more
 	moreFree []uint32
 
@@ -412,7 +414,9 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 		a.moreFree = append(a.moreFree, s.more)
 	}
 	if !sum.Empty() {
-		rec.Extra = append(rec.Extra, &sum)
+		x := a.sums.New()
+		*x = sum
+		rec.Extra = append(rec.Extra, x)
 	}
 	*s = state{}
 }

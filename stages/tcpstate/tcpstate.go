@@ -57,6 +57,7 @@ package tcpstate
 import (
 	"strings"
 
+	"github.com/pktpipe/pktpipe/internal/slab"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -113,7 +114,13 @@ type Analyzer struct {
 	col     flow.Column[state]
 	gaps    []gapState
 	gapFree []uint32
+	conns   slab.Slab[Conn] // the records' conn objects
+	// histories holds the history strings met (at most maxHistories):
+	// flows repeat a few, which then cost no allocation.
+	histories map[string]string
 }
+
+const maxHistories = 1024
 
 var _ flow.Analyzer = (*Analyzer)(nil)
 
@@ -475,12 +482,29 @@ func (a *Analyzer) End(f *flow.Flow, rec *event.Flow, _ *pipeline.Emitter) {
 			s.add(flow.Dir(d), lG)
 		}
 	}
-	hist := string(s.hist[:s.n])
-	rec.Extra = append(rec.Extra, &Conn{
+	hist := a.history(s.hist[:s.n])
+	c := a.conns.New()
+	*c = Conn{
 		State: connState(&s.ep[flow.ToServer], &s.ep[flow.ToClient], hist), History: hist,
 		MissedToServer: missed[flow.ToServer], MissedToClient: missed[flow.ToClient],
-	})
+	}
+	rec.Extra = append(rec.Extra, c)
 	*s = state{}
+}
+
+// history returns h as a string, the one met before if there was one.
+func (a *Analyzer) history(h []byte) string {
+	if s, ok := a.histories[string(h)]; ok {
+		return s
+	}
+	s := string(h)
+	if len(a.histories) < maxHistories {
+		if a.histories == nil {
+			a.histories = make(map[string]string)
+		}
+		a.histories[s] = s
+	}
+	return s
 }
 
 // connState is Zeek's conn_state() for TCP.
