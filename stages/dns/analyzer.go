@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"github.com/pktpipe/pktpipe/internal/slab"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -37,6 +38,13 @@ type Analyzer struct {
 	free    []*state
 	msg     Message // scratch
 	app     appproto.Finder
+
+	// The events' memory: they go to the sinks and are dropped there.
+	events  slab.Slab[event.DNS]
+	rtts    slab.Slab[event.RTT]
+	queries slab.Slab[event.DNSQuery]
+	rrs     slab.Slab[event.DNSRR]
+	text    slab.Strings
 
 	cMsgs, cBad, cTrunc, cSpan, cGap, cLost, cOOO *stats.Counter
 }
@@ -162,13 +170,14 @@ func (a *Analyzer) message(f *flow.Flow, s *state, b []byte, p *packet.Packet, e
 // event builds the dns event of a decoded message: one string holds all
 // its text, which the records' fields slice.
 func (a *Analyzer) event(m *Message) *event.DNS {
-	ev := &event.DNS{Response: m.QR(), ID: m.ID, Flags: m.Flags, Truncated: m.Truncated}
-	text := string(m.Text)
+	ev := a.events.New()
+	*ev = event.DNS{Response: m.QR(), ID: m.ID, Flags: m.Flags, Truncated: m.Truncated}
+	text := a.text.String(m.Text)
 	str := func(s Span) string { return text[s.Off : s.Off+s.Len] }
 	if n := len(m.Questions); n == 1 {
 		ev.Queries = ev.Q1[:]
 	} else if n > 1 {
-		ev.Queries = make([]event.DNSQuery, n)
+		ev.Queries = a.queries.Take(n)
 	}
 	for i, q := range m.Questions {
 		ev.Queries[i] = event.DNSQuery{RRName: str(q.Name), RRType: TypeName(q.Type)}
@@ -176,7 +185,7 @@ func (a *Analyzer) event(m *Message) *event.DNS {
 	if len(m.RRs) == 0 {
 		return ev
 	}
-	rrs := make([]event.DNSRR, len(m.RRs))
+	rrs := a.rrs.Take(len(m.RRs))
 	var n [3]int
 	var raw string
 	for i := range m.RRs {
@@ -240,7 +249,8 @@ func (a *Analyzer) emit(f *flow.Flow, s *state, ev *event.DNS, p *packet.Packet,
 		return
 	}
 	a.rtt.ObserveDNS(f, true, ns, 0)
-	r := &event.RTT{Kind: event.RTTDNS, ID: ev.ID, RCode: RCodeName(uint8(ev.Flags & 0xf)), NS: ns, Retransmitted: dup}
+	r := a.rtts.New()
+	*r = event.RTT{Kind: event.RTTDNS, ID: ev.ID, RCode: RCodeName(uint8(ev.Flags & 0xf)), NS: ns, Retransmitted: dup}
 	if len(ev.Queries) > 0 {
 		r.RRName, r.RRType = ev.Queries[0].RRName, ev.Queries[0].RRType
 	}

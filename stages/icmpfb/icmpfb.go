@@ -57,6 +57,7 @@ package icmpfb
 import (
 	"net/netip"
 
+	"github.com/pktpipe/pktpipe/internal/slab"
 	"github.com/pktpipe/pktpipe/pipeline"
 	"github.com/pktpipe/pktpipe/pipeline/event"
 	"github.com/pktpipe/pktpipe/pipeline/packet"
@@ -88,6 +89,7 @@ type Analyzer struct {
 	col      flow.Column[flowState]
 	fbs      []*event.FlowFeedback
 	fbFree   []uint32
+	events   slab.Slab[event.ICMPFeedback] // the icmp_feedback events
 
 	cVerified, cUnverified, cUnknown *stats.Counter
 }
@@ -241,7 +243,8 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emitte
 	if !ok {
 		return
 	}
-	ev := &event.ICMPFeedback{ICMPType: m.ICMPType, ICMPCode: m.ICMPCode}
+	ev := a.events.New()
+	*ev = event.ICMPFeedback{ICMPType: m.ICMPType, ICMPCode: m.ICMPCode}
 	fb := &ev.Feedback
 	fb.Class, fb.Detail, fb.Reporter = cls.Name, cls.Detail, m.Src
 	switch cls.Rest {

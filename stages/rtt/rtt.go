@@ -97,6 +97,7 @@ type Analyzer struct {
 	slot     int
 	col      flow.Column[state]
 	sums     slab.Slab[event.RTTSummary] // the records' rtt objects
+	events   slab.Slab[event.RTT]        // the rtt events
 	more     []more
 	moreFree []uint32
 
@@ -276,7 +277,8 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		s.flags |= stDone | stRefused
 		f.SkipPackets(a.slot)
 		a.refused.Inc()
-		ev := &event.RTT{Kind: event.RTTTCPHandshake, Refused: true, RSTNS: s.t0, SYNRetransmitted: retrans}
+		ev := a.events.New()
+		*ev = event.RTT{Kind: event.RTTTCPHandshake, Refused: true, RSTNS: s.t0, SYNRetransmitted: retrans}
 		f.FillHeader(&ev.Header, ts)
 		ev.PcapCnt = p.Index
 		em.Emit(ev)
@@ -290,7 +292,8 @@ func (a *Analyzer) tcp(f *flow.Flow, p *packet.Packet, dir flow.Dir, em *pipelin
 		s.flags |= stDone
 		f.SkipPackets(a.slot)
 		a.measured[KindHandshake].Inc()
-		ev := &event.RTT{
+		ev := a.events.New()
+		*ev = event.RTT{
 			Kind: event.RTTTCPHandshake, ServerNS: serverNS, ClientNS: clientNS, HandshakeNS: serverNS + clientNS,
 			SYNRetransmitted: s.flags&stSynRetrans != 0, SYNACKRetransmitted: s.synacks > 1,
 		}
@@ -349,7 +352,8 @@ func (a *Analyzer) echo(f *flow.Flow, p *packet.Packet, em *pipeline.Emitter) {
 	}
 	s.echoStats.Add(d)
 	a.measured[KindEcho].Inc()
-	ev := &event.RTT{Kind: event.RTTICMPEcho, ID: m.ICMPID, Seq: m.ICMPSeq, NS: d, Retransmitted: dup}
+	ev := a.events.New()
+	*ev = event.RTT{Kind: event.RTTICMPEcho, ID: m.ICMPID, Seq: m.ICMPSeq, NS: d, Retransmitted: dup}
 	f.FillHeader(&ev.Header, ts)
 	ev.PcapCnt = p.Index
 	em.Emit(ev)

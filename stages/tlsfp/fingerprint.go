@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/pktpipe/pktpipe/internal/slab"
+	"github.com/pktpipe/pktpipe/pipeline/event"
 )
 
 // Scratch holds the buffers fingerprinting reuses, so that computing one
@@ -35,6 +38,13 @@ type Scratch struct {
 	key     []byte
 	clients memo[ClientFingerprints]
 	servers memo[ServerFingerprints]
+
+	// The tls events' memory (Tracker.Event): they go to the sinks and
+	// are dropped there.
+	events     slab.Slab[event.TLS]
+	handshakes slab.Slab[event.TLSHandshake]
+	u16s       slab.Slab[uint16]
+	strs       slab.Slab[string]
 }
 
 // A memo has knownHellos places (direct-mapped) for hellos whose key is

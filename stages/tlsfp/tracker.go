@@ -509,7 +509,9 @@ func (t *Tracker) Event(h event.Header) *event.TLS {
 	if !t.HasHandshake() {
 		return nil
 	}
-	e := &event.TLS{Header: h, Truncated: r.Truncated}
+	sc := t.scratch()
+	e := sc.events.New()
+	*e = event.TLS{Header: h, Truncated: r.Truncated}
 	if r.Proxy != "" {
 		e.Proxy = &event.TLSProxy{Type: r.Proxy, DestHost: r.ProxyHost, DestPort: r.ProxyPort}
 	}
@@ -518,7 +520,8 @@ func (t *Tracker) Event(h event.Header) *event.TLS {
 		e.ClientALPNs = c.ALPNs
 		e.JA3, e.JA3Hash = c.JA3, c.JA3Hash
 		e.JA4, e.JA4R, e.JA4O, e.JA4RO = c.JA4, c.JA4R, c.JA4O, c.JA4RO
-		e.Client = &event.TLSHandshake{
+		e.Client = sc.handshakes.New()
+		*e.Client = event.TLSHandshake{
 			Version: VersionName(c.OfferedVersion()),
 			Ciphers: c.Ciphers, Exts: c.Exts, SigAlgs: c.SigAlgs,
 		}
@@ -528,11 +531,15 @@ func (t *Tracker) Event(h event.Header) *event.TLS {
 		e.Version = VersionName(serverVersion(s))
 		e.JA3S, e.JA3SHash = s.JA3S, s.JA3SHash
 		if s.ALPN != "" {
-			e.ServerALPNs = []string{s.ALPN}
+			e.ServerALPNs = sc.strs.Take(1)
+			e.ServerALPNs[0] = s.ALPN
 		}
-		e.Server = &event.TLSHandshake{
+		cipher := sc.u16s.Take(1)
+		cipher[0] = s.Cipher
+		e.Server = sc.handshakes.New()
+		*e.Server = event.TLSHandshake{
 			Version: VersionName(serverVersion(s)),
-			Ciphers: []uint16{s.Cipher}, Exts: s.Exts,
+			Ciphers: cipher, Exts: s.Exts,
 		}
 		e.Cipher = CipherName(s.Cipher)
 		e.HelloRetry = s.HRR
