@@ -611,9 +611,14 @@ func (t *tracker) message(h *half, request bool, block []byte) {
 		return
 	}
 	var x *tx
-	if len(t.queue) > 0 {
+	if n := len(t.queue); n > 0 {
+		// Shifted down rather than resliced, so that the queue keeps its
+		// array (the tracker is recycled with it) and the next request
+		// does not allocate one.
 		x = t.queue[0]
-		t.queue = t.queue[1:]
+		copy(t.queue, t.queue[1:])
+		t.queue[n-1] = nil
+		t.queue = t.queue[:n-1]
 	} else {
 		x = t.newTx() // a response without its request (picked up midstream)
 		x.ev.Protocol = m.version
