@@ -104,22 +104,35 @@ func (s *Scratch) Client(h *ClientHello) ClientFingerprints {
 // clientKey appends everything JA3 and JA4 read from h (and the JA4
 // transport marker) in an unambiguous form: each list after its length
 // (32 bits: repeated extensions can make a list longer than its own
-// length field allows).
+// length field allows). GREASE values are left out, as every fingerprint
+// leaves them out: clients draw new ones for each connection.
 func clientKey(b []byte, h *ClientHello, marker byte) []byte {
 	list := func(b []byte, vs []uint16) []byte {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(vs)))
+		at := len(b)
+		b = append(b, 0, 0, 0, 0)
+		n := 0
 		for _, v := range vs {
-			b = binary.BigEndian.AppendUint16(b, v)
+			if !isGREASE(v) {
+				b = binary.BigEndian.AppendUint16(b, v)
+				n++
+			}
 		}
+		binary.BigEndian.PutUint32(b[at:], uint32(n))
 		return b
 	}
 	b = append(b, marker)
 	b = binary.BigEndian.AppendUint16(b, h.Version)
 	b = list(b, h.Ciphers)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(h.Extensions)))
+	at := len(b)
+	b = append(b, 0, 0, 0, 0)
+	n := 0
 	for _, e := range h.Extensions {
-		b = binary.BigEndian.AppendUint16(b, e.Type)
+		if !isGREASE(e.Type) {
+			b = binary.BigEndian.AppendUint16(b, e.Type)
+			n++
+		}
 	}
+	binary.BigEndian.PutUint32(b[at:], uint32(n))
 	b = list(b, h.SupportedVersions)
 	b = list(b, h.Groups)
 	b = list(b, h.SigAlgs)
@@ -158,7 +171,9 @@ func (s *Scratch) Server(h *ServerHello) ServerFingerprints {
 	s.key = binary.BigEndian.AppendUint16(s.key[:0], h.Version)
 	s.key = binary.BigEndian.AppendUint16(s.key, h.Cipher)
 	for _, e := range h.Extensions {
-		s.key = binary.BigEndian.AppendUint16(s.key, e.Type)
+		if !isGREASE(e.Type) { // JA3S leaves them out
+			s.key = binary.BigEndian.AppendUint16(s.key, e.Type)
+		}
 	}
 	return s.servers.recall(s.key, func() ServerFingerprints { return s.server(h) })
 }

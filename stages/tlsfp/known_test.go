@@ -115,3 +115,38 @@ func TestServerRecallsOnlyTheSameHello(t *testing.T) {
 		}
 	}
 }
+
+// TestClientRecallIgnoresGREASE: hellos that differ only in their GREASE
+// values (drawn anew for each connection) have the same fingerprints,
+// and the second is recalled without an allocation.
+func TestClientRecallIgnoresGREASE(t *testing.T) {
+	ch, _ := helloBodies(t)
+	withGREASE := func(g uint16) *ClientHello {
+		h := new(ClientHello)
+		if err := h.Parse(ch); err != nil {
+			t.Fatal(err)
+		}
+		h.Ciphers = append([]uint16{g}, h.Ciphers...)
+		h.Extensions = append([]Extension{{Type: g}}, h.Extensions...)
+		h.SupportedVersions = append([]uint16{g}, h.SupportedVersions...)
+		h.Groups = append([]uint16{g}, h.Groups...)
+		h.SigAlgs = append(h.SigAlgs, g)
+		return h
+	}
+	a, b := withGREASE(0x0a0a), withGREASE(0xdada)
+	want := new(Scratch).client(a)
+	if got := new(Scratch).client(b); got != want {
+		t.Fatalf("GREASE changed the fingerprints: %+v, %+v", got, want)
+	}
+	var warm Scratch
+	if got := warm.Client(a); got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if n := testing.AllocsPerRun(10, func() {
+		if got := warm.Client(b); got != want {
+			t.Fatalf("recalled %+v, want %+v", got, want)
+		}
+	}); n != 0 {
+		t.Fatalf("%.1f allocations: the hello with other GREASE values was not recalled", n)
+	}
+}
