@@ -63,9 +63,10 @@ type DirectSource interface {
 }
 
 // Decoder fills a packet's Meta from its bytes. Each dispatcher gets its own
-// (a decoder may keep scratch state), so Decode needs no lock.
+// (a decoder may keep scratch state), so DecodeIn needs no lock. room is
+// where Meta.X may go (the batch's Batch.Room; nil: allocate).
 type Decoder interface {
-	Decode(p *packet.Packet)
+	DecodeIn(p *packet.Packet, room *packet.Extra)
 }
 
 // Filter decides, before decoding, whether a packet goes on (a tcpdump-style
@@ -453,7 +454,7 @@ func (d *dispatcher) dispatch(b *packet.Batch) {
 		for _, t := range d.taps {
 			t.Observe(p)
 		}
-		d.dec.Decode(p)
+		d.dec.DecodeIn(p, b.Room(i))
 		m := &p.Meta
 		if m.Err != packet.MalformedNone {
 			d.malformed[m.Err]++

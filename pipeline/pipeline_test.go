@@ -32,7 +32,7 @@ func synthPkt(proto byte, src, dst [4]byte, sp, dp uint16, quote bool) []byte {
 
 type testDecoder struct{}
 
-func (testDecoder) Decode(p *packet.Packet) {
+func (testDecoder) DecodeIn(p *packet.Packet, _ *packet.Extra) {
 	d := p.Data
 	p.Meta = packet.Meta{}
 	if len(d) < 14 {
@@ -47,7 +47,8 @@ func (testDecoder) Decode(p *packet.Packet) {
 	m.SrcPort = uint16(d[9])<<8 | uint16(d[10])
 	m.DstPort = uint16(d[11])<<8 | uint16(d[12])
 	if d[13] == 1 { // an ICMP error from dst's router quoting src→dst as the original sender sent it
-		q := &m.Quote
+		m.X = &packet.Extra{}
+		q := &m.X.Quote
 		q.Present, q.IPVersion, q.HasPorts = true, 4, true
 		q.Src, q.Dst, q.Proto, q.SrcPort, q.DstPort = m.Src, m.Dst, m.Proto, m.SrcPort, m.DstPort
 		m.Src, m.Dst = netip.AddrFrom4([4]byte{10, 9, 9, 9}), m.Src
@@ -145,7 +146,7 @@ type countProc struct {
 func (c *countProc) Process(b *packet.Batch, out *Emitter) {
 	for i := range b.Packets {
 		m := &b.Packets[i].Meta
-		if m.Quote.Present {
+		if m.Quoted().Present {
 			qk, _ := packet.QuoteKey(m)
 			ck, _ := qk.Canonical()
 			if c.seen[ck] {

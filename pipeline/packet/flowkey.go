@@ -178,7 +178,7 @@ func ICMPCounterpart(proto, typ uint8) (uint8, bool) {
 // its sender sent it), and false if the packet is not an error with a quote
 // holding at least the quoted addresses.
 func QuoteKey(m *Meta) (FlowKey, bool) {
-	q := &m.Quote
+	q := m.Quoted()
 	if !q.Present || q.IPVersion == 0 {
 		return FlowKey{}, false
 	}
@@ -218,7 +218,7 @@ func IsICMPError(proto, typ uint8) bool {
 // that the key is the packet's own (KeyOf), not a quoted one, so that h
 // is its FlowHash.
 func ShardHash(m *Meta) (h uint64, own, ok bool) {
-	if m.Quote.Present {
+	if m.X != nil && m.X.Quote.Present {
 		if k, ok := QuoteKey(m); ok {
 			return k.Hash(), false, true
 		}
@@ -233,7 +233,7 @@ func ShardHash(m *Meta) (h uint64, own, ok bool) {
 // ShardKey is the key a packet is sharded by: the quoted flow for an ICMP
 // error (so the error reaches the worker that owns that flow), else its own.
 func ShardKey(m *Meta) (FlowKey, bool) {
-	if m.Quote.Present {
+	if m.Quoted().Present {
 		if k, ok := QuoteKey(m); ok {
 			return k, true
 		}

@@ -26,8 +26,8 @@ func TestShardHash(t *testing.T) {
 			ICMPType: []uint8{0, 8, 3, 11, 128, 135}[r.IntN(6)], ICMPCode: uint8(r.IntN(2)), ICMPID: uint16(r.IntN(3)),
 		}
 		if r.IntN(3) == 0 {
-			m.Quote = Quote{Present: true, IPVersion: []uint8{0, 4}[r.IntN(2)], Src: addr(v6), Dst: addr(v6),
-				Proto: ProtoTCP, SrcPort: 9, DstPort: 80, HasPorts: r.IntN(2) == 0}
+			m.X = &Extra{Quote: Quote{Present: true, IPVersion: []uint8{0, 4}[r.IntN(2)], Src: addr(v6), Dst: addr(v6),
+				Proto: ProtoTCP, SrcPort: 9, DstPort: 80, HasPorts: r.IntN(2) == 0}}
 		}
 		k, kok := ShardKey(&m)
 		h, own, ok := ShardHash(&m)
@@ -35,7 +35,7 @@ func TestShardHash(t *testing.T) {
 			t.Fatalf("%+v: ShardHash %x %v, ShardKey %v %v", m, h, ok, k, kok)
 		}
 		_, quoted := QuoteKey(&m)
-		if ok && own == (m.Quote.Present && quoted) {
+		if ok && own == (m.Quoted().Present && quoted) {
 			t.Fatalf("%+v: own %v", m, own)
 		}
 		if own2, _ := KeyOf(&m); own && own2 != k {

@@ -50,6 +50,27 @@ type Packet struct {
 	Meta  Meta // filled by the decode stage
 }
 
+// Extra is what few packets carry beyond Meta: the quote of an ICMP error
+// and a tunnel's outer addresses (136 bytes). Meta points to it (X), so
+// that every other packet's metadata is that much smaller: the source
+// writes it, the dispatcher's Batch.Split copies it, a worker reads it.
+type Extra struct {
+	// Quote is the packet quoted by an ICMP/ICMPv6 error, when Meta is one.
+	Quote Quote
+	// OuterSrc and OuterDst are the outer packet's addresses when Meta's
+	// Tunnel is set (Src/Dst are then the inner packet's).
+	OuterSrc, OuterDst netip.Addr
+}
+
+// Quoted returns the quote of an ICMP error (Present false when the
+// packet is none, or its quote was too short to read).
+func (m *Meta) Quoted() Quote {
+	if m.X == nil {
+		return Quote{}
+	}
+	return m.X.Quote
+}
+
 // Meta is the decoded summary of a packet: everything the flow, ICMP, TLS
 // and RTT stages need, in fixed-size fields (no allocation to fill it).
 type Meta struct {
@@ -59,11 +80,9 @@ type Meta struct {
 	VLAN  [2]uint16 // outer and inner 802.1Q/802.1ad VLAN ids, 0 if absent
 	NVLAN uint8
 
-	// Tunnel: when set, Src/Dst below are the inner packet's addresses and
-	// these are the outer ones.
+	// Tunnel: when set, Src/Dst below are the inner packet's addresses,
+	// and X holds the outer ones.
 	Tunnel   Tunnel
-	OuterSrc netip.Addr
-	OuterDst netip.Addr
 	InnerLen uint16 // length of the inner packet (from its first header to the carrier's end)
 
 	// Network layer of the (innermost) packet.
@@ -101,8 +120,10 @@ type Meta struct {
 	ICMPSeq  uint16 // echo sequence (echo request/reply only)
 	ICMPRest uint32 // the 4 bytes after the checksum: MTU, pointer, gateway (v4)
 
-	// Quote is the packet quoted by an ICMP/ICMPv6 error, when Meta is one.
-	Quote Quote
+	// X holds the quote of an ICMP error and a tunnel's outer addresses,
+	// nil when the packet has neither (nearly all packets). It lives as
+	// long as the packet's batch.
+	X *Extra
 
 	// FlowHash is KeyOf(m).Hash(), set by the engine's dispatcher, which
 	// computes it to pick the worker, so that the worker's flow table need

@@ -124,7 +124,7 @@ func (s src) Run(ctx context.Context, pool *packet.Pool, out chan<- *packet.Batc
 type dec struct{}
 
 // Decode makes each packet its own UDP flow, numbered by its first bytes.
-func (dec) Decode(p *packet.Packet) {
+func (dec) DecodeIn(p *packet.Packet, _ *packet.Extra) {
 	m := &p.Meta
 	m.IPVersion, m.Proto = 4, packet.ProtoUDP
 	m.Src, m.Dst = netip.AddrFrom4([4]byte{10, 0, p.Data[0], p.Data[1]}), netip.MustParseAddr("10.1.0.1")

@@ -17,7 +17,7 @@ import (
 type fakeDecoder struct{}
 
 // Decode gives every packet an IPv4 flow so the engine dispatches it.
-func (fakeDecoder) Decode(p *packet.Packet) {
+func (fakeDecoder) DecodeIn(p *packet.Packet, _ *packet.Extra) {
 	p.Meta.IPVersion, p.Meta.Proto = 4, packet.ProtoUDP
 	p.Meta.Src = netip.AddrFrom4([4]byte{10, 0, 0, p.Data[0]})
 	p.Meta.Dst = netip.AddrFrom4([4]byte{10, 0, 0, 1})

@@ -160,7 +160,7 @@ func compareTshark(m *packet.Meta, row [][]string) string {
 		icmp6Type
 	)
 	var diffs []string
-	q := &m.Quote
+	q := m.Quoted()
 	if m.Proto == packet.ProtoICMPv6 && m.ICMPType == 137 {
 		// A redirect's Redirected Header option holds part of a packet,
 		// which tshark dissects and the decoder leaves alone (it is not

@@ -23,9 +23,9 @@
 //     fixed transport header (ports) was captured; payload offsets are
 //     clipped to what was captured and to the IP length (so Ethernet padding
 //     is never payload).
-//   - A tunnel's inner packet becomes the decoded packet. Tunnel, OuterSrc
-//     and OuterDst describe the outermost tunnel; nesting is limited to
-//     maxTunnels levels.
+//   - A tunnel's inner packet becomes the decoded packet. Tunnel and
+//     Meta.X's OuterSrc and OuterDst describe the outermost tunnel;
+//     nesting is limited to maxTunnels levels.
 //   - A bad ICMP quote never fails the outer ICMP error: the quote is filled
 //     as far as it goes and marked Truncated.
 package decode
@@ -86,7 +86,13 @@ type Decoder struct{}
 func New() *Decoder { return &Decoder{} }
 
 // Decode resets p.Meta and fills it from p.Data according to p.LinkType.
-func (d *Decoder) Decode(p *packet.Packet) {
+// A packet that needs Meta.X (an ICMP error's quote, a tunnel's outer
+// addresses) gets a new one.
+func (d *Decoder) Decode(p *packet.Packet) { d.DecodeIn(p, nil) }
+
+// DecodeIn is Decode with room for Meta.X, which the packet's batch
+// provides (Batch.Room), so that no packet allocates; nil allocates.
+func (d *Decoder) DecodeIn(p *packet.Packet, room *packet.Extra) {
 	m := &p.Meta
 	*m = packet.Meta{}
 	data := p.Data
@@ -95,13 +101,27 @@ func (d *Decoder) Decode(p *packet.Packet) {
 		// is decoded from its first 64 KiB, which hold every header.
 		data = data[:maxDecodeBytes]
 	}
-	s := state{m: m, data: data}
+	s := state{room: room, m: m, data: data}
 	s.link(p.LinkType)
+}
+
+// extra returns the packet's Meta.X, making room for it the first time.
+func (s *state) extra() *packet.Extra {
+	if s.m.X == nil {
+		if s.room == nil {
+			s.room = new(packet.Extra)
+		} else {
+			*s.room = packet.Extra{}
+		}
+		s.m.X = s.room
+	}
+	return s.m.X
 }
 
 // state is one Decode call: the Meta being filled, the bytes, and how many
 // tunnels deep it is. It lives on the stack.
 type state struct {
+	room   *packet.Extra // for m.X
 	m      *packet.Meta
 	data   []byte
 	depth  int

@@ -232,7 +232,7 @@ func l4Cases() []tcase {
 			eq(t, "type/code", [2]uint8{m.ICMPType, m.ICMPCode}, [2]uint8{8, 0})
 			eq(t, "id/seq", [2]uint16{m.ICMPID, m.ICMPSeq}, [2]uint16{0x1234, 7})
 			eq(t, "payload", string(p.Payload()), string(payload))
-			eq(t, "Quote.Present", m.Quote.Present, false)
+			eq(t, "Quote.Present", m.Quoted().Present, false)
 		}},
 		{"icmpv6 echo reply", packet.LinkIPv6, ip6(v6a, v6b, 58, icmp(129, 0, 0x0001_0002, nil)), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 			eq(t, "id/seq", [2]uint16{m.ICMPID, m.ICMPSeq}, [2]uint16{1, 2})
@@ -251,7 +251,7 @@ func runCases(t *testing.T, cases []tcase) {
 		t.Run(c.name, func(t *testing.T) {
 			p := &packet.Packet{Data: c.data, LinkType: c.link}
 			// Stale fields from an earlier packet must not survive.
-			p.Meta = packet.Meta{Err: packet.MalformedBadL4Header, Tunnel: packet.TunnelGRE, SrcPort: 9, NVLAN: 2, Quote: packet.Quote{Present: true}}
+			p.Meta = packet.Meta{Err: packet.MalformedBadL4Header, Tunnel: packet.TunnelGRE, SrcPort: 9, NVLAN: 2, X: &packet.Extra{Quote: packet.Quote{Present: true}}}
 			orig := bytes.Clone(c.data)
 			d.Decode(p)
 			c.check(t, &p.Meta, p)
@@ -289,13 +289,13 @@ func checkInvariants(t testing.TB, p *packet.Packet) {
 	if m.Frag.Is && !m.Frag.First && m.HasL4 {
 		t.Fatal("later fragment with a transport header")
 	}
-	if q := &m.Quote; q.Present && (!q.Src.IsValid() || !q.Dst.IsValid()) {
+	if q := m.Quoted(); q.Present && (!q.Src.IsValid() || !q.Dst.IsValid()) {
 		t.Fatal("quote present without addresses")
 	}
-	if m.Quote.Present && !packet.IsICMPError(m.Proto, m.ICMPType) {
+	if m.Quoted().Present && !packet.IsICMPError(m.Proto, m.ICMPType) {
 		t.Fatal("quote on a packet that is not an ICMP error")
 	}
-	if m.Tunnel != packet.TunnelNone && !m.OuterSrc.IsValid() {
+	if m.Tunnel != packet.TunnelNone && (m.X == nil || !m.X.OuterSrc.IsValid()) {
 		t.Fatal("tunnel without outer addresses")
 	}
 }

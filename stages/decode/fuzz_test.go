@@ -37,11 +37,17 @@ func FuzzDecode(f *testing.F) {
 		p := &packet.Packet{Data: data, LinkType: fuzzLinks[int(link)%len(fuzzLinks)]}
 		d.Decode(p)
 		checkInvariants(t, p)
-		// Decoding is a pure function of the bytes.
-		first := p.Meta
+		// Decoding is a pure function of the bytes (Meta.X by what it
+		// holds: each decode makes its own).
+		first, firstX := p.Meta, p.Meta.X
 		d.Decode(p)
-		if p.Meta != first {
-			t.Fatalf("second decode differs:\n%+v\n%+v", first, p.Meta)
+		second, secondX := p.Meta, p.Meta.X
+		if (firstX == nil) != (secondX == nil) || (firstX != nil && *firstX != *secondX) {
+			t.Fatalf("second decode's Extra differs:\n%+v\n%+v", firstX, secondX)
+		}
+		first.X, second.X = nil, nil
+		if second != first {
+			t.Fatalf("second decode differs:\n%+v\n%+v", first, second)
 		}
 	})
 }

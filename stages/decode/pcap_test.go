@@ -124,5 +124,5 @@ func decodeFile(t testing.TB, path string) []packet.Packet {
 }
 
 func describe(m *packet.Meta) string {
-	return fmt.Sprintf("v%d %v>%v proto %d ports %d>%d err %v tunnel %v quote %+v", m.IPVersion, m.Src, m.Dst, m.Proto, m.SrcPort, m.DstPort, m.Err, m.Tunnel, m.Quote)
+	return fmt.Sprintf("v%d %v>%v proto %d ports %d>%d err %v tunnel %v quote %+v", m.IPVersion, m.Src, m.Dst, m.Proto, m.SrcPort, m.DstPort, m.Err, m.Tunnel, m.Quoted())
 }

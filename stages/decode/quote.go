@@ -13,9 +13,9 @@ func (s *state) quote(b []byte) {
 	}
 	switch b[0] >> 4 {
 	case 4:
-		quote4(&s.m.Quote, b)
+		quote4(&s.extra().Quote, b)
 	case 6:
-		quote6(&s.m.Quote, b)
+		quote6(&s.extra().Quote, b)
 	}
 }
 

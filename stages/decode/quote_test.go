@@ -64,7 +64,7 @@ func TestQuoteTshark(t *testing.T) {
 					diffs = append(diffs, fmt.Sprintf("%s: tshark %q, decoded %q", what, tshark, decoded))
 				}
 			}
-			q := &m.Quote
+			q := m.Quoted()
 			v6 := m.IPVersion == 6
 			src, dst := "ip.src", "ip.dst"
 			if v6 {

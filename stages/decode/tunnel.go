@@ -12,9 +12,11 @@ func (s *state) enter(kind packet.Tunnel, start, end int) bool {
 	}
 	s.depth++
 	m := s.m
-	keep := packet.Meta{VLAN: m.VLAN, NVLAN: m.NVLAN, Tunnel: m.Tunnel, OuterSrc: m.OuterSrc, OuterDst: m.OuterDst}
+	keep := packet.Meta{VLAN: m.VLAN, NVLAN: m.NVLAN, Tunnel: m.Tunnel, X: m.X}
 	if keep.Tunnel == packet.TunnelNone {
-		keep.Tunnel, keep.OuterSrc, keep.OuterDst = kind, m.Src, m.Dst
+		x := s.extra()
+		x.OuterSrc, x.OuterDst = m.Src, m.Dst
+		keep.Tunnel, keep.X = kind, x
 	}
 	// Flows inside a tunnel count the inner packet's bytes, as Suricata
 	// does with its tunnel pseudo-packets.

@@ -11,8 +11,14 @@ func inner(kind packet.Tunnel, osrc, odst any) func(*testing.T, *packet.Meta, *p
 	return func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 		t.Helper()
 		eq(t, "Tunnel", m.Tunnel, kind)
-		eq(t, "OuterSrc", m.OuterSrc.String(), osrc.(interface{ String() string }).String())
-		eq(t, "OuterDst", m.OuterDst.String(), odst.(interface{ String() string }).String())
+		var x packet.Extra // no tunnel: no outer addresses
+		if m.X != nil {
+			x = *m.X
+		} else if kind != packet.TunnelNone {
+			t.Fatal("tunnel without Extra")
+		}
+		eq(t, "OuterSrc", x.OuterSrc.String(), osrc.(interface{ String() string }).String())
+		eq(t, "OuterDst", x.OuterDst.String(), odst.(interface{ String() string }).String())
 	}
 }
 
@@ -89,31 +95,31 @@ func quoteCases() []tcase {
 	udp6q := ip6(v6b, v6d, 44, cat(frag6(17, 0, true, 9), udp(5353, 53, payload)))
 	return []tcase{
 		{"frag needed quoting tcp", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(3, 4, 1400, tcpq), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "Err", m.Err, packet.MalformedNone)
 			eq(t, "MTU", m.ICMPRest&0xffff, 1400)
 			eq(t, "Quote", q, packet.Quote{Present: true, IPVersion: 4, Src: v4b, Dst: v4d, Proto: 6, SrcPort: 40000, DstPort: 443, HasPorts: true, Seq: 1000, HasSeq: true, TTL: 1, IPLen: 40, DF: true})
 		}},
 		{"redirect gateway, quote with options", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(5, 1, 0xc0000201, ip4(v4b, v4d, 17, udp(1, 2, nil), ip4opt{options: []byte{1, 1, 1, 0}})), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 			eq(t, "gateway", m.ICMPRest, 0xc0000201)
-			eq(t, "ports", [3]any{m.Quote.HasPorts, m.Quote.SrcPort, m.Quote.DstPort}, [3]any{true, uint16(1), uint16(2)})
+			eq(t, "ports", [3]any{m.Quoted().HasPorts, m.Quoted().SrcPort, m.Quoted().DstPort}, [3]any{true, uint16(1), uint16(2)})
 		}},
 		{"parameter problem pointer", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(12, 0, 20<<24, tcpq), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 			eq(t, "pointer", m.ICMPRest>>24, 20)
-			eq(t, "Quote.Present", m.Quote.Present, true)
+			eq(t, "Quote.Present", m.Quoted().Present, true)
 		}},
 		{"time exceeded quoting echo", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(11, 0, 0, ip4(v4b, v4d, 1, icmp(8, 0, 0x00420003, payload), ip4opt{})), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "echo", [4]any{q.HasEcho, q.ICMPType, q.ICMPID, q.ICMPSeq}, [4]any{true, uint8(8), uint16(0x42), uint16(3)})
 			eq(t, "Truncated", q.Truncated, false)
 		}},
 		{"quote cut after ports", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(3, 3, 0, tcpq[:24]), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "Err", m.Err, packet.MalformedNone)
 			eq(t, "HasPorts/HasSeq/Truncated", [3]bool{q.HasPorts, q.HasSeq, q.Truncated}, [3]bool{true, false, true})
 		}},
 		{"quote cut in ip header", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(3, 3, 0, tcpq[:15]), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "Err", m.Err, packet.MalformedNone)
 			eq(t, "Present/Truncated", [2]bool{q.Present, q.Truncated}, [2]bool{false, true})
 			if _, ok := packet.ShardKey(m); !ok {
@@ -121,30 +127,30 @@ func quoteCases() []tcase {
 			}
 		}},
 		{"quote of a later fragment", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(11, 1, 0, ip4(v4b, v4d, 17, payload, ip4opt{flags: 0x2000 | 10})), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "frag", [3]any{q.MF, q.FragOff, q.HasPorts}, [3]any{true, uint16(80), false})
 		}},
 		{"no quote", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(3, 1, 0, nil), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			eq(t, "Quote", m.Quote, packet.Quote{})
+			eq(t, "Quote", m.Quoted(), packet.Quote{})
 			eq(t, "Err", m.Err, packet.MalformedNone)
 		}},
 		{"garbage quote", packet.LinkIPv4, ip4(v4c, v4b, 1, icmp(3, 1, 0, []byte{0x45, 0xff}), ip4opt{}), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 			eq(t, "Err", m.Err, packet.MalformedNone)
-			eq(t, "Present", m.Quote.Present, false)
+			eq(t, "Present", m.Quoted().Present, false)
 		}},
 		{"icmpv6 unreachable quoting fragment header and udp", packet.LinkIPv6, ip6(v6c, v6b, 58, icmp(1, 4, 0, udp6q)), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "Quote", q, packet.Quote{Present: true, IPVersion: 6, Src: v6b, Dst: v6d, Proto: 17, SrcPort: 5353, DstPort: 53, HasPorts: true, TTL: 64, IPLen: uint16(len(udp6q)), MF: true})
 		}},
 		{"packet too big mtu", packet.LinkIPv6, ip6(v6c, v6b, 58, icmp(2, 0, 1280, udp6q)), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 			eq(t, "MTU", m.ICMPRest, 1280)
 		}},
 		{"icmpv6 quote cut in extension header", packet.LinkIPv6, ip6(v6c, v6b, 58, icmp(3, 0, 0, udp6q[:44])), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "Present/Truncated/HasPorts", [3]bool{q.Present, q.Truncated, q.HasPorts}, [3]bool{true, true, false})
 		}},
 		{"icmpv6 quoting echo", packet.LinkIPv6, ip6(v6c, v6b, 58, icmp(3, 0, 0, ip6(v6b, v6d, 58, icmp(128, 0, 0x00070008, nil)))), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
-			q := m.Quote
+			q := m.Quoted()
 			eq(t, "echo", [3]any{q.HasEcho, q.ICMPID, q.ICMPSeq}, [3]any{true, uint16(7), uint16(8)})
 			k, _ := packet.ShardKey(m)
 			eq(t, "shard key", k.Src, v6b)
@@ -152,7 +158,7 @@ func quoteCases() []tcase {
 		{"icmp quote bounded by ip length", packet.LinkEthernet, cat(eth(0x0800), ip4(v4c, v4b, 1, icmp(3, 3, 0, tcpq[:22]), ip4opt{}), make([]byte, 10)), func(t *testing.T, m *packet.Meta, _ *packet.Packet) {
 			// Ethernet padding after the IP packet must not be read as
 			// the rest of the quote.
-			eq(t, "HasPorts/Truncated", [2]bool{m.Quote.HasPorts, m.Quote.Truncated}, [2]bool{false, true})
+			eq(t, "HasPorts/Truncated", [2]bool{m.Quoted().HasPorts, m.Quoted().Truncated}, [2]bool{false, true})
 		}},
 	}
 }

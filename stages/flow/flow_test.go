@@ -487,7 +487,7 @@ func TestTunnelAndVLAN(t *testing.T) {
 	p := NewProcessor(Config{MaxFlows: 4})
 	pk := udpPkt(t0, cli, 1, srv, 4789, 150)
 	pk.Meta.Tunnel = packet.TunnelVXLAN
-	pk.Meta.OuterSrc, pk.Meta.OuterDst = mustAddr("192.0.2.1"), mustAddr("192.0.2.2")
+	pk.Meta.X = &packet.Extra{OuterSrc: mustAddr("192.0.2.1"), OuterDst: mustAddr("192.0.2.2")}
 	pk.Meta.VLAN = [2]uint16{100, 0}
 	pk.IfIndex = 3
 	fl := flows(run(t, p, []packet.Packet{pk}, 1))
@@ -495,7 +495,7 @@ func TestTunnelAndVLAN(t *testing.T) {
 		t.Fatal(len(fl))
 	}
 	r := fl[0]
-	if r.Tunnel != "vxlan" || r.OuterSrc != pk.Meta.OuterSrc || r.OuterDst != pk.Meta.OuterDst || r.VLAN != [2]uint16{100, 0} || r.IfIndex != 3 {
+	if r.Tunnel != "vxlan" || r.OuterSrc != pk.Meta.X.OuterSrc || r.OuterDst != pk.Meta.X.OuterDst || r.VLAN != [2]uint16{100, 0} || r.IfIndex != 3 {
 		t.Errorf("record %+v", r)
 	}
 }
@@ -520,7 +520,7 @@ func TestNeverPanics(t *testing.T) {
 		{Timestamp: t0}, // no IP
 		{Timestamp: t0, Meta: packet.Meta{IPVersion: 4}},                         // IP without addresses
 		{Timestamp: t0, Meta: packet.Meta{IPVersion: 6, Proto: 58, ICMPType: 1}}, // error without quote
-		{Timestamp: t0, Meta: packet.Meta{IPVersion: 4, Proto: 1, ICMPType: 3, Quote: packet.Quote{Present: true}}},
+		{Timestamp: t0, Meta: packet.Meta{IPVersion: 4, Proto: 1, ICMPType: 3, X: &packet.Extra{Quote: packet.Quote{Present: true}}}},
 		{Timestamp: t0, Meta: packet.Meta{IPVersion: 4, Src: cli, Dst: srv6, Proto: 6}}, // mixed families
 		{Timestamp: t0, Meta: packet.Meta{IPVersion: 4, Src: cli, Dst: srv, Proto: 6, Err: packet.MalformedTruncatedL4}},
 		{Timestamp: t0, Meta: packet.Meta{IPVersion: 4, Src: cli, Dst: srv, Proto: 17, Frag: packet.Fragment{Is: true}}},

@@ -34,8 +34,8 @@ func FuzzPackets(f *testing.F) {
 				ICMPType: b[2], ICMPCode: b[3] & 3, ICMPID: uint16(b[4] & 1),
 			}}
 			if b[3]&0x40 != 0 {
-				pk.Meta.Quote = packet.Quote{Present: true, IPVersion: pk.Meta.IPVersion, Src: pk.Meta.Dst, Dst: pk.Meta.Src,
-					Proto: b[1] & 0x11, SrcPort: pk.Meta.DstPort, DstPort: pk.Meta.SrcPort, HasPorts: b[4]&2 != 0, HasEcho: b[4]&4 != 0}
+				pk.Meta.X = &packet.Extra{Quote: packet.Quote{Present: true, IPVersion: pk.Meta.IPVersion, Src: pk.Meta.Dst, Dst: pk.Meta.Src,
+					Proto: b[1] & 0x11, SrcPort: pk.Meta.DstPort, DstPort: pk.Meta.SrcPort, HasPorts: b[4]&2 != 0, HasEcho: b[4]&4 != 0}}
 			}
 			if b[3]&0x20 != 0 {
 				pk.Meta.Frag = packet.Fragment{Is: true, First: b[4]&8 != 0}

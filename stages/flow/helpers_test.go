@@ -64,10 +64,10 @@ func icmpPkt(ts int64, src, dst netip.Addr, typ, code uint8, id uint16, n uint32
 // qsrc:qsp to qdst:qdp with protocol qproto.
 func icmpErr(ts int64, src, dst netip.Addr, typ, code uint8, qproto uint8, qsrc netip.Addr, qsp uint16, qdst netip.Addr, qdp uint16) packet.Packet {
 	p := icmpPkt(ts, src, dst, typ, code, 0, 70)
-	p.Meta.Quote = packet.Quote{
+	p.Meta.X = &packet.Extra{Quote: packet.Quote{
 		Present: true, IPVersion: ipv(qsrc), Src: qsrc, Dst: qdst, Proto: qproto,
 		SrcPort: qsp, DstPort: qdp, HasPorts: qproto == packet.ProtoTCP || qproto == packet.ProtoUDP,
-	}
+	}}
 	return p
 }
 

@@ -522,7 +522,10 @@ func (p *Processor) start(i int32, f *Flow, ck *key, swapped bool, pk *packet.Pa
 	}
 	if m.Tunnel != packet.TunnelNone {
 		x := p.newExt(f)
-		x.tunnel, x.outerSrc, x.outerDst = m.Tunnel, m.OuterSrc, m.OuterDst
+		x.tunnel = m.Tunnel
+		if m.X != nil { // the decoder sets it with Tunnel
+			x.outerSrc, x.outerDst = m.X.OuterSrc, m.X.OuterDst
+		}
 	}
 	// The sender of the first packet is the client unless it looks like the
 	// server's answer.

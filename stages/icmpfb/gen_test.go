@@ -119,7 +119,7 @@ func TestErrorsFollowTheQuotedFlow(t *testing.T) {
 		p := &pkts[i]
 		dec.Decode(p)
 		m := &p.Meta
-		if !m.Quote.Present {
+		if !m.Quoted().Present {
 			continue
 		}
 		outer, _ := packet.KeyOf(m)

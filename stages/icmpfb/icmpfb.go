@@ -4,7 +4,7 @@
 // MTU).
 //
 // It is a flow.Analyzer. The decoder has already parsed the quoted packet
-// (packet.Meta.Quote), the engine has routed the error to the worker owning
+// (packet.Meta.Quoted), the engine has routed the error to the worker owning
 // the quoted flow (packet.ShardKey), and the flow stage has looked that flow
 // up in either direction and calls ICMPError with it, or with nil. For each
 // error the analyzer emits one icmp_feedback event (event.ICMPFeedback),
@@ -264,7 +264,7 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emitte
 		r := m.ICMPRest
 		fb.Gateway = netip.AddrFrom4([4]byte{byte(r >> 24), byte(r >> 16), byte(r >> 8), byte(r)})
 	}
-	q := &m.Quote
+	q := m.Quoted()
 	if q.Present {
 		fb.HasQuote = true
 		fb.Quoted = event.Quoted{
@@ -332,12 +332,12 @@ func (a *Analyzer) unmatchedHeader(h *event.Header, p *packet.Packet, qk packet.
 		return
 	}
 	if qk.Proto == packet.ProtoICMP || qk.Proto == packet.ProtoICMPv6 {
-		if m.Quote.HasEcho {
-			h.CommunityID = a.cid.IDICMP(qk, m.Quote.ICMPType, 0)
+		if m.Quoted().HasEcho {
+			h.CommunityID = a.cid.IDICMP(qk, m.Quoted().ICMPType, 0)
 		}
 		return
 	}
-	if m.Quote.HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
+	if m.Quoted().HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
 		h.CommunityID = a.cid.ID(qk)
 	}
 }

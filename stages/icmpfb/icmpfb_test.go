@@ -97,7 +97,7 @@ func icmpErr(ts int64, from netip.Addr, typ, code uint8, rest uint32, q packet.Q
 	}
 	return packet.Packet{OrigLen: 70, Timestamp: ts, IfIndex: -1, Meta: packet.Meta{
 		IPVersion: 4, Src: from, Dst: q.Src, Proto: packet.ProtoICMP, HasL4: true,
-		ICMPType: typ, ICMPCode: code, ICMPRest: rest, Quote: q,
+		ICMPType: typ, ICMPCode: code, ICMPRest: rest, X: &packet.Extra{Quote: q},
 	}}
 }
 

@@ -126,7 +126,7 @@ func (a *refAnalyzer) ICMPError(f *flow.Flow, p *packet.Packet, em *pipeline.Emi
 		r := m.ICMPRest
 		fb.Gateway = netip.AddrFrom4([4]byte{byte(r >> 24), byte(r >> 16), byte(r >> 8), byte(r)})
 	}
-	q := &m.Quote
+	q := m.Quoted()
 	if q.Present {
 		fb.HasQuote = true
 		fb.Quoted = event.Quoted{
@@ -194,12 +194,12 @@ func (a *refAnalyzer) unmatchedHeader(h *event.Header, p *packet.Packet, qk pack
 		return
 	}
 	if qk.Proto == packet.ProtoICMP || qk.Proto == packet.ProtoICMPv6 {
-		if m.Quote.HasEcho {
-			h.CommunityID = a.cid.IDICMP(qk, m.Quote.ICMPType, 0)
+		if m.Quoted().HasEcho {
+			h.CommunityID = a.cid.IDICMP(qk, m.Quoted().ICMPType, 0)
 		}
 		return
 	}
-	if m.Quote.HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
+	if m.Quoted().HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
 		h.CommunityID = a.cid.ID(qk)
 	}
 }

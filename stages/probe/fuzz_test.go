@@ -146,13 +146,13 @@ func fuzzPackets(data []byte) []packet.Packet {
 				q = echo(ts, src, dst, map[bool]uint8{false: 8, true: 128}[v6], uint16(b[1]&3))
 			}
 			pk = icmpErr(ts, pick(b[4]), b[2]&15, b[3]&15, &q)
-			pk.Meta.Quote.HasSeq = b[4]&0x40 == 0 && pk.Meta.Quote.HasSeq
+			pk.Meta.X.Quote.HasSeq = b[4]&0x40 == 0 && pk.Meta.X.Quote.HasSeq
 			if b[4]&0x20 != 0 { // a v4 error for a v6 quote and the like
 				pk.Meta.Proto ^= packet.ProtoICMP ^ packet.ProtoICMPv6
 			}
 		}
 		if !packet.IsICMPError(pk.Meta.Proto, pk.Meta.ICMPType) {
-			pk.Meta.Quote = packet.Quote{}
+			pk.Meta.X = nil
 		}
 		pkts = append(pkts, pk)
 	}

@@ -479,7 +479,7 @@ func (a *Analyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emitter
 		return
 	}
 	if s.kind == KindTCP {
-		q := &m.Quote
+		q := m.Quoted()
 		if !q.HasSeq || (q.Seq != s.seqFirst && q.Seq != s.seqLast) {
 			a.badQuote.Inc()
 			return

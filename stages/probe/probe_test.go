@@ -70,13 +70,13 @@ func icmpErr(ts int64, rep netip.Addr, typ, code uint8, q *packet.Packet) packet
 		IPVersion: ipv(rep), Src: rep, Dst: qm.Src, Proto: icmpProto(rep), HasL4: true,
 		ICMPType: typ, ICMPCode: code,
 	}}
-	p.Meta.Quote = packet.Quote{
+	p.Meta.X = &packet.Extra{Quote: packet.Quote{
 		Present: true, IPVersion: qm.IPVersion, Src: qm.Src, Dst: qm.Dst, Proto: qm.Proto,
 		SrcPort: qm.SrcPort, DstPort: qm.DstPort,
 		HasPorts: qm.Proto == packet.ProtoTCP || qm.Proto == packet.ProtoUDP,
 		Seq:      qm.Seq, HasSeq: qm.Proto == packet.ProtoTCP,
 		HasEcho: packet.IsEcho(qm.Proto, qm.ICMPType), ICMPID: qm.ICMPID, ICMPType: qm.ICMPType,
-	}
+	}}
 	return p
 }
 
@@ -291,7 +291,7 @@ func TestIgnoredCounted(t *testing.T) {
 	reg := stats.NewRegistry()
 	synA := tcp(t0, cli, 40000, srv, 22, syn, 1000, 0)
 	forged := icmpErr(t0+ms, rtr, 3, 13, &synA)
-	forged.Meta.Quote.Seq = 99
+	forged.Meta.X.Quote.Seq = 99
 	answer := tcp(t0+2*ms, srv, 22, cli, 40000, synack, 77, 1001)
 	recs := runFlows(t, reg, false, synA, forged, answer)
 	if len(recs) != 1 || recs[0].Conn.Outcome != "open" {

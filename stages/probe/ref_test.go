@@ -181,7 +181,7 @@ func (a *refAnalyzer) ICMPError(f *flow.Flow, p *packet.Packet, _ *pipeline.Emit
 		return
 	}
 	if s.kind == KindTCP {
-		q := &m.Quote
+		q := m.Quoted()
 		if !q.HasSeq || (q.Seq != s.seqFirst && q.Seq != s.seqLast) {
 			a.badQuote.Inc()
 			return

@@ -115,7 +115,7 @@ func child(mode, capture string, workers int, profile string, stdout io.Writer) 
 		r.Packets, err = runSource(capture, func(b *packet.Batch) {
 			for i := range b.Packets {
 				p := &b.Packets[i]
-				dec.Decode(p)
+				dec.DecodeIn(p, b.Room(i))
 				if p.Meta.Err != packet.MalformedNone {
 					bad++
 				} else if p.Meta.IPVersion == 0 {
