@@ -386,6 +386,10 @@ func TestMalformedAndNonFlowPacketsAreCounted(t *testing.T) {
 }
 
 func TestBatchesAreRecycled(t *testing.T) {
+	if raceEnabled {
+		// make test runs this package without -race too, where it counts.
+		t.Skip("under -race, sync.Pool drops a quarter of the batches put back")
+	}
 	pool := packet.NewPool(4, 1024)
 	b := pool.Get()
 	for i := 0; i < 4; i++ {
