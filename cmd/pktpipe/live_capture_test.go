@@ -147,11 +147,16 @@ func liveCase(t *testing.T, bin string, cert tls.Certificate, args []string) {
 	}
 	// An orderly close, as the echo's: close_notify, then read to the
 	// server's close_notify (and its session tickets) before closing the
-	// socket, so the teardown is FINs, never a RST racing the end.
+	// socket, so the teardown is FINs, never a RST racing the end. The
+	// client then waits for the server's FIN too: sent right after its
+	// close_notify, it would otherwise cross the client's FIN, and the
+	// capture points (tc hooks, tcpdump) may then see the two in either
+	// order (conn.history "ShADadFf" against "ShADadfF").
 	if err := tlsc.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, tlsc)
+	io.Copy(io.Discard, sc)
 	tlsc.Close()
 
 	endOfTraffic(t, p, tdFile)
