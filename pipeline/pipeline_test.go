@@ -399,11 +399,20 @@ func TestBatchesAreRecycled(t *testing.T) {
 		t.Fatal("batch of 4 with cap 4 not full")
 	}
 	b.Release()
-	allocs := testing.AllocsPerRun(1000, func() {
-		b := pool.Get()
-		b.Append(make([]byte, 0))
-		b.Release()
-	})
+	// AllocsPerRun counts the whole process's allocations, and goroutines
+	// an earlier test left behind can add some: a batch that is really
+	// not recycled shows in three measurements in a row.
+	var allocs float64
+	for range 3 {
+		allocs = testing.AllocsPerRun(1000, func() {
+			b := pool.Get()
+			b.Append(make([]byte, 0))
+			b.Release()
+		})
+		if allocs == 0 {
+			break
+		}
+	}
 	if allocs > 0 {
 		t.Fatalf("Get/Append/Release allocates %v per run", allocs)
 	}
