@@ -331,13 +331,14 @@ func (a *Analyzer) unmatchedHeader(h *event.Header, p *packet.Packet, qk packet.
 	if a.cid == nil {
 		return
 	}
+	q := m.Quoted()
 	if qk.Proto == packet.ProtoICMP || qk.Proto == packet.ProtoICMPv6 {
-		if m.Quoted().HasEcho {
-			h.CommunityID = a.cid.IDICMP(qk, m.Quoted().ICMPType, 0)
+		if q.HasEcho {
+			h.CommunityID = a.cid.IDICMP(qk, q.ICMPType, 0)
 		}
 		return
 	}
-	if m.Quoted().HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
+	if q.HasPorts || (qk.Proto != packet.ProtoTCP && qk.Proto != packet.ProtoUDP && qk.Proto != packet.ProtoSCTP) {
 		h.CommunityID = a.cid.ID(qk)
 	}
 }
