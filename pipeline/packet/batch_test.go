@@ -98,3 +98,31 @@ func TestAppendShared(t *testing.T) {
 		t.Errorf("refs %d after the batch's release, want 0", c.refs.Load())
 	}
 }
+
+// TestExtraStaysWithItsBatch: Room gives each packet of a pooled batch its
+// own place, and a packet copied into another batch carries a copy of its
+// Extra, not a pointer into the batch it came from (which may be reused).
+func TestExtraStaysWithItsBatch(t *testing.T) {
+	pool := NewPool(4, 1024)
+	src, dst := pool.Get(), pool.Get()
+	for range 2 {
+		src.Append([]byte{1})
+	}
+	if r0, r1 := src.Room(0), src.Room(1); r0 == nil || r1 == nil || r0 == r1 {
+		t.Fatalf("rooms %p %p", r0, r1)
+	}
+	if (&Batch{}).Room(0) != nil {
+		t.Fatal("a batch without rooms gave one")
+	}
+	p := &src.Packets[1]
+	p.Meta.X = src.Room(1)
+	p.Meta.X.Quote = Quote{Present: true, SrcPort: 53}
+	q := dst.AppendPacket(p)
+	p.Meta.X.Quote.SrcPort = 99 // the source batch's room is reused
+	if q.Meta.X == nil || q.Meta.X == p.Meta.X || !q.Meta.Quoted().Present || q.Meta.Quoted().SrcPort != 53 {
+		t.Fatalf("copy's Extra %+v (source's at %p)", q.Meta.X, p.Meta.X)
+	}
+	if got := (&Meta{}).Quoted(); got != (Quote{}) {
+		t.Fatalf("Quoted without Extra: %+v", got)
+	}
+}
