@@ -18,6 +18,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,17 @@ func certFields(t *testing.T, c cert) map[string]string {
 		case "subject", "issuer":
 			f[k] = strings.ReplaceAll(v, " = ", "=")
 		case "serial":
+			// openssl prints the serial as a number; pktpipe, as Suricata,
+			// writes the DER integer's bytes, which have a leading 00 when
+			// the first byte would otherwise read as negative (Suricata's
+			// own expected output in suricata-verify's ldap-starttls:
+			// "00:8A:07:E0:8D:...").
+			if len(v)%2 == 1 {
+				v = "0" + v
+			}
+			if b, err := strconv.ParseUint(v[:2], 16, 8); err == nil && b >= 0x80 {
+				v = "00" + v
+			}
 			var parts []string
 			for i := 0; i < len(v); i += 2 {
 				parts = append(parts, v[i:min(i+2, len(v))])

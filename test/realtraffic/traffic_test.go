@@ -32,11 +32,14 @@ type cert struct {
 	name, certPEM, keyPEM string
 }
 
-func makeCert(t *testing.T, dir, name string, keyArgs ...string) cert {
+// makeCert makes a certificate with the given serial (openssl's syntax,
+// e.g. "0x1F2E"): fixed, so that both a serial whose DER integer needs a
+// leading 00 and one that does not are met on every run.
+func makeCert(t *testing.T, dir, name, serial string, keyArgs ...string) cert {
 	t.Helper()
 	c := cert{name: name, certPEM: filepath.Join(dir, name+".crt"), keyPEM: filepath.Join(dir, name+".key")}
 	args := append([]string{"req", "-x509", "-newkey"}, keyArgs...)
-	args = append(args, "-nodes", "-days", "30",
+	args = append(args, "-nodes", "-days", "30", "-set_serial", serial,
 		"-subj", "/C=XX/O=pktpipe real traffic/OU="+name+"/CN=server.test",
 		"-addext", "subjectAltName=DNS:server.test,DNS:*.server.test",
 		"-keyout", c.keyPEM, "-out", c.certPEM)
@@ -224,8 +227,8 @@ func makeTraffic(t *testing.T) *traffic {
 	}
 	l := newLab(t)
 	dir := t.TempDir()
-	ec := makeCert(t, dir, "ecdsa", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
-	rsa := makeCert(t, dir, "rsa", "rsa:2048")
+	ec := makeCert(t, dir, "ecdsa", "0x1F2E3D4C5B6A798812", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
+	rsa := makeCert(t, dir, "rsa", "0x848FDC6F7AF5EC54E6A86E5A4E893AB9928C67", "rsa:2048") // DER: 00:84:8F:...
 	caPEM, err := os.ReadFile(ec.certPEM)
 	if err != nil {
 		t.Fatal(err)
