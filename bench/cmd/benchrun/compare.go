@@ -11,8 +11,10 @@ import (
 
 // The -compare summary (make bench-compare): pktpipe's whole pipeline
 // against the bare single-goroutine gopacket decode loop on the same
-// capture, medians of the runs.
-var compareModes = []string{modeGopacket, modeFile}
+// capture, medians of the runs. The engine alone (no analyzer) runs
+// between them, so that the summary shows how much of the gap is the
+// engine and how much the analyzers and their events.
+var compareModes = []string{modeGopacket, modeEngine, modeFile}
 
 // medianOf returns the median of f over mode's successful results, and
 // how many there were.
@@ -66,9 +68,13 @@ func printCompare(w io.Writer, c *Conditions, results []Result, ts *tsharkRun) {
 	fmt.Fprintf(w, "  %-44s %8s %12s %11s %13s\n", "", "wall s", "CPU ns/pkt", "allocs/pkt", "peak RSS MiB")
 	for _, m := range []struct{ name, mode string }{
 		{"bare loop (gopacket, 1 goroutine, decode)", modeGopacket},
+		{"pktpipe -o file:, no analyzer (the engine)", modeEngine},
 		{"pktpipe -o file: (analyzers as above)", modeFile},
 	} {
-		wl, _ := medianOf(results, m.mode, wall)
+		wl, n := medianOf(results, m.mode, wall)
+		if n == 0 {
+			continue
+		}
 		cp, _ := medianOf(results, m.mode, cpu)
 		al, _ := medianOf(results, m.mode, allocs)
 		rs, _ := medianOf(results, m.mode, rss)
@@ -80,6 +86,9 @@ func printCompare(w io.Writer, c *Conditions, results []Result, ts *tsharkRun) {
 		} else {
 			fmt.Fprintf(w, "  %-44s %8.2f %12.0f\n", "tshark -T fields JA3/JA3S (1 run)", ts.Wall, ts.CPU*1e9/float64(c.Packets))
 		}
+	}
+	if engWall, ne := medianOf(results, modeEngine, wall); nb > 0 && ne > 0 && engWall > 0 {
+		fmt.Fprintf(w, "  engine speed / bare loop speed (wall): %.2fx\n", bareWall/engWall)
 	}
 	if nb > 0 && np > 0 && pipeWall > 0 {
 		fmt.Fprintf(w, "  pktpipe speed / bare loop speed (wall): %.2fx\n", bareWall/pipeWall)

@@ -21,6 +21,9 @@
 //	                  builds it (internal/app), into a file in a temp dir
 //	pipeline-discard  the same, but the sink encodes JSON and drops the bytes
 //	                  (the stdout sink over io.Discard), to separate sink I/O
+//	engine-file       pipeline-file with no analyzer whatever -analyzers says:
+//	                  the engine's own cost (not in the default -modes; -compare
+//	                  runs it between the bare loop and the whole pipeline)
 //
 // Columns: wall time and what follows from it (packets/s, ns/packet), CPU
 // time (user+sys of the child, getrusage) per packet, allocations per
@@ -139,7 +142,7 @@ func given(fs *flag.FlagSet, name string) bool {
 }
 
 func known(m string) bool {
-	if m == modeFlows {
+	if m == modeFlows || m == modeEngine {
 		return true
 	}
 	for _, k := range allModes {
@@ -275,7 +278,11 @@ func parent(o *options, stdout, stderr io.Writer) error {
 
 // measure runs one measurement in a child process and returns its result.
 func measure(exe, mode, capture string, workers int, profile string) Result {
-	cmd := exec.Command(exe, "-mode", mode, "-file", capture, "-workers", strconv.Itoa(workers), "-profile", profile, "-analyzers", cliAnalyzers)
+	an := cliAnalyzers
+	if mode == modeEngine {
+		an = "none"
+	}
+	cmd := exec.Command(exe, "-mode", mode, "-file", capture, "-workers", strconv.Itoa(workers), "-profile", profile, "-analyzers", an)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	runErr := cmd.Run()
@@ -401,7 +408,7 @@ func printTable(w io.Writer, c *Conditions, results []Result) {
 			continue
 		}
 		events := "-"
-		if r.Mode == modeFile || r.Mode == modeDiscard || r.Mode == modeFlows {
+		if r.Mode == modeFile || r.Mode == modeDiscard || r.Mode == modeFlows || r.Mode == modeEngine {
 			events = strconv.FormatUint(r.Events, 10)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.3f\t%.1f\t%s\t%.2f\t\n",

@@ -65,6 +65,32 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// engine-file runs the pipeline with no analyzer, whatever -analyzers
+// says: only flow events, fewer than the whole pipeline's on the same
+// capture, written to a file.
+func TestEngineMode(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := run([]string{"-packets", "3000", "-cache", t.TempDir(), "-workers", "2", "-json",
+		"-modes", modeEngine + "," + modeFile, "-analyzers", "tls,dns"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	var rep Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 2 {
+		t.Fatalf("%d results", len(rep.Results))
+	}
+	eng, full := rep.Results[0], rep.Results[1]
+	if eng.Mode != modeEngine || eng.Err != "" || eng.Packets != 3000 || eng.OutBytes == 0 || eng.Events == 0 {
+		t.Errorf("engine: %+v", eng)
+	}
+	if full.Events <= eng.Events {
+		t.Errorf("engine took %d events, the pipeline with tls and dns %d", eng.Events, full.Events)
+	}
+}
+
 // The -compare summary takes medians per mode and divides the bare loop's
 // wall time by the pipeline's.
 func TestCompare(t *testing.T) {
@@ -72,8 +98,10 @@ func TestCompare(t *testing.T) {
 	printCompare(&out, &Conditions{Packets: 10, Workers: 2}, []Result{
 		{Mode: modeGopacket, Wall: 1}, {Mode: modeGopacket, Wall: 9}, {Mode: modeGopacket, Wall: 2},
 		{Mode: modeFile, Wall: 4, CPUNsPkt: 600}, {Mode: modeFile, Wall: 3, CPUNsPkt: 500}, {Mode: modeFile, Err: "x", Wall: 0.1},
+		{Mode: modeEngine, Wall: 1.6, CPUNsPkt: 300},
 	}, &tsharkRun{Wall: 70, CPU: 1})
-	for _, want := range []string{"medians of 3 and 2 runs", "bare loop / 1 goroutine", "550", "(wall): 0.57x", "tshark speed (wall): 20.0x"} {
+	for _, want := range []string{"medians of 3 and 2 runs", "bare loop / 1 goroutine", "550", "pktpipe speed / bare loop speed (wall): 0.57x", "tshark speed (wall): 20.0x",
+		"no analyzer (the engine)", "engine speed / bare loop speed (wall): 1.25x"} {
 		want = strings.Replace(want, "bare loop / 1 goroutine", "bare loop (gopacket, 1 goroutine, decode)", 1)
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in\n%s", want, out.String())

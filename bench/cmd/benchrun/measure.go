@@ -34,6 +34,10 @@ const (
 	modeDecode   = "decode"
 	modeFile     = "pipeline-file"
 	modeDiscard  = "pipeline-discard"
+	// modeEngine is modeFile with no analyzer: the engine's own cost
+	// (read, decode, shard, flow table, flow events into the file), which
+	// -compare shows beside the bare loop and the whole pipeline.
+	modeEngine = "engine-file"
 )
 
 var allModes = []string{modePcapgo, modeGopacket, modePcapfile, modeDecode, modeFile, modeDiscard}
@@ -77,7 +81,7 @@ func child(mode, capture string, workers int, profile string, stdout io.Writer) 
 	// The file sink's directory is made and removed outside the measured
 	// part; its fsync at Close is inside.
 	var outDir string
-	if mode == modeFile {
+	if mode == modeFile || mode == modeEngine {
 		d, err := os.MkdirTemp("", "pktpipe-benchrun-")
 		if err != nil {
 			return err
@@ -124,7 +128,7 @@ func child(mode, capture string, workers int, profile string, stdout io.Writer) 
 			}
 		})
 		r.Note = fmt.Sprintf("malformed %d, no IP %d", bad, noIP)
-	case modeFile, modeDiscard, modeFlows:
+	case modeFile, modeDiscard, modeFlows, modeEngine:
 		r.Workers = workers
 		err = runPipeline(capture, outDir, workers, &r)
 	default:
