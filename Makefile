@@ -43,8 +43,9 @@ bench: build
 	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) $(BENCH_FLAGS)
 
 # The figure the README quotes: the bare gopacket decode loop (one goroutine)
-# against the whole pipeline, every analyzer on (features included), file
-# sink, --workers 2; medians of 3, and tshark once for the record.
+# against pktpipe's engine with no analyzer and the whole pipeline, every
+# analyzer on (features included), both into a file sink with --workers 2;
+# medians of 3, and tshark once for the record.
 bench-compare: build
 	$(GO) run ./bench/cmd/benchrun -packets $(BENCH_PACKETS) -compare -tshark -count 3 -workers 2 -analyzers all,features $(BENCH_FLAGS)
 
