@@ -127,7 +127,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		if !known(m) {
-			return fmt.Errorf("-modes: unknown %q (choices: %s)", m, strings.Join(allModes, ", "))
+			return fmt.Errorf("-modes: unknown %q (choices: %s)", m, strings.Join(append(allModes[:len(allModes):len(allModes)], modeEngine, modeFlows), ", "))
 		}
 		o.modes = append(o.modes, m)
 	}
@@ -408,7 +408,7 @@ func printTable(w io.Writer, c *Conditions, results []Result) {
 			continue
 		}
 		events := "-"
-		if r.Mode == modeFile || r.Mode == modeDiscard || r.Mode == modeFlows || r.Mode == modeEngine {
+		if pipelineMode(r.Mode) {
 			events = strconv.FormatUint(r.Events, 10)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.3f\t%.1f\t%s\t%.2f\t\n",

@@ -42,6 +42,16 @@ const (
 
 var allModes = []string{modePcapgo, modeGopacket, modePcapfile, modeDecode, modeFile, modeDiscard}
 
+// pipelineMode reports whether mode runs the whole pipeline (internal/app),
+// and so has events and a worker count.
+func pipelineMode(mode string) bool {
+	switch mode {
+	case modeFile, modeDiscard, modeFlows, modeEngine:
+		return true
+	}
+	return false
+}
+
 // What `pktpipe` passes to app.Build when a flag is left at its default
 // (cmd/pktpipe/flags.go); the pipeline modes build exactly that.
 const (
@@ -106,14 +116,14 @@ func child(mode, capture string, workers int, profile string, stdout io.Writer) 
 	t0 := time.Now()
 
 	var err error
-	switch mode {
-	case modePcapgo:
+	switch {
+	case mode == modePcapgo:
 		r.Packets, err = runPcapgo(capture)
-	case modeGopacket:
+	case mode == modeGopacket:
 		r.Packets, err = runGopacketDecode(capture)
-	case modePcapfile:
+	case mode == modePcapfile:
 		r.Packets, err = runSource(capture, nil)
-	case modeDecode:
+	case mode == modeDecode:
 		var bad, noIP uint64
 		dec := decode.New()
 		r.Packets, err = runSource(capture, func(b *packet.Batch) {
@@ -128,7 +138,7 @@ func child(mode, capture string, workers int, profile string, stdout io.Writer) 
 			}
 		})
 		r.Note = fmt.Sprintf("malformed %d, no IP %d", bad, noIP)
-	case modeFile, modeDiscard, modeFlows, modeEngine:
+	case pipelineMode(mode):
 		r.Workers = workers
 		err = runPipeline(capture, outDir, workers, &r)
 	default:
